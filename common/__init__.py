@@ -1,0 +1,1 @@
+"""Shared kernel: settings, database, storage and job names. Imports no torch or faiss."""

@@ -1,0 +1,139 @@
+"""Tables: works and their source images, per-encoder embeddings, attribution jobs and their
+matches, and the published (encoder, index) pairs. The database is the source of truth; every
+FAISS index can be rebuilt from the `embeddings` table."""
+import enum
+import uuid
+from datetime import datetime, timezone
+
+from sqlalchemy import (
+    JSON, BigInteger, DateTime, Enum, Float, ForeignKey, Integer, LargeBinary, String, Text,
+    UniqueConstraint, Uuid,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+# SQLite only autoincrements a column declared exactly INTEGER PRIMARY KEY.
+BigIntId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: DateTime(timezone=True)}
+
+
+class ImageState(str, enum.Enum):
+    pending = "pending"
+    embedded = "embedded"
+    failed = "failed"
+
+
+class JobStatus(str, enum.Enum):
+    queued = "queued"
+    running = "running"
+    done = "done"
+    failed = "failed"
+
+
+class Work(Base):
+    __tablename__ = "works"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    title: Mapped[str] = mapped_column(String(300))
+    rights_holder: Mapped[str] = mapped_column(String(200), index=True)
+    external_ref: Mapped[str | None] = mapped_column(String(500))
+    licence: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    deleted_at: Mapped[datetime | None] = mapped_column(index=True)
+
+    images: Mapped[list["SourceImage"]] = relationship(
+        back_populates="work", order_by="SourceImage.id", cascade="all, delete-orphan")
+
+
+class SourceImage(Base):
+    __tablename__ = "source_images"
+    __table_args__ = (UniqueConstraint("work_id", "content_sha256"),)
+
+    # An integer id, because FAISS ids are int64 and map straight back to this row.
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    work_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("works.id", ondelete="CASCADE"), index=True)
+    content_sha256: Mapped[str] = mapped_column(String(64), index=True)
+    storage_key: Mapped[str] = mapped_column(String(200))
+    media_type: Mapped[str] = mapped_column(String(50))
+    byte_size: Mapped[int] = mapped_column(Integer)
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    state: Mapped[ImageState] = mapped_column(
+        Enum(ImageState, name="image_state", native_enum=False, length=20), default=ImageState.pending)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    work: Mapped[Work] = relationship(back_populates="images")
+
+
+class Embedding(Base):
+    """One vector per (image, encoder): a new encoder fills its own rows while the old one serves."""
+    __tablename__ = "embeddings"
+
+    image_id: Mapped[int] = mapped_column(
+        ForeignKey("source_images.id", ondelete="CASCADE"), primary_key=True)
+    encoder_id: Mapped[str] = mapped_column(String(200), primary_key=True, index=True)
+    vector: Mapped[bytes] = mapped_column(LargeBinary)  # float32, L2-normalised
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AttributionJob(Base):
+    __tablename__ = "attribution_jobs"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    status: Mapped[JobStatus] = mapped_column(
+        Enum(JobStatus, name="job_status", native_enum=False, length=20), default=JobStatus.queued,
+        index=True)
+    query_sha256: Mapped[str] = mapped_column(String(64))
+    storage_key: Mapped[str] = mapped_column(String(200))
+    top_k: Mapped[int] = mapped_column(Integer)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    encoder_id: Mapped[str | None] = mapped_column(String(200))
+    index_id: Mapped[str | None] = mapped_column(String(200))
+    index_size: Mapped[int | None] = mapped_column(BigInteger)
+    unattributed: Mapped[float | None] = mapped_column(Float)
+    # The client allowed this query image to be used as unlabeled training data.
+    training_use: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+    matches: Mapped[list["Match"]] = relationship(
+        back_populates="job", order_by="Match.rank", cascade="all, delete-orphan")
+
+
+class Match(Base):
+    __tablename__ = "matches"
+
+    job_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("attribution_jobs.id", ondelete="CASCADE"), primary_key=True)
+    rank: Mapped[int] = mapped_column(Integer, primary_key=True)
+    work_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("works.id", ondelete="CASCADE"), index=True)
+    score: Mapped[float] = mapped_column(Float)
+    share: Mapped[float] = mapped_column(Float)
+    best_image_id: Mapped[int | None] = mapped_column(BigInteger)
+
+    job: Mapped[AttributionJob] = relationship(back_populates="matches")
+    work: Mapped[Work] = relationship()
+
+
+class ModelPair(Base):
+    """A published (encoder, index) pair. At most one is active; workers follow it."""
+    __tablename__ = "model_pairs"
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    encoder_id: Mapped[str] = mapped_column(String(200))
+    encoder_uri: Mapped[str] = mapped_column(String(500))
+    index_path: Mapped[str | None] = mapped_column(String(500))
+    index_id: Mapped[str | None] = mapped_column(String(200))
+    report: Mapped[dict | None] = mapped_column(JSON)
+    active: Mapped[bool] = mapped_column(default=False, index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    activated_at: Mapped[datetime | None]

@@ -1,0 +1,54 @@
+"""One settings object for the API, the worker, the trainer and Alembic (env prefix ATTRIB_)."""
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ATTRIB_", env_file=".env", extra="ignore")
+
+    # Embedded defaults: SQLite + local files; production sets a PostgreSQL URL.
+    database_url: str = "sqlite:///var/attrib.db"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    queue_name: str = "attribution"
+    data_dir: Path = Path("var")
+
+    # Encoder used when no trained (encoder, index) pair has been published:
+    # "builtin:efficientnet-lite0" (packaged ImageNet weights), "open_clip:NAME:TAG",
+    # or the path of an exported encoder artefact directory.
+    encoder: str = "builtin:efficientnet-lite0"
+    torch_threads: int = Field(default=2, ge=1)
+    embed_batch_size: int = Field(default=8, ge=1)
+
+    # Upload limits: bytes are checked while reading, pixels before decoding.
+    max_upload_bytes: int = 20 * 1024 * 1024
+    max_image_pixels: int = 40_000_000
+    min_image_side: int = 16
+    max_images_per_work: int = 32
+
+    default_top_k: int = 10
+    max_top_k: int = 100
+    max_wait_seconds: float = 30.0
+    # How many nearest images are fetched per query before grouping them into works.
+    image_hits_per_work: int = 4
+
+    # Opt-in: keep submitted query images as unlabeled training data (see README).
+    collect_queries_for_training: bool = False
+
+    # A worker retries a job this often before marking it failed.
+    job_max_attempts: int = 3
+
+    @property
+    def storage_dir(self) -> Path:
+        return self.data_dir / "storage"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.data_dir / "artifacts"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
