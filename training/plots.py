@@ -1,0 +1,45 @@
+"""PNG figures of a run: the loss curve, and Recall@K curves of an evaluation (matplotlib, Agg)."""
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: training runs on servers and in tests
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def plot_losses(history: list[dict], path: str | Path) -> Path:
+    """history: one dict per step with `step` and named `*_loss` terms."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    names = sorted({k for row in history for k in row if k.endswith("_loss")})
+    for name in names:
+        points = [(row["step"], row[name]) for row in history if name in row]
+        ax.plot(*zip(*points), label=name) if points else None
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def plot_recall_curves(curves: dict[str, dict[int, float]], title: str, path: str | Path) -> Path:
+    """curves: label -> {K: Recall@K in %}."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, by_k in curves.items():
+        ks = sorted(by_k)
+        ax.plot(ks, [by_k[k] for k in ks], marker="o", label=label)
+    ax.set_xscale("log")
+    ax.set_xlabel("K")
+    ax.set_ylabel("Recall@K (%)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def _save(fig, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

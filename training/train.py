@@ -1,0 +1,147 @@
+"""Train an attribution encoder without pairs: MoCo-v3 alignment + Infomax disentanglement.
+
+    python -m training train --preset default source_dirs=[\"demo/data/dreambooth\"] epochs=4
+    python -m training train --config run.json --resume var/training/default/checkpoint.pt
+"""
+import argparse
+import math
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from core.backbones import LITE0_PREPROCESS, packaged_lite0_weights_path
+from core.encoder import file_digest
+from training.augment import two_view_transform
+from training.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from training.config import PRESETS, TrainConfig, apply_overrides, load_config
+from training.data import UnlabeledImages, gather_training_paths
+from training.losses import AlignmentLoss, InfomaxLoss, total_loss
+from training.model import MoCo, build_moco, moco_momentum
+from training.plots import plot_losses
+
+
+def base_encoder_id(backbone: str) -> str:
+    """Same id core.encoder gives the zero-shot encoder, so reports can name what we started from."""
+    if backbone == "tf_efficientnet_lite0":
+        return f"efficientnet-lite0-imagenet@{file_digest(packaged_lite0_weights_path())}"
+    return f"{backbone}@random-init"
+
+
+def setup_runtime(config: TrainConfig) -> torch.device:
+    from common.settings import get_settings
+    torch.set_num_threads(config.num_threads or get_settings().torch_threads)
+    random.seed(config.seed)
+    np.random.seed(config.seed)
+    torch.manual_seed(config.seed)
+    if config.device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError("device=cuda asked for, but no GPU is visible")
+    return torch.device(config.device)
+
+
+def make_loader(config: TrainConfig) -> DataLoader:
+    paths = gather_training_paths(config)
+    dataset = UnlabeledImages(paths, two_view_transform(config, LITE0_PREPROCESS))
+    # BatchNorm in the heads needs > 1 sample; drop_last keeps every batch full.
+    batch_size = min(config.batch_size, len(dataset))
+    return DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True,
+                      num_workers=config.num_workers, persistent_workers=config.num_workers > 0)
+
+
+def learning_rate(step: int, total: int, config: TrainConfig) -> float:
+    """Linear warm-up, then half-cosine decay to zero."""
+    if step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
+    progress = (step - config.warmup_steps) / max(1, total - config.warmup_steps)
+    return config.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def train(config: TrainConfig, resume: str | Path | None = None) -> Path:
+    """Run (or continue) training; returns the checkpoint path."""
+    # --- setup -----------------------------------------------------------------------------
+    device = setup_runtime(config)
+    out_dir = Path(config.out_dir)
+    loader = make_loader(config)
+    model = build_moco(config).to(device)
+    align = AlignmentLoss(config.tau)
+    infomax = InfomaxLoss(config.projector_dims[-1], config.infomax_eps, config.covariance,
+                          config.covariance_momentum).to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    total_steps = config.epochs * len(loader)
+    if config.max_steps:
+        total_steps = min(total_steps, config.max_steps)
+    step, history = 0, []
+
+    # --- resume ------------------------------------------------------------------------------
+    if resume:
+        state = load_checkpoint(resume)
+        model.load_state_dict(state["model"])
+        infomax.load_state_dict(state["infomax"])
+        optimizer.load_state_dict(state["optimizer"])
+        step, history = state["step"], state["history"]
+
+    # --- loop --------------------------------------------------------------------------------
+    use_amp = config.amp and device.type == "cuda"
+    started = time.time()
+    model.train()
+    progress = tqdm(total=total_steps, initial=step, desc=f"train {config.run_name}", unit="step")
+    while step < total_steps:
+        for view_1, view_2 in loader:
+            if step >= total_steps:
+                break
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(step, total_steps, config)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                out = model(view_1.to(device, non_blocking=True), view_2.to(device, non_blocking=True))
+            terms = {**align(out["q1"], out["q2"], out["k1"], out["k2"]), **infomax(out["z1"], out["z2"])}
+            loss = total_loss(terms, config.infomax_lambda)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            model.update_key_encoder(moco_momentum(step, total_steps, config.moco_momentum))
+            step += 1
+            history.append({"step": step, "loss": loss.item(), **{k: v.item() for k, v in terms.items()}})
+            progress.set_postfix({k: f"{v:.3f}" for k, v in history[-1].items() if k.endswith("loss")})
+            progress.update(1)
+        # --- checkpoint once per epoch (and at the end) ---------------------------------------
+        path = write_checkpoint(out_dir, model, infomax, optimizer, step, history, config)
+    progress.close()
+    path = write_checkpoint(out_dir, model, infomax, optimizer, step, history, config,
+                            seconds=time.time() - started)
+    plot_losses(history, out_dir / "loss_curve.png")
+    return path
+
+
+def write_checkpoint(out_dir: Path, model: MoCo, infomax: InfomaxLoss, optimizer, step: int,
+                     history: list[dict], config: TrainConfig, seconds: float | None = None) -> Path:
+    state = {
+        "model": model.state_dict(), "infomax": infomax.state_dict(), "optimizer": optimizer.state_dict(),
+        "step": step, "history": history, "config": config.to_dict(),
+        "base_encoder_id": base_encoder_id(config.backbone), "train_seconds": seconds,
+    }
+    return save_checkpoint(out_dir / CHECKPOINT_NAME, state)
+
+
+def main(argv: list[str] | None = None) -> Path:
+    parser = argparse.ArgumentParser(prog="python -m training train", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="default", choices=sorted(PRESETS))
+    parser.add_argument("--config", help="JSON file with TrainConfig keys")
+    parser.add_argument("--resume", help="checkpoint to continue from (its config is reused)")
+    parser.add_argument("--device", help="shortcut for device=...; 'cuda' enables bf16 autocast")
+    parser.add_argument("overrides", nargs="*", help="key=value (values parsed as JSON when they can be)")
+    args = parser.parse_args(argv)
+    overrides = args.overrides + ([f"device={args.device}"] if args.device else [])
+    if args.resume:  # a resumed run keeps its own config; overrides may extend it (e.g. epochs=)
+        config = apply_overrides(TrainConfig.from_dict(load_checkpoint(args.resume)["config"]), overrides)
+    else:
+        config = load_config(args.preset, args.config, overrides)
+    path = train(config, resume=args.resume)
+    print(f"checkpoint: {path}")
+    return path
+
