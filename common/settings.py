@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     # Opt-in: keep submitted query images as unlabeled training data (see README).
     collect_queries_for_training: bool = False
 
+    # A worker saves its up-to-date index at most this often (seconds; 0 = after every change).
+    index_save_interval_s: float = 0.0
+
     # A worker retries a job this often before marking it failed.
     job_max_attempts: int = 3
 

@@ -50,6 +50,11 @@ class Work(Base):
     images: Mapped[list["SourceImage"]] = relationship(
         back_populates="work", order_by="SourceImage.id", cascade="all, delete-orphan")
 
+    @property
+    def searchable(self) -> bool:
+        """True once every image is embedded (then the work can appear in results)."""
+        return bool(self.images) and all(i.state == ImageState.embedded for i in self.images)
+
 
 class SourceImage(Base):
     __tablename__ = "source_images"
@@ -94,6 +99,8 @@ class AttributionJob(Base):
     storage_key: Mapped[str] = mapped_column(String(200))
     top_k: Mapped[int] = mapped_column(Integer)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # Name of the worker running the job, so a dead worker's jobs can be recovered.
+    worker: Mapped[str | None] = mapped_column(String(200))
     error: Mapped[str | None] = mapped_column(Text)
     encoder_id: Mapped[str | None] = mapped_column(String(200))
     index_id: Mapped[str | None] = mapped_column(String(200))

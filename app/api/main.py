@@ -1,0 +1,8 @@
+from fastapi import APIRouter
+
+from app.api.routes import attributions, health, sources
+
+api_router = APIRouter()
+api_router.include_router(sources.router)
+api_router.include_router(attributions.router)
+api_router.include_router(health.router)

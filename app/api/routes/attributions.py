@@ -1,0 +1,111 @@
+"""Submitting a synthetic image for attribution and reading the ranked works."""
+import asyncio
+import logging
+import time
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, File, Query, Request, Response, UploadFile, status
+from redis.exceptions import RedisError
+from sqlalchemy.orm import Session
+
+from app.api.deps import QueueDep, SessionDep, SettingsDep, StorageDep
+from app.problems import Problem
+from app.schemas import AttributionPublic, MatchPublic
+from app.uploads import read_checked_image
+from common.db import crud
+from common.db.models import AttributionJob, JobStatus
+from common.db.session import new_session
+from common.jobs import enqueue_attribution
+from common.storage import LocalStorage
+
+router = APIRouter(prefix="/attribute", tags=["attribution"])
+log = logging.getLogger(__name__)
+_FINISHED = (JobStatus.done, JobStatus.failed)
+
+
+@router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=AttributionPublic,
+             responses={200: {"model": AttributionPublic, "description": "finished within `wait`"}})
+async def create_attribution(
+    request: Request, response: Response, session: SessionDep, settings: SettingsDep,
+    storage: StorageDep, queue: QueueDep,
+    image: Annotated[UploadFile, File(description="the synthetic image to attribute")],
+    top_k: Annotated[int | None, Query(ge=1, le=100, description="how many works to return")] = None,
+    wait: Annotated[float, Query(ge=0, le=60, description="seconds to wait for the result")] = 0,
+    allow_training: Annotated[bool, Query(description="let this image train the encoder (if enabled)")] = False,
+) -> AttributionPublic:
+    """Queue an attribution job; with `wait`, answer with the result if it is ready in time."""
+    top_k = min(top_k or settings.default_top_k, settings.max_top_k)
+    checked = await read_checked_image(image, settings)
+    key = LocalStorage.key_for("queries", checked.sha256, checked.extension)
+    storage.put(key, checked.data)
+    job = crud.create_job(session, query_sha256=checked.sha256, storage_key=key, top_k=top_k,
+                          training_use=allow_training and settings.collect_queries_for_training)
+    session.commit()
+    try:
+        enqueue_attribution(queue, str(job.id))
+    except RedisError as exc:
+        _fail_unqueued(session, job)
+        raise Problem(503, "the job queue (Redis) cannot be reached; retry shortly",
+                      title="Queue unavailable", headers={"Retry-After": "5"}) from exc
+    if wait > 0:
+        job = await _wait_for(job.id, min(wait, settings.max_wait_seconds)) or job
+    if job.status in _FINISHED:
+        response.status_code = status.HTTP_200_OK
+    response.headers["Location"] = _status_url(request, job.id)
+    return attribution_public(request, job)
+
+
+def _fail_unqueued(session: Session, job: AttributionJob) -> None:
+    job.status, job.error = JobStatus.failed, "the job queue was unavailable when the job was submitted"
+    session.commit()
+
+
+async def _wait_for(job_id: uuid.UUID, seconds: float) -> AttributionJob | None:
+    """Poll the database (the job's source of truth), never Redis results."""
+    deadline = time.monotonic() + seconds
+    while True:
+        job = await asyncio.to_thread(_load_job, job_id)
+        if job is None or job.status in _FINISHED or time.monotonic() >= deadline:
+            return job
+        await asyncio.sleep(0.1)
+
+
+def _load_job(job_id: uuid.UUID) -> AttributionJob | None:
+    with new_session() as session:
+        return crud.get_job(session, job_id=job_id)
+
+
+@router.get("/{job_id}", response_model=AttributionPublic)
+def read_attribution(request: Request, session: SessionDep, job_id: uuid.UUID) -> AttributionPublic:
+    """Status of a job and, when done, the ranked works with their calibrated shares."""
+    job = crud.get_job(session, job_id=job_id)
+    if job is None:
+        raise Problem(404, f"no attribution job with id {job_id}", title="Unknown job")
+    return attribution_public(request, job)
+
+
+def _status_url(request: Request, job_id: uuid.UUID) -> str:
+    return str(request.url_for("read_attribution", job_id=job_id))
+
+
+def attribution_public(request: Request, job: AttributionJob) -> AttributionPublic:
+    done = job.status == JobStatus.done
+    return AttributionPublic(
+        id=job.id, status=job.status, status_url=_status_url(request, job.id), created_at=job.created_at,
+        finished_at=job.finished_at, error=job.error, top_k=job.top_k, encoder_id=job.encoder_id,
+        index_id=job.index_id, index_size=job.index_size,
+        matches=_live_matches(job) if done else None,
+        unattributed=_unattributed(job) if done else None)
+
+
+def _live_matches(job: AttributionJob) -> list[MatchPublic]:
+    # A work deleted after the job ran never appears again; its share joins "unattributed".
+    live = [m for m in job.matches if m.work.deleted_at is None]
+    return [MatchPublic(rank=rank, work_id=m.work_id, title=m.work.title, rights_holder=m.work.rights_holder,
+                        score=m.score, share=m.share) for rank, m in enumerate(live, start=1)]
+
+
+def _unattributed(job: AttributionJob) -> float:
+    hidden = sum(m.share for m in job.matches if m.work.deleted_at is not None)
+    return min(1.0, (job.unattributed or 0.0) + hidden)

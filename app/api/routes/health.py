@@ -1,0 +1,51 @@
+"""Liveness, readiness and Prometheus metrics."""
+import json
+
+from fastapi import APIRouter, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+
+from app.api.deps import RedisDep, SessionDep
+from app.problems import Problem
+from common.jobs import WORKER_HEARTBEAT_PREFIX
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+def read_health() -> dict:
+    """The process is up."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+def read_readiness(session: SessionDep, redis: RedisDep) -> dict:
+    """Ready when the database and Redis answer and at least one worker has an index loaded."""
+    checks = {"database": _check(lambda: session.execute(text("SELECT 1"))),
+              "redis": _check(redis.ping)}
+    workers = _live_workers(redis) if checks["redis"] == "ok" else []
+    checks["worker_index"] = "ok" if workers else "no worker with a loaded index"
+    if any(v != "ok" for v in checks.values()):
+        raise Problem(503, "; ".join(f"{k}: {v}" for k, v in checks.items() if v != "ok"),
+                      title="Not ready", checks=checks, headers={"Retry-After": "5"})
+    return {"status": "ready", "checks": checks, "workers": workers}
+
+
+def _check(probe) -> str:
+    try:
+        probe()
+        return "ok"
+    except Exception as exc:  # any failure means not ready; say which
+        return f"unavailable ({type(exc).__name__})"
+
+
+def _live_workers(redis) -> list[dict]:
+    keys = list(redis.scan_iter(match=f"{WORKER_HEARTBEAT_PREFIX}*", count=100))
+    beats = [redis.get(key) for key in keys]
+    return [json.loads(beat) for beat in beats if beat]
+
+
+@router.get("/metrics", include_in_schema=False)
+def read_metrics() -> Response:
+    """Prometheus metrics of this API process."""
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

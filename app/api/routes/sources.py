@@ -1,0 +1,111 @@
+"""Registering, listing and deleting works (source concepts) and their images."""
+import logging
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, Query, Response, UploadFile, status
+from redis.exceptions import RedisError
+
+from app.api.deps import QueueDep, SessionDep, SettingsDep, StorageDep
+from app.problems import Problem
+from app.schemas import WorkPublic, WorksPublic
+from app.uploads import read_checked_image
+from common.db import crud
+from common.db.models import ImageState, SourceImage, Work
+from common.images import CheckedImage
+from common.jobs import enqueue_embed_work
+from common.storage import LocalStorage
+
+router = APIRouter(prefix="/sources", tags=["sources"])
+log = logging.getLogger(__name__)
+
+
+def work_public(work: Work) -> WorkPublic:
+    return WorkPublic.model_validate(work, from_attributes=True)
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=WorkPublic,
+             responses={200: {"model": WorkPublic, "description": "identical images already registered"}})
+async def create_source(
+    session: SessionDep, settings: SettingsDep, storage: StorageDep, queue: QueueDep, response: Response,
+    images: Annotated[list[UploadFile], File(description="one or more images of the work")],
+    title: Annotated[str, Form(min_length=1, max_length=300)],
+    rights_holder: Annotated[str, Form(min_length=1, max_length=200)],
+    external_ref: Annotated[str | None, Form(max_length=500)] = None,
+    licence: Annotated[str | None, Form(max_length=200)] = None,
+) -> WorkPublic:
+    """Register a work; its images are embedded by a worker, after which it is searchable."""
+    if len(images) > settings.max_images_per_work:
+        raise Problem(422, f"a work may have at most {settings.max_images_per_work} images, got {len(images)}")
+    checked = _unique_by_hash([await read_checked_image(upload, settings) for upload in images])
+    existing = crud.find_live_images_by_hash(session, rights_holder=rights_holder, hashes=checked)
+    if existing:
+        response.status_code = status.HTTP_200_OK
+        return work_public(_existing_work_or_conflict(session, checked, existing))
+    work = crud.create_work(session, title=title, rights_holder=rights_holder, external_ref=external_ref,
+                            licence=licence, images=[_store(storage, image) for image in checked.values()])
+    session.commit()
+    _enqueue_quietly(queue, str(work.id))
+    return work_public(work)
+
+
+def _unique_by_hash(images: list[CheckedImage]) -> dict[str, CheckedImage]:
+    return {image.sha256: image for image in images}
+
+
+def _existing_work_or_conflict(session, checked: dict[str, CheckedImage],
+                               existing: dict[str, SourceImage]) -> Work:
+    """Identical bytes re-registered: return the one work that already holds them all, else 409."""
+    work_ids = {image.work_id for image in existing.values()}
+    if len(existing) == len(checked) and len(work_ids) == 1:
+        return crud.get_work(session, work_id=work_ids.pop())
+    raise Problem(409, "some of these images are already registered for this rights holder in other works",
+                  title="Duplicate images", duplicates={h: str(i.work_id) for h, i in existing.items()})
+
+
+def _store(storage: LocalStorage, image: CheckedImage) -> SourceImage:
+    key = LocalStorage.key_for("sources", image.sha256, image.extension)
+    storage.put(key, image.data)
+    return SourceImage(content_sha256=image.sha256, storage_key=key, media_type=image.media_type,
+                       byte_size=len(image.data), width=image.width, height=image.height,
+                       state=ImageState.pending)
+
+
+def _enqueue_quietly(queue, work_id: str) -> None:
+    # The rows are committed; if Redis is down the worker's recovery pass embeds pending images later.
+    try:
+        enqueue_embed_work(queue, work_id)
+    except RedisError:
+        log.warning("queue unavailable; work %s stays pending until a worker recovers it", work_id)
+
+
+@router.get("", response_model=WorksPublic)
+def read_sources(session: SessionDep, offset: Annotated[int, Query(ge=0)] = 0,
+                 limit: Annotated[int, Query(ge=1, le=100)] = 20,
+                 rights_holder: Annotated[str | None, Query(max_length=200)] = None) -> WorksPublic:
+    """List live works, oldest first."""
+    works, total = crud.list_works(session, offset=offset, limit=limit, rights_holder=rights_holder)
+    return WorksPublic(data=[work_public(w) for w in works], count=total, offset=offset, limit=limit)
+
+
+@router.get("/{work_id}", response_model=WorkPublic)
+def read_source(session: SessionDep, work_id: uuid.UUID) -> WorkPublic:
+    """One work with its images and their embedding state."""
+    return work_public(_get_or_404(session, work_id))
+
+
+@router.delete("/{work_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_source(session: SessionDep, storage: StorageDep, work_id: uuid.UUID) -> Response:
+    """Delete a work: it leaves every result at once, and its vectors and files are removed."""
+    keys = crud.delete_work(session, work=_get_or_404(session, work_id))
+    session.commit()
+    for key in keys:
+        storage.delete(key)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+def _get_or_404(session, work_id: uuid.UUID) -> Work:
+    work = crud.get_work(session, work_id=work_id)
+    if work is None:
+        raise Problem(404, f"no work with id {work_id}", title="Unknown work")
+    return work

@@ -1,0 +1,19 @@
+"""Composition root: builds the FastAPI app and nothing else."""
+from fastapi import FastAPI
+
+from app.api.main import api_router
+from app.metrics import install_metrics
+from app.problems import install_problem_handlers
+
+
+def create_app() -> FastAPI:
+    app = FastAPI(title="attrib: synthetic-image attribution",
+                  description="Register copyrighted works; find which of them an AI-generated image draws on.",
+                  version="0.1.0")
+    install_problem_handlers(app)
+    install_metrics(app)
+    app.include_router(api_router)
+    return app
+
+
+app = create_app()

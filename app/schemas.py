@@ -1,0 +1,64 @@
+"""Request and response shapes of the HTTP API."""
+import uuid
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from common.db.models import ImageState, JobStatus
+
+
+class SourceImagePublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    content_sha256: str
+    media_type: str
+    byte_size: int
+    width: int
+    height: int
+    state: ImageState
+    error: str | None = None
+
+
+class WorkPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    title: str
+    rights_holder: str
+    external_ref: str | None
+    licence: str | None
+    created_at: datetime
+    searchable: bool = Field(description="true once every image of the work is embedded")
+    images: list[SourceImagePublic]
+
+
+class WorksPublic(BaseModel):
+    data: list[WorkPublic]
+    count: int = Field(description="total number of live works matching the query")
+    offset: int
+    limit: int
+
+
+class MatchPublic(BaseModel):
+    rank: int
+    work_id: uuid.UUID
+    title: str
+    rights_holder: str
+    score: float = Field(description="cosine similarity of the work's closest image to the query")
+    share: float = Field(description="calibrated attribution share in [0, 1]")
+
+
+class AttributionPublic(BaseModel):
+    id: uuid.UUID
+    status: JobStatus
+    status_url: str
+    created_at: datetime
+    finished_at: datetime | None = None
+    error: str | None = None
+    top_k: int
+    encoder_id: str | None = None
+    index_id: str | None = None
+    index_size: int | None = None
+    matches: list[MatchPublic] | None = Field(default=None, description="ranked works, when done")
+    unattributed: float | None = Field(default=None, description="share no returned work receives")

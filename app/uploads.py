@@ -1,0 +1,27 @@
+"""Reading uploads with a byte limit enforced while reading, then checking them as images."""
+from fastapi import UploadFile
+
+from common.images import CheckedImage, ImageLimits, ImageRejected, check_image
+from common.settings import Settings
+
+_CHUNK = 1 << 20
+
+
+def limits_from(settings: Settings) -> ImageLimits:
+    return ImageLimits(settings.max_upload_bytes, settings.max_image_pixels, settings.min_image_side)
+
+
+async def read_checked_image(upload: UploadFile, settings: Settings) -> CheckedImage:
+    """Read at most max_upload_bytes + 1 (so an oversized upload is never held whole), then check."""
+    limit = settings.max_upload_bytes
+    chunks, size = [], 0
+    while chunk := await upload.read(_CHUNK):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            raise ImageRejected("too_large", f"{upload.filename or 'the file'} exceeds {limit} bytes", 413)
+    try:
+        return check_image(b"".join(chunks), limits_from(settings))
+    except ImageRejected as exc:
+        name = upload.filename or "upload"
+        raise ImageRejected(exc.reason, f"{name}: {exc.detail}", exc.status) from exc

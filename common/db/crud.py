@@ -1,0 +1,95 @@
+"""Database operations shared by the API, the worker and the trainer (keyword-only arguments)."""
+import uuid
+from collections.abc import Iterable
+from datetime import datetime, timezone
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session, selectinload
+
+from common.db.models import (
+    AttributionJob, Embedding, ImageState, JobStatus, Match, ModelPair, SourceImage, Work,
+)
+
+
+def find_live_images_by_hash(session: Session, *, rights_holder: str,
+                             hashes: Iterable[str]) -> dict[str, SourceImage]:
+    """Images with these hashes in the rights holder's live works, keyed by hash."""
+    rows = session.scalars(
+        select(SourceImage).join(Work)
+        .where(Work.rights_holder == rights_holder, Work.deleted_at.is_(None),
+               SourceImage.content_sha256.in_(list(hashes))))
+    return {image.content_sha256: image for image in rows}
+
+
+def create_work(session: Session, *, title: str, rights_holder: str, external_ref: str | None,
+                licence: str | None, images: list[SourceImage]) -> Work:
+    work = Work(title=title, rights_holder=rights_holder, external_ref=external_ref, licence=licence,
+                images=images)
+    session.add(work)
+    session.flush()
+    return work
+
+
+def get_work(session: Session, *, work_id: uuid.UUID, include_deleted: bool = False) -> Work | None:
+    work = session.get(Work, work_id, options=[selectinload(Work.images)])
+    if work is None or (work.deleted_at is not None and not include_deleted):
+        return None
+    return work
+
+
+def list_works(session: Session, *, offset: int, limit: int,
+               rights_holder: str | None = None) -> tuple[list[Work], int]:
+    query = select(Work).where(Work.deleted_at.is_(None))
+    if rights_holder is not None:
+        query = query.where(Work.rights_holder == rights_holder)
+    total = session.scalar(select(func.count()).select_from(query.subquery()))
+    works = session.scalars(query.options(selectinload(Work.images))
+                            .order_by(Work.created_at, Work.id).offset(offset).limit(limit))
+    return list(works), int(total or 0)
+
+
+def delete_work(session: Session, *, work: Work) -> list[str]:
+    """Soft-delete the work (past results keep their rows but hide it) and drop its vectors at once.
+    Returns the storage keys no other live image uses, for the caller to remove after commit."""
+    work.deleted_at = datetime.now(timezone.utc)
+    image_ids = [image.id for image in work.images]
+    session.execute(delete(Embedding).where(Embedding.image_id.in_(image_ids)))
+    keys = {image.storage_key for image in work.images}
+    still_used = set(session.scalars(
+        select(SourceImage.storage_key).join(Work)
+        .where(SourceImage.storage_key.in_(keys), Work.deleted_at.is_(None), Work.id != work.id)))
+    return sorted(keys - still_used)
+
+
+def live_work_of_images(session: Session, *, image_ids: Iterable[int]) -> dict[int, uuid.UUID]:
+    """image id -> work id, for images whose work is live (deleted works vanish immediately)."""
+    rows = session.execute(
+        select(SourceImage.id, SourceImage.work_id).join(Work)
+        .where(SourceImage.id.in_(list(image_ids)), Work.deleted_at.is_(None)))
+    return {image_id: work_id for image_id, work_id in rows}
+
+
+def create_job(session: Session, *, query_sha256: str, storage_key: str, top_k: int,
+               training_use: bool) -> AttributionJob:
+    job = AttributionJob(query_sha256=query_sha256, storage_key=storage_key, top_k=top_k,
+                         training_use=training_use, status=JobStatus.queued)
+    session.add(job)
+    session.flush()
+    return job
+
+
+def get_job(session: Session, *, job_id: uuid.UUID) -> AttributionJob | None:
+    return session.get(AttributionJob, job_id,
+                       options=[selectinload(AttributionJob.matches).selectinload(Match.work)])
+
+
+def get_active_pair(session: Session) -> ModelPair | None:
+    return session.scalar(select(ModelPair).where(ModelPair.active.is_(True)))
+
+
+def pending_images(session: Session, *, work_id: uuid.UUID | None = None) -> list[SourceImage]:
+    query = select(SourceImage).join(Work).where(
+        Work.deleted_at.is_(None), SourceImage.state == ImageState.pending)
+    if work_id is not None:
+        query = query.where(SourceImage.work_id == work_id)
+    return list(session.scalars(query.order_by(SourceImage.id)))

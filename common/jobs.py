@@ -1,0 +1,25 @@
+"""Names of the worker's jobs, enqueued by dotted path so the API never imports torch."""
+from redis import Redis
+from rq import Queue, Retry
+
+EMBED_WORK = "worker.jobs.embed_work"
+ATTRIBUTE_IMAGE = "worker.jobs.attribute_image"
+
+
+def get_queue(redis: Redis, name: str) -> Queue:
+    return Queue(name, connection=redis)
+
+
+def enqueue_embed_work(queue: Queue, work_id: str) -> None:
+    # Job ids derive from the database row, so re-enqueueing the same work replaces, not duplicates.
+    queue.enqueue(EMBED_WORK, work_id, job_id=f"embed-{work_id}", retry=Retry(max=2, interval=[1, 5]),
+                  job_timeout=600)
+
+
+def enqueue_attribution(queue: Queue, job_id: str) -> None:
+    queue.enqueue(ATTRIBUTE_IMAGE, job_id, job_id=f"attr-{job_id}", retry=Retry(max=2, interval=[1, 5]),
+                  job_timeout=300)
+
+# Each worker keeps `<prefix><name>` alive (with a TTL) while it holds a loaded index.
+WORKER_HEARTBEAT_PREFIX = "attrib:worker:"
+WORKER_HEARTBEAT_TTL_S = 30

@@ -1,0 +1,61 @@
+"""`python -m worker`: load the encoder and index once, then run many jobs in this process.
+
+RQ's default worker forks per job, which would reload the model every job (and breaks CUDA);
+SimpleWorker runs jobs in-process, so the runtime loaded here is shared by every job."""
+import argparse
+import logging
+import os
+import socket
+import uuid
+
+import torch
+from redis import Redis
+from rq import SimpleWorker
+
+from common.db.session import new_session
+from common.jobs import get_queue
+from common.recovery import recover
+from common.settings import get_settings
+from worker.heartbeat import Heartbeat
+from worker.runtime import Runtime, get_runtime, set_runtime
+
+log = logging.getLogger("worker")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m worker", description=__doc__)
+    parser.add_argument("--burst", action="store_true", help="exit when the queue is empty")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--name", default=None, help="worker name (default: host-pid-random)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    settings = get_settings()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    torch.set_num_threads(settings.torch_threads)
+    with new_session() as session:
+        set_runtime(Runtime.load(session, settings, args.device))
+    redis = Redis.from_url(settings.redis_url)
+    queue = get_queue(redis, settings.queue_name)
+    name = args.name or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    heartbeat = Heartbeat(redis, name, lambda: get_runtime().describe(),
+                          on_beat=lambda: _recover(redis, queue, settings.job_max_attempts))
+    heartbeat.beat()
+    heartbeat.start()
+    try:
+        SimpleWorker([queue], connection=redis, name=name).work(burst=args.burst, with_scheduler=True,
+                                                              logging_level="WARNING")
+    finally:
+        heartbeat.stop()
+        get_runtime().save()
+
+
+def _recover(redis: Redis, queue, max_attempts: int) -> None:
+    with new_session() as session:
+        recover(session, redis, queue, max_attempts=max_attempts)
+
+
+if __name__ == "__main__":
+    main()

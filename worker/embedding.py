@@ -1,0 +1,42 @@
+"""The embedding pipeline, named by its stages: read stored images -> encode -> write vectors."""
+import logging
+
+import numpy as np
+from PIL import Image
+from sqlalchemy.orm import Session
+
+from common.db.models import Embedding, ImageState, SourceImage
+from common.images import decode_rgb
+from common.storage import LocalStorage
+from core.encoder import Encoder
+
+log = logging.getLogger(__name__)
+
+
+def read_images(storage: LocalStorage, images: list[SourceImage]) -> tuple[list[SourceImage], list[Image.Image]]:
+    """Decode each stored image; one that cannot be read is marked failed, not fatal for the batch."""
+    ok_rows, decoded = [], []
+    for row in images:
+        try:
+            decoded.append(decode_rgb(storage.get(row.storage_key)))
+            ok_rows.append(row)
+        except Exception as exc:  # a missing or damaged file must not block the rest
+            row.state, row.error = ImageState.failed, f"cannot read stored image: {exc}"
+            log.warning("image %s failed: %s", row.id, exc)
+    return ok_rows, decoded
+
+
+def write_vectors(session: Session, rows: list[SourceImage], vectors: np.ndarray, encoder_id: str) -> None:
+    """Upsert one vector per image for this encoder (merge keeps a retried job safe)."""
+    for row, vector in zip(rows, vectors):
+        session.merge(Embedding(image_id=row.id, encoder_id=encoder_id, vector=vector.tobytes()))
+        row.state, row.error = ImageState.embedded, None
+
+
+def embed_source_images(session: Session, encoder: Encoder, storage: LocalStorage,
+                        images: list[SourceImage], batch_size: int) -> int:
+    """Embed and store vectors for `images`; returns how many were embedded. Caller commits."""
+    rows, decoded = read_images(storage, images)
+    if rows:
+        write_vectors(session, rows, encoder.embed(decoded, batch_size=batch_size), encoder.encoder_id)
+    return len(rows)

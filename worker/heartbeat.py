@@ -1,0 +1,44 @@
+"""A background thread that tells the API this worker is alive with a loaded index, and runs the
+recovery pass (common.recovery) so that nothing queued is lost when Redis or a worker restarts."""
+import json
+import logging
+import os
+import threading
+
+from redis import Redis
+
+from common.jobs import WORKER_HEARTBEAT_PREFIX, WORKER_HEARTBEAT_TTL_S
+
+log = logging.getLogger(__name__)
+
+
+class Heartbeat(threading.Thread):
+    def __init__(self, redis: Redis, worker_name: str, describe, on_beat=None, interval_s: float = 5.0):
+        super().__init__(name="heartbeat", daemon=True)
+        self.redis, self.worker_name, self.describe = redis, worker_name, describe
+        self.on_beat, self.interval_s = on_beat, interval_s
+        self.stopped = threading.Event()
+
+    @property
+    def key(self) -> str:
+        return f"{WORKER_HEARTBEAT_PREFIX}{self.worker_name}"
+
+    def beat(self) -> None:
+        payload = {"worker": self.worker_name, "pid": os.getpid(), **self.describe()}
+        self.redis.set(self.key, json.dumps(payload), ex=WORKER_HEARTBEAT_TTL_S)
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.interval_s):
+            try:
+                self.beat()
+                if self.on_beat:
+                    self.on_beat()
+            except Exception as exc:  # Redis or the database may be restarting; try again next beat
+                log.warning("heartbeat failed: %s", exc)
+
+    def stop(self) -> None:
+        self.stopped.set()
+        try:
+            self.redis.delete(self.key)
+        except Exception:
+            pass

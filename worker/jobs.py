@@ -1,0 +1,105 @@
+"""Jobs, enqueued by dotted name (common.jobs). They receive ids, never image bytes: the database row
+holds the state, so a retried or duplicated job is safe."""
+import logging
+import uuid
+from datetime import datetime, timezone
+
+import numpy as np
+from rq import get_current_job
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from common.db import crud
+from common.db.models import AttributionJob, JobStatus, Match
+from common.db.session import new_session
+from common.images import decode_rgb
+from common.storage import LocalStorage
+from core.ranking import rank_works
+from worker import runtime as runtime_module
+from worker.embedding import embed_source_images
+
+log = logging.getLogger(__name__)
+
+
+def _current_runtime(session: Session) -> runtime_module.Runtime:
+    runtime = runtime_module.get_runtime().follow_active_pair(session)
+    runtime_module.set_runtime(runtime)
+    return runtime
+
+
+def embed_work(work_id: str) -> int:
+    """Embed a work's pending images with the active encoder and add them to this worker's index."""
+    with new_session() as session:
+        runtime = _current_runtime(session)
+        storage = LocalStorage(runtime.settings.storage_dir)
+        images = crud.pending_images(session, work_id=uuid.UUID(work_id))
+        embedded = embed_source_images(session, runtime.encoder, storage, images,
+                                       runtime.settings.embed_batch_size)
+        session.commit()
+        runtime.sync(session)
+        return embedded
+
+
+def attribute_image(job_id: str) -> str:
+    """Embed the query, search the index, group image hits into ranked works, store the matches."""
+    with new_session() as session:
+        job = session.get(AttributionJob, uuid.UUID(job_id))
+        if job is None or job.status in (JobStatus.done, JobStatus.failed):
+            return "skipped"
+        _mark_running(session, job)
+        try:
+            _attribute(session, job)
+        except Exception as exc:
+            session.rollback()
+            _record_failure(session, job_id, exc)
+            raise
+        _forget_query_image(session, job)
+        return "done"
+
+
+def _mark_running(session: Session, job: AttributionJob) -> None:
+    rq_job = get_current_job()
+    job.status, job.attempts = JobStatus.running, job.attempts + 1
+    job.started_at = datetime.now(timezone.utc)
+    job.worker = rq_job.worker_name if rq_job else None
+    session.commit()
+
+
+def _attribute(session: Session, job: AttributionJob) -> None:
+    runtime = _current_runtime(session)
+    runtime.sync(session)
+    settings, encoder, index = runtime.settings, runtime.encoder, runtime.index
+    query = encoder.embed([decode_rgb(LocalStorage(settings.storage_dir).get(job.storage_key))])
+    ids, scores = index.search(query, min(job.top_k * settings.image_hits_per_work, 1000))
+    ids, scores = ids[0], scores[0]
+    work_of_image = crud.live_work_of_images(session, image_ids=ids.tolist())
+    ranked, unattributed = rank_works(ids, scores, work_of_image, job.top_k, encoder.calibration)
+    session.execute(delete(Match).where(Match.job_id == job.id))  # a retry replaces, never duplicates
+    session.add_all(Match(job_id=job.id, rank=r, work_id=w.work_id, score=w.score, share=w.share,
+                          best_image_id=w.best_image_id) for r, w in enumerate(ranked, start=1))
+    job.encoder_id, job.index_id, job.index_size = encoder.encoder_id, index.index_id, len(index)
+    job.unattributed, job.status, job.error = unattributed, JobStatus.done, None
+    job.finished_at = datetime.now(timezone.utc)
+    session.commit()
+
+
+def _record_failure(session: Session, job_id: str, exc: Exception) -> None:
+    """Give the row the reason; it stays queued while retries remain, so no job is left running."""
+    job = session.get(AttributionJob, uuid.UUID(job_id))
+    final = job.attempts >= runtime_module.get_runtime().settings.job_max_attempts
+    job.status = JobStatus.failed if final else JobStatus.queued
+    job.error = f"{type(exc).__name__}: {exc}"
+    if final:
+        job.finished_at = datetime.now(timezone.utc)
+    session.commit()
+    log.warning("attribution %s attempt %d failed: %s", job_id, job.attempts, exc)
+
+
+def _forget_query_image(session: Session, job: AttributionJob) -> None:
+    """Query images are deleted once answered, unless kept (opt-in) as training data or still needed."""
+    still_needed = session.scalar(select(AttributionJob.id).where(
+        AttributionJob.storage_key == job.storage_key, AttributionJob.id != job.id,
+        (AttributionJob.training_use.is_(True)) | (AttributionJob.status.in_([JobStatus.queued, JobStatus.running]))
+    ).limit(1))
+    if not job.training_use and still_needed is None:
+        LocalStorage(runtime_module.get_runtime().settings.storage_dir).delete(job.storage_key)

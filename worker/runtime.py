@@ -1,0 +1,91 @@
+"""What a worker holds between jobs: the encoder and its index, following the active pair.
+
+Loaded once at worker start (not per job), checked before every job: if an admin published a new
+(encoder, index) pair, the worker switches to it before running the job; the index is then brought up
+to date from the database, so works registered through any worker become searchable here."""
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy.orm import Session
+
+from common.db import crud
+from common.settings import Settings
+from core.encoder import Encoder, load_encoder
+from core.index import VectorIndex
+from worker.index_store import fingerprint, live_index_dir, open_index, sync_index
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    encoder: Encoder
+    index: VectorIndex
+    pair_id: int | None
+    loaded_from: str
+    device: str = "cpu"
+    _fingerprint: tuple | None = field(default=None, repr=False)
+    _saved_at: float = field(default=0.0, repr=False)
+    _dirty: bool = field(default=False, repr=False)
+
+    @classmethod
+    def load(cls, session: Session, settings: Settings, device: str = "cpu") -> "Runtime":
+        pair = crud.get_active_pair(session)
+        encoder = load_encoder(pair.encoder_uri if pair else settings.encoder, device)
+        candidates = [live_index_dir(settings.artifacts_dir, encoder.encoder_id)]
+        if pair and pair.index_path:
+            candidates.append(Path(pair.index_path))
+        index, source = open_index(candidates, encoder.encoder_id, encoder.dim)
+        runtime = cls(settings, encoder, index, pair.id if pair else None, source, device)
+        log.info("loaded encoder %s, index %s (%d vectors) from %s", encoder.encoder_id, index.index_id,
+                 len(index), source)
+        runtime.sync(session)
+        return runtime
+
+    def follow_active_pair(self, session: Session) -> "Runtime":
+        """Return self, or a freshly loaded runtime when the active pair changed."""
+        pair = crud.get_active_pair(session)
+        if (pair.id if pair else None) == self.pair_id:
+            return self
+        log.info("active pair changed (%s -> %s); reloading", self.pair_id, pair.id if pair else None)
+        self.save()
+        return Runtime.load(session, self.settings, self.device)
+
+    def sync(self, session: Session) -> None:
+        current = fingerprint(session, self.encoder.encoder_id)
+        if current == self._fingerprint:
+            return
+        added, removed = sync_index(session, self.index)
+        self._fingerprint = current
+        if added or removed:
+            self._dirty = True
+            log.info("index synced: +%d -%d -> %d vectors", added, removed, len(self.index))
+        if self._dirty and time.monotonic() - self._saved_at >= self.settings.index_save_interval_s:
+            self.save()
+
+    def save(self) -> None:
+        """Persist the index so a restarted worker loads it instead of rebuilding."""
+        if self._dirty:
+            self.index.save(live_index_dir(self.settings.artifacts_dir, self.encoder.encoder_id))
+            self._dirty, self._saved_at = False, time.monotonic()
+
+    def describe(self) -> dict:
+        return {"encoder_id": self.encoder.encoder_id, "index_id": self.index.index_id,
+                "index_size": len(self.index), "pair_id": self.pair_id, "loaded_from": self.loaded_from}
+
+
+_current: Runtime | None = None
+
+
+def set_runtime(runtime: Runtime) -> None:
+    global _current
+    _current = runtime
+
+
+def get_runtime() -> Runtime:
+    if _current is None:
+        raise RuntimeError("worker runtime not loaded; start workers with `python -m worker`")
+    return _current
