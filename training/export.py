@@ -1,0 +1,93 @@
+"""Training checkpoint -> encoder artefact (`encoder.json` + `weights.pt`) that core.encoder loads.
+
+    python -m training export var/training/default/checkpoint.pt var/artifacts/encoders/my-run [--calibrate ...]
+
+We export the *query* encoder by default: it is the network both losses optimise directly (Infomax
+whitens its projector output), while the EMA key encoder lags it by ~1/(1-m) steps, which is most of
+a short CPU run. `export_from=key` in the config picks the EMA copy instead (DINO-style teacher)."""
+import argparse
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+from core.backbones import LITE0_PREPROCESS
+from core.calibration import Calibration
+from core.encoder import ARTEFACT_FORMAT, file_digest
+from training.checkpoint import load_checkpoint
+from training.config import TrainConfig
+from training.model import MoCo, load_backbone
+
+
+def rebuild_moco(config: TrainConfig, state: dict) -> MoCo:
+    model = MoCo(load_backbone(config.backbone), config.projector_dims, config.predictor_dims,
+                 config.trainable, config.trainable_blocks)
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def encoder_metadata(config: TrainConfig, checkpoint: dict, encoder_id: str, dim: int,
+                     projector_dims: list[int] | None) -> dict:
+    return {
+        "format": ARTEFACT_FORMAT,
+        "encoder_id": encoder_id,
+        "model": {"backbone": config.backbone, "projector_dims": projector_dims},
+        "preprocess": LITE0_PREPROCESS.to_dict(),
+        "dim": dim,
+        "calibration": Calibration().to_dict(),
+        "base_encoder_id": checkpoint.get("base_encoder_id"),
+        "training": {"config": config.to_dict(), "steps": checkpoint["step"],
+                     "train_seconds": checkpoint.get("train_seconds"),
+                     "final_losses": checkpoint["history"][-1] if checkpoint["history"] else None},
+    }
+
+
+def export_checkpoint(checkpoint_path: str | Path, out_dir: str | Path, embed_from: str | None = None,
+                      export_from: str | None = None) -> Path:
+    """Write the artefact to a temp dir next to `out_dir`, then rename it into place."""
+    checkpoint = load_checkpoint(checkpoint_path)
+    config = TrainConfig.from_dict(checkpoint["config"])
+    embed_from = embed_from or config.embed_from
+    with_projector = embed_from == "projector"
+    model = rebuild_moco(config, checkpoint["model"]).embedding_model(export_from or config.export_from,
+                                                                      with_projector)
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}-"))
+    torch.save(model.state_dict(), tmp / "weights.pt")
+    encoder_id = f"attrib-lite0-{config.run_name}-{embed_from}@{file_digest(tmp / 'weights.pt')}"
+    dim = config.projector_dims[-1] if with_projector else _trunk_dim(model)
+    meta = encoder_metadata(config, checkpoint, encoder_id, dim,
+                            config.projector_dims if with_projector else None)
+    (tmp / "encoder.json").write_text(json.dumps(meta, indent=2))
+    if out_dir.exists():
+        shutil.rmtree(out_dir)  # re-export of the same run; encoder ids differ by weights digest
+    os.replace(tmp, out_dir)
+    return out_dir
+
+
+def _trunk_dim(model) -> int:
+    return int(model.trunk.num_features)
+
+
+def main(argv: list[str] | None = None) -> Path:
+    parser = argparse.ArgumentParser(prog="python -m training export", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint")
+    parser.add_argument("out_dir")
+    parser.add_argument("--embed-from", choices=["projector", "backbone"],
+                        help="default: the run's config.embed_from")
+    parser.add_argument("--export-from", choices=["query", "key"], help="default: config.export_from")
+    parser.add_argument("--calibrate", metavar="DATASET", nargs="?", const="",
+                        help="fit calibration after export: on a labelled folder-format DATASET, "
+                             "or (no value) on pseudo-pairs from the registered works")
+    args = parser.parse_args(argv)
+    path = export_checkpoint(args.checkpoint, args.out_dir, args.embed_from, args.export_from)
+    if args.calibrate is not None:
+        from training.calibrate import calibrate_artefact
+        calibrate_artefact(path, args.calibrate or None)
+    print(f"encoder artefact: {path}")
+    return path

@@ -1,0 +1,56 @@
+"""Feature extraction for evaluation, kept apart from scoring: (encoder, files) -> L2-normalised rows.
+
+Features are cached in memory per (encoder_id, file), so comparing encoders on one set, or scoring
+several query types, embeds every file once per encoder."""
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from core.encoder import Encoder
+from training.eval_data import EvalSet
+
+
+class FeatureCache:
+    def __init__(self):
+        self._rows: dict[tuple[str, str], np.ndarray] = {}
+
+    def embed_paths(self, encoder: Encoder, paths: list[Path], batch_size: int = 16,
+                    desc: str = "embed") -> np.ndarray:
+        """[n, dim] float32 in `paths` order; only files not seen with this encoder are embedded."""
+        missing = list(dict.fromkeys(str(p) for p in paths if (encoder.encoder_id, str(p)) not in self._rows))
+        for start in tqdm(range(0, len(missing), batch_size), desc=f"{desc} [{encoder.encoder_id}]",
+                          unit="batch", disable=not missing):
+            chunk = missing[start:start + batch_size]
+            for path, row in zip(chunk, encoder.embed([_open_rgb(p) for p in chunk], batch_size)):
+                self._rows[(encoder.encoder_id, path)] = row
+        if not paths:
+            return np.zeros((0, encoder.dim), np.float32)
+        return np.stack([self._rows[(encoder.encoder_id, str(p))] for p in paths])
+
+
+def _open_rgb(path: str) -> Image.Image:
+    with Image.open(path) as image:
+        return image.convert("RGB")
+
+
+@dataclass
+class SetFeatures:
+    """An EvalSet's features under one encoder."""
+    exemplars: dict[str, np.ndarray]
+    queries: dict[str, dict[str, np.ndarray]]
+    distractors: np.ndarray
+
+
+def extract_set_features(encoder: Encoder, eval_set: EvalSet, cache: FeatureCache,
+                         distractor_features: np.ndarray | None = None) -> SetFeatures:
+    cache.embed_paths(encoder, eval_set.all_paths() if distractor_features is None else
+                      [p for p in eval_set.all_paths() if p not in set(eval_set.distractors)])
+    exemplars = {c: cache.embed_paths(encoder, ps) for c, ps in eval_set.exemplars.items()}
+    queries = {c: {t: cache.embed_paths(encoder, ps) for t, ps in by_type.items()}
+               for c, by_type in eval_set.queries.items()}
+    distractors = distractor_features if distractor_features is not None else \
+        cache.embed_paths(encoder, eval_set.distractors)
+    return SetFeatures(exemplars, queries, np.asarray(distractors, np.float32))

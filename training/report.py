@@ -1,0 +1,38 @@
+"""Evaluation report writers: JSON (everything), a markdown table, Recall@K plots (PNG)."""
+import json
+from pathlib import Path
+
+from training.metrics import RECALL_KS
+from training.plots import plot_recall_curves
+
+COLUMNS = ["ap", *[f"recall@{k}" for k in RECALL_KS]]
+
+
+def markdown_table(report: dict) -> str:
+    lines = [f"# Attribution evaluation: {report['dataset']}", "",
+             f"{report['n_concepts']} concepts, {report['n_distractors']} distractors. "
+             "AbC protocol: pool = distractors + the query's own exemplars. "
+             "Service protocol: pool = every concept's exemplars + distractors. Percentages.", "",
+             "| encoder | protocol | query type | queries | AP | R@1 | R@5 | R@10 | R@100 |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for label, result in report["encoders"].items():
+        for protocol in ("abc", "service"):
+            for qtype, metrics in result[protocol].items():
+                values = " | ".join(f"{metrics[c]:.1f}" for c in COLUMNS)
+                lines.append(f"| {label} | {protocol} | {qtype} | {result['n_queries'][qtype]} | {values} |")
+    ids = [f"- {label}: `{r['encoder_id']}`" for label, r in report["encoders"].items()]
+    return "\n".join(lines + ["", "Encoders:", *ids, ""])
+
+
+def write_report(report: dict, out_dir: str | Path) -> dict[str, Path]:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out_dir / "report.json", "markdown": out_dir / "report.md"}
+    paths["json"].write_text(json.dumps(report, indent=2))
+    paths["markdown"].write_text(markdown_table(report))
+    for protocol in ("abc", "service"):
+        curves = {f"{label} · {qtype}": {k: m[f"recall@{k}"] for k in RECALL_KS}
+                  for label, r in report["encoders"].items() for qtype, m in r[protocol].items()}
+        paths[f"{protocol}_png"] = plot_recall_curves(
+            curves, f"{report['dataset']} — {protocol} protocol", out_dir / f"recall_{protocol}.png")
+    return paths
