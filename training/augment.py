@@ -50,12 +50,11 @@ class Solarize:
         return ImageOps.solarize(image, 128)
 
 
-def view_transform(config, preprocess: Preprocess) -> T.Compose:
-    """One view: moco-v3 recipe plus posterise/edge ops, then the encoder's own normalisation."""
+def view_ops(config, size: int) -> list:
+    """PIL -> PIL operations of one view: moco-v3 recipe plus posterise/edge-sketch."""
     s = config.jitter_strength
-    return T.Compose([
-        T.RandomResizedCrop(config.image_size, scale=(config.crop_min_scale, 1.0),
-                            interpolation=T.InterpolationMode.BICUBIC),
+    return [
+        T.RandomResizedCrop(size, scale=(config.crop_min_scale, 1.0), interpolation=T.InterpolationMode.BICUBIC),
         T.RandomHorizontalFlip(),
         T.RandomApply([T.ColorJitter(s, s, s, s / 4)], p=config.jitter_p),
         T.RandomGrayscale(p=config.grayscale_p),
@@ -63,9 +62,12 @@ def view_transform(config, preprocess: Preprocess) -> T.Compose:
         T.RandomApply([Posterize()], p=config.posterize_p),
         T.RandomApply([EdgeSketch()], p=config.edge_p),
         T.RandomApply([Solarize()], p=config.solarize_p),
-        T.ToTensor(),
-        T.Normalize(preprocess.mean, preprocess.std),
-    ])
+    ]
+
+
+def view_transform(config, preprocess: Preprocess) -> T.Compose:
+    """One training view, ending in the encoder's own normalisation."""
+    return T.Compose([*view_ops(config, config.image_size), T.ToTensor(), T.Normalize(preprocess.mean, preprocess.std)])
 
 
 def two_view_transform(config, preprocess: Preprocess) -> TwoCropsTransform:
