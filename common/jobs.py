@@ -20,6 +20,10 @@ def enqueue_attribution(queue: Queue, job_id: str) -> None:
     queue.enqueue(ATTRIBUTE_IMAGE, job_id, job_id=f"attr-{job_id}", retry=Retry(max=2, interval=[1, 5]),
                   job_timeout=300)
 
-# Each worker keeps `<prefix><name>` alive (with a TTL) while it holds a loaded index.
+# Each worker keeps its heartbeat key alive (with a TTL) while it holds a loaded index.
 WORKER_HEARTBEAT_PREFIX = "attrib:worker:"
 WORKER_HEARTBEAT_TTL_S = 30
+
+
+def heartbeat_key(queue_name: str, worker_name: str) -> str:
+    return f"{WORKER_HEARTBEAT_PREFIX}{queue_name}:{worker_name}"

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from common.db.models import AttributionJob, ImageState, JobStatus, SourceImage, Work
-from common.jobs import WORKER_HEARTBEAT_PREFIX, enqueue_attribution, enqueue_embed_work
+from common.jobs import enqueue_attribution, enqueue_embed_work, heartbeat_key
 
 log = logging.getLogger(__name__)
 _ALIVE = {"queued", "started", "deferred", "scheduled"}
@@ -24,8 +24,8 @@ def rq_job_alive(redis: Redis, rq_job_id: str) -> bool:
         return False
 
 
-def worker_alive(redis: Redis, worker_name: str | None) -> bool:
-    return bool(worker_name) and bool(redis.exists(f"{WORKER_HEARTBEAT_PREFIX}{worker_name}"))
+def worker_alive(redis: Redis, queue_name: str, worker_name: str | None) -> bool:
+    return bool(worker_name) and bool(redis.exists(heartbeat_key(queue_name, worker_name)))
 
 
 def recover(session: Session, redis: Redis, queue: Queue, *, max_attempts: int,
@@ -46,7 +46,7 @@ def _recover_running(session: Session, redis: Redis, queue: Queue, max_attempts:
     jobs = session.scalars(select(AttributionJob).where(AttributionJob.status == JobStatus.running))
     recovered = 0
     for job in jobs:
-        if worker_alive(redis, job.worker):
+        if worker_alive(redis, queue.name, job.worker):
             continue
         recovered += 1
         if job.attempts >= max_attempts:

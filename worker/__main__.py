@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> None:
     redis = Redis.from_url(settings.redis_url)
     queue = get_queue(redis, settings.queue_name)
     name = args.name or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    heartbeat = Heartbeat(redis, name, lambda: get_runtime().describe(),
+    heartbeat = Heartbeat(redis, settings.queue_name, name, lambda: get_runtime().describe(),
                           on_beat=lambda: _recover(redis, queue, settings.job_max_attempts))
     heartbeat.beat()
     heartbeat.start()

@@ -7,21 +7,19 @@ import threading
 
 from redis import Redis
 
-from common.jobs import WORKER_HEARTBEAT_PREFIX, WORKER_HEARTBEAT_TTL_S
+from common.jobs import WORKER_HEARTBEAT_TTL_S, heartbeat_key
 
 log = logging.getLogger(__name__)
 
 
 class Heartbeat(threading.Thread):
-    def __init__(self, redis: Redis, worker_name: str, describe, on_beat=None, interval_s: float = 5.0):
+    def __init__(self, redis: Redis, queue_name: str, worker_name: str, describe, on_beat=None,
+                 interval_s: float = 5.0):
         super().__init__(name="heartbeat", daemon=True)
         self.redis, self.worker_name, self.describe = redis, worker_name, describe
+        self.key = heartbeat_key(queue_name, worker_name)
         self.on_beat, self.interval_s = on_beat, interval_s
         self.stopped = threading.Event()
-
-    @property
-    def key(self) -> str:
-        return f"{WORKER_HEARTBEAT_PREFIX}{self.worker_name}"
 
     def beat(self) -> None:
         payload = {"worker": self.worker_name, "pid": os.getpid(), **self.describe()}

@@ -5,9 +5,9 @@ from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
-from app.api.deps import RedisDep, SessionDep
+from app.api.deps import RedisDep, SessionDep, SettingsDep
 from app.problems import Problem
-from common.jobs import WORKER_HEARTBEAT_PREFIX
+from common.jobs import heartbeat_key
 
 router = APIRouter(tags=["health"])
 
@@ -19,11 +19,11 @@ def read_health() -> dict:
 
 
 @router.get("/readyz")
-def read_readiness(session: SessionDep, redis: RedisDep) -> dict:
+def read_readiness(session: SessionDep, redis: RedisDep, settings: SettingsDep) -> dict:
     """Ready when the database and Redis answer and at least one worker has an index loaded."""
     checks = {"database": _check(lambda: session.execute(text("SELECT 1"))),
               "redis": _check(redis.ping)}
-    workers = _live_workers(redis) if checks["redis"] == "ok" else []
+    workers = _live_workers(redis, settings.queue_name) if checks["redis"] == "ok" else []
     checks["worker_index"] = "ok" if workers else "no worker with a loaded index"
     if any(v != "ok" for v in checks.values()):
         raise Problem(503, "; ".join(f"{k}: {v}" for k, v in checks.items() if v != "ok"),
@@ -39,8 +39,8 @@ def _check(probe) -> str:
         return f"unavailable ({type(exc).__name__})"
 
 
-def _live_workers(redis) -> list[dict]:
-    keys = list(redis.scan_iter(match=f"{WORKER_HEARTBEAT_PREFIX}*", count=100))
+def _live_workers(redis, queue_name: str) -> list[dict]:
+    keys = list(redis.scan_iter(match=heartbeat_key(queue_name, "*"), count=100))
     beats = [redis.get(key) for key in keys]
     return [json.loads(beat) for beat in beats if beat]
 

@@ -1,0 +1,95 @@
+"""Through HTTP with a real worker process, Redis and each database: register works, attribute
+copies of a registered photo, delete the work, and see it vanish from results."""
+import time
+
+import pytest
+
+from tests.factories import cropped_reencoded, photo_bytes
+
+SUBJECTS = ["dog", "cat", "backpack", "teapot", "robot_toy", "vase"]
+
+
+def register(client, subject: str, indices=(0, 1)) -> dict:
+    files = [("images", (f"{subject}-{i}.jpg", photo_bytes(subject, i), "image/jpeg")) for i in indices]
+    response = client.post("/sources", files=files, data={"title": subject, "rights_holder": "studio"})
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def wait_searchable(client, work_ids: list[str], timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    pending = set(work_ids)
+    while pending and time.monotonic() < deadline:
+        pending = {w for w in pending if not client.get(f"/sources/{w}").json()["searchable"]}
+        time.sleep(0.2)
+    assert not pending, f"works never became searchable: {pending}"
+
+
+def attribute(client, data: bytes, **params) -> dict:
+    response = client.post("/attribute", params={"wait": 30, **params},
+                           files={"image": ("query.jpg", data, "application/octet-stream")})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["status"] == "done", body
+    return body
+
+
+@pytest.mark.parametrize("service_env", ["sqlite", "postgresql"], indirect=True)
+def test_register_attribute_delete(client, start_worker):
+    start_worker()
+    works = {subject: register(client, subject) for subject in SUBJECTS}
+    wait_searchable(client, [w["id"] for w in works.values()])
+    dog = works["dog"]["id"]
+
+    exact = attribute(client, photo_bytes("dog", 0))
+    assert exact["matches"][0]["work_id"] == dog
+    assert exact["matches"][0]["score"] == pytest.approx(1.0, abs=1e-4)
+    assert exact["encoder_id"].startswith("efficientnet-lite0-imagenet@")
+    assert exact["index_size"] == 2 * len(SUBJECTS)
+    assert sum(m["share"] for m in exact["matches"]) + exact["unattributed"] == pytest.approx(1.0)
+
+    near_copy = attribute(client, cropped_reencoded("dog", 1), top_k=3)
+    assert near_copy["matches"][0]["work_id"] == dog
+    assert len(near_copy["matches"]) == 3
+
+    assert client.delete(f"/sources/{dog}").status_code == 204
+    after = attribute(client, photo_bytes("dog", 0))
+    assert dog not in {m["work_id"] for m in after["matches"]}
+    old = client.get(f"/attribute/{exact['id']}").json()
+    assert dog not in {m["work_id"] for m in old["matches"]}
+    assert client.get(f"/sources/{dog}").status_code == 404
+
+
+def test_job_is_queued_then_readable(client, start_worker):
+    start_worker()
+    work = register(client, "teapot")
+    wait_searchable(client, [work["id"]])
+    response = client.post("/attribute", files={"image": ("q.jpg", photo_bytes("teapot", 2), "image/jpeg")})
+    assert response.status_code == 202
+    status_url = response.json()["status_url"]
+    assert response.headers["location"] == status_url
+    deadline = time.monotonic() + 30
+    while (body := client.get(status_url).json())["status"] != "done" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert body["matches"][0]["work_id"] == work["id"]
+
+
+def test_reregistering_same_bytes_returns_existing_work(client):
+    first = register(client, "vase")
+    files = [("images", (f"again-{i}.jpg", photo_bytes("vase", i), "image/jpeg")) for i in (1, 0)]
+    again = client.post("/sources", files=files, data={"title": "vase again", "rights_holder": "studio"})
+    assert again.status_code == 200
+    assert again.json()["id"] == first["id"]
+    assert client.get("/sources").json()["count"] == 1
+    other_holder = client.post("/sources", files=files, data={"title": "vase", "rights_holder": "other"})
+    assert other_holder.status_code == 201
+
+
+def test_readiness_needs_a_worker(client, start_worker):
+    not_ready = client.get("/readyz")
+    assert not_ready.status_code == 503
+    assert not_ready.headers["content-type"] == "application/problem+json"
+    start_worker()
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["workers"][0]["index_size"] == 0
