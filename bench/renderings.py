@@ -49,9 +49,9 @@ def render_sketch(img: Image.Image, rng: random.Random, background: Image.Image 
 
 def render_painterly(img: Image.Image, rng: random.Random, background: Image.Image | None) -> Image.Image:
     """Oil-paint look: median + mode filters flatten texture into strokes, then a small palette."""
-    out = img.filter(ImageFilter.MedianFilter(rng.choice([3, 5])))
-    out = out.filter(ImageFilter.ModeFilter(rng.choice([5, 7, 9])))
-    out = out.quantize(colors=rng.choice([12, 16, 24]), method=Image.Quantize.MEDIANCUT).convert("RGB")
+    out = img.filter(ImageFilter.MedianFilter(5))
+    out = out.filter(ImageFilter.ModeFilter(rng.choice([5, 7])))
+    out = out.quantize(colors=rng.choice([12, 16]), method=Image.Quantize.MEDIANCUT).convert("RGB")
     out = out.filter(ImageFilter.SMOOTH_MORE)
     return ImageEnhance.Color(out).enhance(rng.uniform(1.2, 1.6))
 
