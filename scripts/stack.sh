@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Start or stop the API and one worker on the embedded defaults (SQLite + local files in var/).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+run=var/run
+port=${ATTRIB_PORT:-8000}
+mkdir -p "$run"
+
+stop_one() {
+  local pidfile="$run/$1.pid"
+  if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+    kill "$(cat "$pidfile")"
+    for _ in $(seq 1 40); do kill -0 "$(cat "$pidfile")" 2>/dev/null || break; sleep 0.25; done
+  fi
+  rm -f "$pidfile"
+}
+
+start() {
+  stop
+  .venv/bin/alembic upgrade head
+  nohup .venv/bin/uvicorn app.main:app --host 127.0.0.1 --port "$port" >"$run/api.log" 2>&1 &
+  echo $! >"$run/api.pid"
+  nohup .venv/bin/python -m worker >"$run/worker.log" 2>&1 &
+  echo $! >"$run/worker.pid"
+  for _ in $(seq 1 240); do
+    if .venv/bin/python -c "import httpx,sys; sys.exit(httpx.get('http://127.0.0.1:$port/readyz').status_code != 200)" 2>/dev/null; then
+      echo "stack ready: API http://127.0.0.1:$port (logs in $run/)"; return 0
+    fi
+    sleep 0.5
+  done
+  echo "stack did not become ready; see $run/api.log and $run/worker.log" >&2
+  tail -n 20 "$run/api.log" "$run/worker.log" >&2
+  return 1
+}
+
+stop() { stop_one api; stop_one worker; }
+
+case "${1:-}" in
+  start) start ;;
+  stop) stop; echo "stack stopped" ;;
+  *) echo "usage: scripts/stack.sh {start|stop}" >&2; exit 2 ;;
+esac
