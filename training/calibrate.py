@@ -64,7 +64,7 @@ def fit_calibration(data: ScoredQueries, steps: int = 500, lr: float = 0.1) -> C
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    return Calibration(inv_tau=float(inv_tau), bias=float(bias), fitted=True)
+    return Calibration(inv_tau=inv_tau.item(), bias=bias.item(), fitted=True)
 
 
 def labelled_scores(encoder: Encoder, set_path: str | Path, keep: int) -> ScoredQueries:
