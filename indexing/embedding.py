@@ -3,9 +3,10 @@ import logging
 
 import numpy as np
 from PIL import Image
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from common.db.models import Embedding, ImageState, SourceImage
+from common.db.models import Embedding, ImageState, SourceImage, Work
 from common.images import decode_rgb
 from common.storage import LocalStorage
 from core.encoder import Encoder
@@ -40,3 +41,27 @@ def embed_source_images(session: Session, encoder: Encoder, storage: LocalStorag
     if rows:
         write_vectors(session, rows, encoder.embed(decoded, batch_size=batch_size), encoder.encoder_id)
     return len(rows)
+
+
+def images_missing_vectors(session: Session, encoder_id: str, limit: int | None = None) -> list[SourceImage]:
+    """Live, readable images that have no vector from this encoder yet (e.g. after a new encoder)."""
+    has_vector = select(Embedding.image_id).where(Embedding.encoder_id == encoder_id)
+    query = (select(SourceImage).join(Work)
+             .where(Work.deleted_at.is_(None), SourceImage.state != ImageState.failed,
+                    SourceImage.id.not_in(has_vector))
+             .order_by(SourceImage.id).limit(limit))
+    return list(session.scalars(query))
+
+
+def embed_missing(session: Session, encoder: Encoder, storage: LocalStorage, batch_size: int,
+                  progress=None) -> int:
+    """Embed every live image lacking this encoder's vector, committing batch by batch so an
+    interrupted run keeps what it did. `progress(n)` is called after each batch."""
+    total = 0
+    while batch := images_missing_vectors(session, encoder.encoder_id, limit=batch_size):
+        done = embed_source_images(session, encoder, storage, batch, batch_size)
+        session.commit()
+        total += done
+        if progress:
+            progress(len(batch))
+    return total

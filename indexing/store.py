@@ -57,6 +57,13 @@ def sync_index(session: Session, index: VectorIndex) -> tuple[int, int]:
     return len(ids), removed
 
 
+def build_from_database(session: Session, encoder_id: str, dim: int) -> VectorIndex:
+    """A fresh index holding every live vector of this encoder."""
+    index = VectorIndex(encoder_id, dim)
+    sync_index(session, index)
+    return index
+
+
 def open_index(directories: list[Path], encoder_id: str, dim: int) -> tuple[VectorIndex, str]:
     """The first readable index made by this encoder, else an empty one (filled from the database)."""
     for directory in directories:

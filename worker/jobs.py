@@ -16,7 +16,7 @@ from common.images import decode_rgb
 from common.storage import LocalStorage
 from core.ranking import rank_works
 from worker import runtime as runtime_module
-from worker.embedding import embed_source_images
+from indexing.embedding import embed_source_images
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,9 @@ from common.db import crud
 from common.settings import Settings
 from core.encoder import Encoder, load_encoder
 from core.index import VectorIndex
-from worker.index_store import fingerprint, live_index_dir, open_index, sync_index
+from common.storage import LocalStorage
+from indexing.embedding import embed_missing
+from indexing.store import fingerprint, live_index_dir, open_index, sync_index
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,10 @@ class Runtime:
         runtime = cls(settings, encoder, index, pair.id if pair else None, source, device)
         log.info("loaded encoder %s, index %s (%d vectors) from %s", encoder.encoder_id, index.index_id,
                  len(index), source)
+        # Images registered while another encoder was active have no vector from this one yet.
+        caught_up = embed_missing(session, encoder, LocalStorage(settings.storage_dir), settings.embed_batch_size)
+        if caught_up:
+            log.info("embedded %d images that lacked a vector from this encoder", caught_up)
         runtime.sync(session)
         return runtime
 

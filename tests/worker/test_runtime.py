@@ -7,8 +7,8 @@ from common.db import crud
 from common.db.session import new_session
 from common.settings import get_settings
 from common.storage import LocalStorage
-from worker.embedding import embed_source_images
-from worker.index_store import live_index_dir
+from indexing.embedding import embed_source_images
+from indexing.store import live_index_dir
 from worker.runtime import Runtime
 from tests.factories import photo_bytes
 

@@ -1,0 +1,95 @@
+"""`python -m training publish` / `rollback`: make an (encoder, index) pair the active one, in one
+database transaction. Running workers compare the active pair before every job and switch to it
+without a restart; results then report the new encoder and index ids."""
+import argparse
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+from sqlalchemy import select, update
+
+from common.db.models import ModelPair
+from common.db.session import new_session
+from core.encoder import load_encoder
+from core.index import load_index
+
+# The evaluation number that decides whether a new pair is better (service protocol, mean AP).
+GATE_METRIC = "map"
+
+
+class WorsePairRefused(RuntimeError):
+    """The candidate evaluates worse than the active pair and publishing was not forced."""
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m training publish", description=__doc__)
+    parser.add_argument("--encoder", required=True, help="encoder spec or exported artefact dir")
+    parser.add_argument("--index", type=Path, required=True, help="index dir made by rebuild-index")
+    parser.add_argument("--report", type=Path, default=None,
+                        help=f"evaluation JSON with a top-level '{GATE_METRIC}' (compared with the active pair)")
+    parser.add_argument("--force", action="store_true", help="publish even if it evaluates worse")
+    return parser.parse_args(argv)
+
+
+def publish_pair(encoder_spec: str, index_dir: Path, report: dict | None = None, force: bool = False) -> ModelPair:
+    """Check that the index was made by this encoder, refuse a worse pair, then activate it atomically."""
+    encoder = load_encoder(encoder_spec)
+    index = load_index(index_dir, encoder.encoder_id)  # raises IndexEncoderMismatch
+    with new_session() as session:
+        active = session.scalar(select(ModelPair).where(ModelPair.active.is_(True)))
+        refuse_if_worse(active, report, force)
+        pair = ModelPair(encoder_id=encoder.encoder_id, encoder_uri=str(encoder_spec),
+                         index_path=str(index_dir.resolve()), index_id=index.index_id, report=report)
+        session.add(pair)
+        _activate(session, pair)
+        session.commit()
+        return pair
+
+
+def refuse_if_worse(active: ModelPair | None, report: dict | None, force: bool) -> None:
+    old = (active.report or {}).get(GATE_METRIC) if active else None
+    new = (report or {}).get(GATE_METRIC)
+    if force or old is None or new is None or new >= old:
+        return
+    raise WorsePairRefused(f"candidate {GATE_METRIC} {new:.4f} is below the active pair's {old:.4f}; "
+                           "use --force to publish anyway")
+
+
+def _activate(session, pair: ModelPair | None) -> None:
+    session.execute(update(ModelPair).where(ModelPair.active.is_(True)).values(active=False))
+    if pair is not None:
+        session.flush()
+        pair.active, pair.activated_at = True, datetime.now(timezone.utc)
+
+
+def rollback() -> ModelPair | None:
+    """Re-activate the pair that was active before the current one (none: the configured default)."""
+    with new_session() as session:
+        current = session.scalar(select(ModelPair).where(ModelPair.active.is_(True)))
+        earlier = select(ModelPair).where(ModelPair.activated_at.is_not(None))
+        if current is not None:
+            earlier = earlier.where(ModelPair.id != current.id, ModelPair.activated_at < current.activated_at)
+        previous = session.scalar(earlier.order_by(ModelPair.activated_at.desc()).limit(1))
+        _activate(session, previous)
+        session.commit()
+        return previous
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    report = json.loads(args.report.read_text()) if args.report else None
+    try:
+        pair = publish_pair(args.encoder, args.index, report, args.force)
+    except WorsePairRefused as exc:
+        print(f"refused: {exc}")
+        return 1
+    print(f"published pair {pair.id}: encoder {pair.encoder_id}, index {pair.index_id}")
+    return 0
+
+
+def rollback_main(argv: list[str]) -> int:
+    argparse.ArgumentParser(prog="python -m training rollback", description=rollback.__doc__).parse_args(argv)
+    previous = rollback()
+    print(f"active pair is now {previous.id} ({previous.encoder_id})" if previous
+          else "no earlier pair: workers fall back to the configured default encoder")
+    return 0

@@ -1,0 +1,56 @@
+"""`python -m training rebuild-index`: embed every live source image with an encoder and build the
+index of its vectors, with a sidecar naming that encoder. The database keeps the vectors (per encoder),
+so the serving encoder is untouched until the new pair is published."""
+import argparse
+import re
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from common.db.models import SourceImage, Work
+from common.db.session import new_session
+from common.settings import get_settings
+from common.storage import LocalStorage
+from core.encoder import load_encoder
+from indexing.embedding import embed_missing, images_missing_vectors
+from indexing.store import build_from_database
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m training rebuild-index", description=__doc__)
+    parser.add_argument("--encoder", default=None, help="encoder spec or artefact dir (default: settings)")
+    parser.add_argument("--out", type=Path, default=None, help="index directory (default: under artifacts/pairs)")
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    return parser.parse_args(argv)
+
+
+def default_index_dir(artifacts_dir: Path, encoder_id: str) -> Path:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    return artifacts_dir / "pairs" / f"{stamp}-{re.sub(r'[^A-Za-z0-9._-]+', '_', encoder_id)}" / "index"
+
+
+def rebuild_index(encoder_spec: str, out: Path | None = None, batch_size: int | None = None,
+                  device: str = "cpu") -> Path:
+    """Embed what lacks a vector from this encoder, build its index, save it; returns the directory."""
+    settings = get_settings()
+    torch.set_num_threads(settings.torch_threads)
+    encoder = load_encoder(encoder_spec, device)
+    batch_size = batch_size or settings.embed_batch_size
+    out = out or default_index_dir(settings.artifacts_dir, encoder.encoder_id)
+    with new_session() as session:
+        missing = len(images_missing_vectors(session, encoder.encoder_id))
+        with tqdm(total=missing, desc="embedding source images", unit="img") as bar:
+            embed_missing(session, encoder, LocalStorage(settings.storage_dir), batch_size, bar.update)
+        index = build_from_database(session, encoder.encoder_id, encoder.dim)
+    index.save(out)
+    print(f"index {index.index_id}: {len(index)} vectors from {encoder.encoder_id} -> {out}")
+    return out
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    rebuild_index(args.encoder or get_settings().encoder, args.out, args.batch_size, args.device)
+    return 0
