@@ -14,37 +14,36 @@ def list_images(root: str | Path) -> list[Path]:
     return sorted(p for p in Path(root).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
 
 
-def registered_source_paths() -> list[Path]:
-    """Files of every source image of a live (not deleted) work, as stored by the service."""
-    from sqlalchemy import select
-
-    from common.db.models import SourceImage, Work
+def _stored_rows(query) -> list[tuple]:
+    """Run a select whose last column is a storage key; keep rows whose file exists, key -> Path."""
     from common.db.session import new_session
     from common.settings import get_settings
     from common.storage import LocalStorage
     storage = LocalStorage(get_settings().storage_dir)
-    query = select(SourceImage.storage_key).join(Work).where(Work.deleted_at.is_(None))
     with new_session() as session:
-        keys = session.scalars(query).all()
-    return [p for p in (storage.path(k) for k in keys) if p.is_file()]
+        rows = session.execute(query).all()
+    return [(*row[:-1], storage.path(row[-1])) for row in rows if storage.path(row[-1]).is_file()]
+
+
+def registered_source_paths() -> list[Path]:
+    """Files of every source image of a live (not deleted) work, as stored by the service."""
+    return [path for _, path in registered_rows()]
 
 
 def registered_works() -> dict[str, list[Path]]:
     """work id -> its source image files (live works only); used for calibration pseudo-pairs."""
+    works: dict[str, list[Path]] = {}
+    for work_id, path in registered_rows():
+        works.setdefault(str(work_id), []).append(path)
+    return works
+
+
+def registered_rows() -> list[tuple]:
     from sqlalchemy import select
 
     from common.db.models import SourceImage, Work
-    from common.db.session import new_session
-    from common.settings import get_settings
-    from common.storage import LocalStorage
-    storage = LocalStorage(get_settings().storage_dir)
-    query = select(SourceImage.work_id, SourceImage.storage_key).join(Work).where(Work.deleted_at.is_(None))
-    works: dict[str, list[Path]] = {}
-    with new_session() as session:
-        for work_id, key in session.execute(query):
-            if storage.path(key).is_file():
-                works.setdefault(str(work_id), []).append(storage.path(key))
-    return works
+    return _stored_rows(select(SourceImage.work_id, SourceImage.storage_key).join(Work)
+                        .where(Work.deleted_at.is_(None)).order_by(SourceImage.id))
 
 
 def collected_query_paths() -> list[Path]:
@@ -52,14 +51,8 @@ def collected_query_paths() -> list[Path]:
     from sqlalchemy import select
 
     from common.db.models import AttributionJob
-    from common.db.session import new_session
-    from common.settings import get_settings
-    from common.storage import LocalStorage
-    storage = LocalStorage(get_settings().storage_dir)
     query = select(AttributionJob.storage_key).where(AttributionJob.training_use.is_(True)).distinct()
-    with new_session() as session:
-        keys = session.scalars(query).all()
-    return [p for p in (storage.path(k) for k in keys) if p.is_file()]
+    return [path for (path,) in _stored_rows(query)]
 
 
 def gather_training_paths(config) -> list[Path]:

@@ -46,8 +46,8 @@ class SetFeatures:
 
 def extract_set_features(encoder: Encoder, eval_set: EvalSet, cache: FeatureCache,
                          distractor_features: np.ndarray | None = None) -> SetFeatures:
-    cache.embed_paths(encoder, eval_set.all_paths() if distractor_features is None else
-                      [p for p in eval_set.all_paths() if p not in set(eval_set.distractors)])
+    skip = set() if distractor_features is None else set(eval_set.distractors)
+    cache.embed_paths(encoder, [p for p in eval_set.all_paths() if p not in skip])  # one progress bar
     exemplars = {c: cache.embed_paths(encoder, ps) for c, ps in eval_set.exemplars.items()}
     queries = {c: {t: cache.embed_paths(encoder, ps) for t, ps in by_type.items()}
                for c, by_type in eval_set.queries.items()}
