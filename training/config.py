@@ -21,7 +21,9 @@ class TrainConfig:
     tau: float = 0.2
     infomax_lambda: float = 0.1
     infomax_eps: float = 0.05
-    covariance: str = "ema"  # "batch" or "ema" (running covariance, for small batches)
+    # "batch", or "ema": a running covariance (for small batches) whose newest batch carries the
+    # gradient, so the effective weight of the Infomax gradient is infomax_lambda * (1 - momentum).
+    covariance: str = "ema"
     covariance_momentum: float = 0.9
     # MoCo-v3 key encoder momentum, cosine-increased from base to 1 over training.
     moco_momentum: float = 0.99

@@ -49,7 +49,8 @@ def make_loader(config: TrainConfig) -> DataLoader:
     # BatchNorm in the heads needs > 1 sample; drop_last keeps every batch full.
     batch_size = min(config.batch_size, len(dataset))
     return DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True,
-                      num_workers=config.num_workers, persistent_workers=config.num_workers > 0)
+                      num_workers=config.num_workers, persistent_workers=config.num_workers > 0,
+                      pin_memory=config.device.startswith("cuda"))
 
 
 def learning_rate(step: int, total: int, config: TrainConfig) -> float:
@@ -86,7 +87,6 @@ def train(config: TrainConfig, resume: str | Path | None = None) -> Path:
         step, history = state["step"], state["history"]
 
     # --- loop --------------------------------------------------------------------------------
-    use_amp = config.amp and device.type == "cuda"
     started = time.time()
     model.train()
     progress = tqdm(total=total_steps, initial=step, desc=f"train {config.run_name}", unit="step")
@@ -94,27 +94,39 @@ def train(config: TrainConfig, resume: str | Path | None = None) -> Path:
         for view_1, view_2 in loader:
             if step >= total_steps:
                 break
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate(step, total_steps, config)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                out = model(view_1.to(device, non_blocking=True), view_2.to(device, non_blocking=True))
-            terms = {**align(out["q1"], out["q2"], out["k1"], out["k2"]), **infomax(out["z1"], out["z2"])}
-            loss = total_loss(terms, config.infomax_lambda)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            model.update_key_encoder(moco_momentum(step, total_steps, config.moco_momentum))
+            lr = learning_rate(step, total_steps, config)
+            momentum = moco_momentum(step, total_steps, config.moco_momentum)
+            terms = train_step(model, (align, infomax), optimizer, (view_1, view_2), config, lr, momentum)
             step += 1
-            history.append({"step": step, "loss": loss.item(), **{k: v.item() for k, v in terms.items()}})
+            history.append({"step": step, **terms})
             progress.set_postfix({k: f"{v:.3f}" for k, v in history[-1].items() if k.endswith("loss")})
             progress.update(1)
         # --- checkpoint once per epoch (and at the end) ---------------------------------------
-        path = write_checkpoint(out_dir, model, infomax, optimizer, step, history, config)
+        write_checkpoint(out_dir, model, infomax, optimizer, step, history, config)
     progress.close()
     path = write_checkpoint(out_dir, model, infomax, optimizer, step, history, config,
                             seconds=time.time() - started)
     plot_losses(history, out_dir / "loss_curve.png")
     return path
+
+
+def train_step(model: MoCo, losses: tuple[AlignmentLoss, InfomaxLoss], optimizer, views, config: TrainConfig,
+               lr: float, momentum: float) -> dict[str, float]:
+    """One optimiser step on a batch of view pairs, then the EMA update of the key encoder."""
+    align, infomax = losses
+    device = next(model.parameters()).device
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    # bf16 autocast on GPUs only; the losses cast to float32 themselves (logdet needs it).
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.amp and device.type == "cuda"):
+        out = model(*(v.to(device, non_blocking=True) for v in views))
+    terms = {**align(out["q1"], out["q2"], out["k1"], out["k2"]), **infomax(out["z1"], out["z2"])}
+    loss = total_loss(terms, config.infomax_lambda)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    model.update_key_encoder(momentum)
+    return {"loss": loss.item(), **{name: value.item() for name, value in terms.items()}}
 
 
 def write_checkpoint(out_dir: Path, model: MoCo, infomax: InfomaxLoss, optimizer, step: int,
