@@ -2,6 +2,7 @@
 from fastapi import FastAPI
 
 from app.api.main import api_router
+from app.idempotency import install_idempotency
 from app.metrics import install_metrics
 from app.problems import install_problem_handlers
 
@@ -11,6 +12,7 @@ def create_app() -> FastAPI:
                   description="Register copyrighted works; find which of them an AI-generated image draws on.",
                   version="0.1.0")
     install_problem_handlers(app)
+    install_idempotency(app)
     install_metrics(app)
     app.include_router(api_router)
     return app

@@ -40,6 +40,12 @@ class Settings(BaseSettings):
     # A worker saves its up-to-date index at most this often (seconds; 0 = after every change).
     index_save_interval_s: float = 0.0
 
+    # Requests per key per window (fixed window in Redis); over it: 429 with Retry-After.
+    rate_limit_requests: int = Field(default=600, ge=1)
+    rate_limit_window_s: int = Field(default=60, ge=1)
+    # How long a response is replayed for a repeated Idempotency-Key.
+    idempotency_ttl_s: int = 24 * 3600
+
     # A worker retries a job this often before marking it failed.
     job_max_attempts: int = 3
 

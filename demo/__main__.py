@@ -10,6 +10,8 @@ from pathlib import Path
 import httpx
 
 DATA = Path(__file__).parent / "data" / "dreambooth"
+ADMIN_KEY_FILE = Path("var/run/admin.key")
+RIGHTS_HOLDER = "DreamBooth authors"
 
 
 def parse_args(argv):
@@ -17,6 +19,7 @@ def parse_args(argv):
     parser.add_argument("--api", default="http://127.0.0.1:8000")
     parser.add_argument("--register", type=int, default=2, help="photos per subject registered as the work")
     parser.add_argument("--show", type=int, default=12, help="queries printed in full")
+    parser.add_argument("--admin-key", default=None, help=f"default: contents of {ADMIN_KEY_FILE}")
     return parser.parse_args(argv)
 
 
@@ -29,7 +32,7 @@ def register_all(api: httpx.Client, photos: dict[str, list[Path]], count: int) -
     for subject, paths in photos.items():
         files = [("images", (p.name, p.read_bytes(), "image/jpeg")) for p in paths[:count]]
         response = api.post("/sources", files=files,
-                            data={"title": subject.replace("_", " "), "rights_holder": "DreamBooth authors",
+                            data={"title": subject.replace("_", " "),
                                   "licence": "CC-BY-4.0 / Unsplash", "external_ref": f"dreambooth/{subject}"})
         response.raise_for_status()
         work_ids[subject] = response.json()["id"]
@@ -62,12 +65,29 @@ def print_result(subject: str, path: Path, result: dict) -> None:
         print(f"  {mark} {match['rank']}. {match['title']:<22} score {match['score']:.3f}  share {match['share']:6.1%}")
 
 
+def scoped_keys(api_url: str, admin_key: str) -> tuple[str, str]:
+    """Least privilege: a registrar key for the rights holder's works, an attributor key for queries."""
+    with httpx.Client(base_url=api_url, headers={"Authorization": f"Bearer {admin_key}"}) as admin:
+        def create(body):
+            response = admin.post("/keys", json=body)
+            response.raise_for_status()
+            return response.json()["secret"]
+        return (create({"name": "demo registrar", "scope": "registrar", "rights_holder": RIGHTS_HOLDER}),
+                create({"name": "demo attributor", "scope": "attributor"}))
+
+
+def client(api_url: str, key: str) -> httpx.Client:
+    return httpx.Client(base_url=api_url, timeout=60, headers={"Authorization": f"Bearer {key}"})
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
     photos = subjects()
-    with httpx.Client(base_url=args.api, timeout=60) as api:
-        work_ids = register_all(api, photos, args.register)
-        wait_searchable(api, work_ids)
+    registrar_key, attributor_key = scoped_keys(args.api, args.admin_key or ADMIN_KEY_FILE.read_text().strip())
+    with client(args.api, registrar_key) as registrar:
+        work_ids = register_all(registrar, photos, args.register)
+        wait_searchable(registrar, work_ids)
+    with client(args.api, attributor_key) as api:
         queries = [(s, p) for s, paths in photos.items() for p in paths[args.register:]]
         ranks, shown = [], 0
         for i, (subject, path) in enumerate(queries):

@@ -18,6 +18,10 @@ stop_one() {
 start() {
   stop
   .venv/bin/alembic upgrade head
+  # An admin key for the demo, created once with the database it belongs to (both live in var/).
+  if [ ! -s "$run/admin.key" ]; then
+    (umask 077; .venv/bin/python -m common.apikeys create --name local-admin --scope admin --quiet >"$run/admin.key")
+  fi
   nohup .venv/bin/uvicorn app.main:app --host 127.0.0.1 --port "$port" >"$run/api.log" 2>&1 &
   echo $! >"$run/api.pid"
   nohup .venv/bin/python -m worker >"$run/worker.log" 2>&1 &

@@ -21,7 +21,7 @@ def clear_cached_config() -> None:
     from app.api import deps
     from common.db import session
     from common.settings import get_settings
-    for cached in (get_settings, session.get_engine, session.get_sessionmaker, deps._redis):
+    for cached in (get_settings, session.get_engine, session.get_sessionmaker, deps.redis_for_url):
         cached.cache_clear()
 
 
@@ -63,11 +63,37 @@ def service_env(request, tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def client(service_env):
+def make_key(service_env):
+    """Create an API key in the test database; returns its secret."""
+    from common.apikeys import create_key
+    from common.db.models import Scope
+    from common.db.session import new_session
+
+    def make(scope: str = "admin", rights_holder: str | None = None, name: str = "test") -> str:
+        with new_session() as session:
+            _, secret = create_key(session, name=name, scope=Scope(scope), rights_holder=rights_holder)
+            session.commit()
+        return secret
+    return make
+
+
+def auth(secret: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {secret}"}
+
+
+@pytest.fixture
+def anonymous_client(service_env):
     from fastapi.testclient import TestClient
     from app.main import create_app
     with TestClient(create_app()) as test_client:
         yield test_client
+
+
+@pytest.fixture
+def client(anonymous_client, make_key):
+    """A client holding an admin key."""
+    anonymous_client.headers.update(auth(make_key("admin")))
+    return anonymous_client
 
 
 @pytest.fixture

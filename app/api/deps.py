@@ -20,12 +20,12 @@ def get_db() -> Iterator[Session]:
 
 
 @lru_cache
-def _redis(url: str) -> Redis:
+def redis_for_url(url: str) -> Redis:
     return Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2)
 
 
 def get_redis(settings: Annotated[Settings, Depends(get_settings)]) -> Redis:
-    return _redis(settings.redis_url)
+    return redis_for_url(settings.redis_url)
 
 
 def get_job_queue(redis: Annotated[Redis, Depends(get_redis)],

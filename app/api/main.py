@@ -1,8 +1,9 @@
 from fastapi import APIRouter
 
-from app.api.routes import attributions, health, sources
+from app.api.routes import attributions, health, keys, sources
 
 api_router = APIRouter()
 api_router.include_router(sources.router)
 api_router.include_router(attributions.router)
+api_router.include_router(keys.router)
 api_router.include_router(health.router)

@@ -41,11 +41,31 @@ class ImageState(str, enum.Enum):
     failed = "failed"
 
 
+class Scope(str, enum.Enum):
+    admin = "admin"            # keys, retraining, everything
+    registrar = "registrar"    # register, list and delete the works of its own rights holder
+    attributor = "attributor"  # submit and read its own attribution jobs
+
+
 class JobStatus(str, enum.Enum):
     queued = "queued"
     running = "running"
     done = "done"
     failed = "failed"
+
+
+class ApiKey(Base):
+    """An API key; only a hash of the secret is stored, the secret is shown once at creation."""
+    __tablename__ = "api_keys"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(String(200))
+    scope: Mapped[Scope] = mapped_column(Enum(Scope, name="key_scope", native_enum=False, length=20))
+    rights_holder: Mapped[str | None] = mapped_column(String(200))
+    prefix: Mapped[str] = mapped_column(String(16))
+    secret_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None]
 
 
 class Work(Base):
@@ -118,6 +138,7 @@ class AttributionJob(Base):
     index_id: Mapped[str | None] = mapped_column(String(200))
     index_size: Mapped[int | None] = mapped_column(BigInteger)
     unattributed: Mapped[float | None] = mapped_column(Float)
+    client_key_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("api_keys.id"), index=True)
     # The client allowed this query image to be used as unlabeled training data.
     training_use: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

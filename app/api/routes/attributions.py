@@ -12,9 +12,10 @@ from sqlalchemy.orm import Session
 from app.api.deps import QueueDep, SessionDep, SettingsDep, StorageDep
 from app.problems import Problem
 from app.schemas import AttributionPublic, MatchPublic
+from app.security import AttributorKey
 from app.uploads import read_checked_image
 from common.db import crud
-from common.db.models import AttributionJob, JobStatus
+from common.db.models import AttributionJob, JobStatus, Scope
 from common.db.session import new_session
 from common.jobs import enqueue_attribution
 from common.storage import LocalStorage
@@ -27,7 +28,7 @@ _FINISHED = (JobStatus.done, JobStatus.failed)
 @router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=AttributionPublic,
              responses={200: {"model": AttributionPublic, "description": "finished within `wait`"}})
 async def create_attribution(
-    request: Request, response: Response, session: SessionDep, settings: SettingsDep,
+    key: AttributorKey, request: Request, response: Response, session: SessionDep, settings: SettingsDep,
     storage: StorageDep, queue: QueueDep,
     image: Annotated[UploadFile, File(description="the synthetic image to attribute")],
     top_k: Annotated[int | None, Query(ge=1, le=100, description="how many works to return")] = None,
@@ -37,10 +38,11 @@ async def create_attribution(
     """Queue an attribution job; with `wait`, answer with the result if it is ready in time."""
     top_k = min(top_k or settings.default_top_k, settings.max_top_k)
     checked = await read_checked_image(image, settings)
-    key = LocalStorage.key_for("queries", checked.sha256, checked.extension)
-    storage.put(key, checked.data)
-    job = crud.create_job(session, query_sha256=checked.sha256, storage_key=key, top_k=top_k,
-                          training_use=allow_training and settings.collect_queries_for_training)
+    storage_key = LocalStorage.key_for("queries", checked.sha256, checked.extension)
+    storage.put(storage_key, checked.data)
+    job = crud.create_job(session, query_sha256=checked.sha256, storage_key=storage_key, top_k=top_k,
+                          training_use=allow_training and settings.collect_queries_for_training,
+                          client_key_id=key.id)
     session.commit()
     try:
         enqueue_attribution(queue, str(job.id))
@@ -77,10 +79,11 @@ def _load_job(job_id: uuid.UUID) -> AttributionJob | None:
 
 
 @router.get("/{job_id}", response_model=AttributionPublic)
-def read_attribution(request: Request, session: SessionDep, job_id: uuid.UUID) -> AttributionPublic:
+def read_attribution(key: AttributorKey, request: Request, session: SessionDep,
+                     job_id: uuid.UUID) -> AttributionPublic:
     """Status of a job and, when done, the ranked works with their calibrated shares."""
     job = crud.get_job(session, job_id=job_id)
-    if job is None:
+    if job is None or (key.scope != Scope.admin and job.client_key_id != key.id):
         raise Problem(404, f"no attribution job with id {job_id}", title="Unknown job")
     return attribution_public(request, job)
 

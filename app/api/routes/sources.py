@@ -9,9 +9,10 @@ from redis.exceptions import RedisError
 from app.api.deps import QueueDep, SessionDep, SettingsDep, StorageDep
 from app.problems import Problem
 from app.schemas import WorkPublic, WorksPublic
+from app.security import RegistrarKey, owns_rights_holder
 from app.uploads import read_checked_image
 from common.db import crud
-from common.db.models import ImageState, SourceImage, Work
+from common.db.models import ApiKey, ImageState, Scope, SourceImage, Work
 from common.images import CheckedImage
 from common.jobs import enqueue_embed_work
 from common.storage import LocalStorage
@@ -27,14 +28,17 @@ def work_public(work: Work) -> WorkPublic:
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=WorkPublic,
              responses={200: {"model": WorkPublic, "description": "identical images already registered"}})
 async def create_source(
-    session: SessionDep, settings: SettingsDep, storage: StorageDep, queue: QueueDep, response: Response,
+    key: RegistrarKey, session: SessionDep, settings: SettingsDep, storage: StorageDep, queue: QueueDep,
+    response: Response,
     images: Annotated[list[UploadFile], File(description="one or more images of the work")],
     title: Annotated[str, Form(min_length=1, max_length=300)],
-    rights_holder: Annotated[str, Form(min_length=1, max_length=200)],
+    rights_holder: Annotated[str | None, Form(min_length=1, max_length=200,
+                                              description="defaults to the registrar key's own")] = None,
     external_ref: Annotated[str | None, Form(max_length=500)] = None,
     licence: Annotated[str | None, Form(max_length=200)] = None,
 ) -> WorkPublic:
     """Register a work; its images are embedded by a worker, after which it is searchable."""
+    rights_holder = _rights_holder_for(key, rights_holder)
     if len(images) > settings.max_images_per_work:
         raise Problem(422, f"a work may have at most {settings.max_images_per_work} images, got {len(images)}")
     checked = _unique_by_hash([await read_checked_image(upload, settings) for upload in images])
@@ -47,6 +51,17 @@ async def create_source(
     session.commit()
     _enqueue_quietly(queue, str(work.id))
     return work_public(work)
+
+
+def _rights_holder_for(key: ApiKey, requested: str | None) -> str:
+    """Registrars act for their own rights holder only; admins must name one."""
+    if key.scope == Scope.admin:
+        if requested is None:
+            raise Problem(422, "rights_holder is required", title="Invalid request parameters")
+        return requested
+    if requested is not None and requested != key.rights_holder:
+        raise Problem(403, f"this key registers works for {key.rights_holder!r} only", title="Forbidden")
+    return key.rights_holder
 
 
 def _unique_by_hash(images: list[CheckedImage]) -> dict[str, CheckedImage]:
@@ -80,32 +95,35 @@ def _enqueue_quietly(queue, work_id: str) -> None:
 
 
 @router.get("", response_model=WorksPublic)
-def read_sources(session: SessionDep, offset: Annotated[int, Query(ge=0)] = 0,
+def read_sources(key: RegistrarKey, session: SessionDep, offset: Annotated[int, Query(ge=0)] = 0,
                  limit: Annotated[int, Query(ge=1, le=100)] = 20,
                  rights_holder: Annotated[str | None, Query(max_length=200)] = None) -> WorksPublic:
-    """List live works, oldest first."""
+    """List live works, oldest first (a registrar sees only its own rights holder's)."""
+    if key.scope != Scope.admin:
+        rights_holder = key.rights_holder
     works, total = crud.list_works(session, offset=offset, limit=limit, rights_holder=rights_holder)
     return WorksPublic(data=[work_public(w) for w in works], count=total, offset=offset, limit=limit)
 
 
 @router.get("/{work_id}", response_model=WorkPublic)
-def read_source(session: SessionDep, work_id: uuid.UUID) -> WorkPublic:
+def read_source(key: RegistrarKey, session: SessionDep, work_id: uuid.UUID) -> WorkPublic:
     """One work with its images and their embedding state."""
-    return work_public(_get_or_404(session, work_id))
+    return work_public(_get_or_404(session, key, work_id))
 
 
 @router.delete("/{work_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_source(session: SessionDep, storage: StorageDep, work_id: uuid.UUID) -> Response:
+def delete_source(key: RegistrarKey, session: SessionDep, storage: StorageDep, work_id: uuid.UUID) -> Response:
     """Delete a work: it leaves every result at once, and its vectors and files are removed."""
-    keys = crud.delete_work(session, work=_get_or_404(session, work_id))
+    unused_files = crud.delete_work(session, work=_get_or_404(session, key, work_id))
     session.commit()
-    for key in keys:
-        storage.delete(key)
+    for storage_key in unused_files:
+        storage.delete(storage_key)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-def _get_or_404(session, work_id: uuid.UUID) -> Work:
+def _get_or_404(session, key: ApiKey, work_id: uuid.UUID) -> Work:
+    # Another rights holder's work answers exactly like a missing one: its existence is not revealed.
     work = crud.get_work(session, work_id=work_id)
-    if work is None:
+    if work is None or not owns_rights_holder(key, work.rights_holder):
         raise Problem(404, f"no work with id {work_id}", title="Unknown work")
     return work

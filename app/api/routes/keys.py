@@ -1,0 +1,62 @@
+"""Admins create, list and revoke API keys (the CLI `python -m common.apikeys` does the same)."""
+import uuid
+from datetime import datetime
+
+from fastapi import APIRouter, Response, status
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.api.deps import SessionDep
+from app.problems import Problem
+from app.security import AdminKey
+from common.apikeys import create_key, list_keys, revoke_key
+from common.db.models import Scope
+
+router = APIRouter(prefix="/keys", tags=["keys"])
+
+
+class KeyCreate(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+    scope: Scope
+    rights_holder: str | None = Field(default=None, min_length=1, max_length=200)
+
+
+class KeyPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    name: str
+    scope: Scope
+    rights_holder: str | None
+    prefix: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+class KeyCreated(KeyPublic):
+    secret: str = Field(description="shown only in this response; only its hash is stored")
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=KeyCreated)
+def create_api_key(_: AdminKey, session: SessionDep, body: KeyCreate) -> KeyCreated:
+    """Create a key; its secret is returned once."""
+    try:
+        key, secret = create_key(session, name=body.name, scope=body.scope, rights_holder=body.rights_holder)
+    except ValueError as exc:
+        raise Problem(422, str(exc), title="Invalid request parameters") from exc
+    session.commit()
+    return KeyCreated(**KeyPublic.model_validate(key).model_dump(), secret=secret)
+
+
+@router.get("", response_model=list[KeyPublic])
+def read_api_keys(_: AdminKey, session: SessionDep) -> list[KeyPublic]:
+    """All keys, without their secrets."""
+    return [KeyPublic.model_validate(k) for k in list_keys(session)]
+
+
+@router.delete("/{key_id}", status_code=status.HTTP_204_NO_CONTENT)
+def revoke_api_key(_: AdminKey, session: SessionDep, key_id: uuid.UUID) -> Response:
+    """Revoke a key; it stops working at once."""
+    if revoke_key(session, key_id=key_id) is None:
+        raise Problem(404, f"no key with id {key_id}", title="Unknown key")
+    session.commit()
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

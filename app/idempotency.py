@@ -1,0 +1,71 @@
+"""`Idempotency-Key` on POST: a retried request gets the first response back, never a second work or
+job. Responses are kept in Redis per (API key, path, idempotency key) for `idempotency_ttl_s`.
+Only successful (2xx) responses are kept, so a request refused for bad input can be corrected and sent
+again with the same key. A repeat that arrives while the first is still running gets 409."""
+import hashlib
+import json
+
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+from redis.exceptions import RedisError
+
+from app.api.deps import redis_for_url
+from app.problems import problem_response
+from common.settings import get_settings
+
+HEADER = "Idempotency-Key"
+_PENDING = b"pending"
+_PENDING_TTL_S = 120
+_KEPT_HEADERS = ("content-type", "location")
+
+
+def _storage_key(request: Request, idempotency_key: str) -> str:
+    caller = hashlib.sha256(request.headers.get("authorization", "").encode()).hexdigest()[:32]
+    scope = hashlib.sha256(f"{caller}|{request.url.path}|{idempotency_key}".encode()).hexdigest()
+    return f"attrib:idem:{scope}"
+
+
+def install_idempotency(app: FastAPI) -> None:
+    @app.middleware("http")
+    async def replay_or_record(request: Request, call_next):
+        idempotency_key = request.headers.get(HEADER)
+        if request.method != "POST" or idempotency_key is None:
+            return await call_next(request)
+        if not 1 <= len(idempotency_key) <= 200:
+            return problem_response(request, 400, "Invalid Idempotency-Key",
+                                    "the Idempotency-Key header must have 1 to 200 characters")
+        settings = get_settings()
+        try:
+            redis = redis_for_url(settings.redis_url)
+            slot = _storage_key(request, idempotency_key)
+            if not redis.set(slot, _PENDING, nx=True, ex=_PENDING_TTL_S):
+                return _replay(request, redis.get(slot))
+        except RedisError:
+            return problem_response(request, 503, "Queue unavailable", "Redis cannot be reached; retry shortly",
+                                    headers={"Retry-After": "5"})
+        response = await call_next(request)
+        return await _record(redis, slot, response, settings.idempotency_ttl_s)
+
+
+def _replay(request: Request, stored: bytes | None) -> Response:
+    if stored is None or stored == _PENDING:
+        return problem_response(request, 409, "Request in progress",
+                                "a request with this Idempotency-Key is still being processed; retry shortly",
+                                headers={"Retry-After": "1"})
+    saved = json.loads(stored)
+    return Response(saved["body"].encode("latin-1"), status_code=saved["status"],
+                    headers={**saved["headers"], "Idempotent-Replayed": "true"})
+
+
+async def _record(redis, slot: str, response: Response, ttl_s: int) -> Response:
+    body = b"".join([chunk async for chunk in response.body_iterator])
+    headers = {k: v for k, v in response.headers.items() if k.lower() in _KEPT_HEADERS}
+    try:
+        if 200 <= response.status_code < 300:
+            saved = {"status": response.status_code, "headers": headers, "body": body.decode("latin-1")}
+            redis.set(slot, json.dumps(saved), ex=ttl_s)
+        else:
+            redis.delete(slot)
+    except RedisError:
+        pass  # the request itself succeeded; only the replay record is lost
+    return Response(body, status_code=response.status_code, headers=dict(response.headers))

@@ -1,0 +1,20 @@
+"""Per-key rate limits in Redis: a fixed-window counter shared by every API process."""
+import time
+
+from redis import Redis
+
+from app.problems import Problem
+
+
+def enforce_rate_limit(redis: Redis, key_id: str, limit: int, window_s: int) -> None:
+    now = time.time()
+    window = int(now // window_s)
+    counter = f"attrib:rate:{key_id}:{window}"
+    pipe = redis.pipeline()
+    pipe.incr(counter)
+    pipe.expire(counter, window_s + 1)
+    count, _ = pipe.execute()
+    if count > limit:
+        retry_after = max(1, int((window + 1) * window_s - now + 0.999))
+        raise Problem(429, f"more than {limit} requests in {window_s} s for this key; retry in {retry_after} s",
+                      title="Too many requests", headers={"Retry-After": str(retry_after)})
