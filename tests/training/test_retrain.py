@@ -1,0 +1,29 @@
+"""`python -m training retrain` end to end on the smoke preset: train on the registered works, export,
+calibrate, evaluate head to head with the serving encoder, rebuild, publish."""
+import json
+
+from common.db import crud
+from common.db.session import new_session
+from training.retrain import main as retrain
+from tests.factories import photo_bytes
+
+
+def register(client, subject):
+    files = [("images", (f"{subject}{i}.jpg", photo_bytes(subject, i), "image/jpeg")) for i in (0, 1, 2)]
+    assert client.post("/sources", files=files, data={"title": subject, "rights_holder": "s"}).status_code == 201
+
+
+def test_retrain_publishes_a_calibrated_encoder(client, service_env, tmp_path, capsys):
+    for subject in ("dog", "cat", "teapot", "vase"):
+        register(client, subject)
+    assert retrain(["--preset", "smoke", "--force", "batch_size=4"]) == 0
+    out = capsys.readouterr().out
+    assert "[5/5] publishing" in out and "published pair" in out
+    with new_session() as session:
+        pair = crud.get_active_pair(session)
+    assert pair is not None and pair.encoder_id.startswith("attrib-lite0-retrain-")
+    meta = json.loads((tmp_path.joinpath(pair.encoder_uri) / "encoder.json").read_text())
+    assert meta["calibration"]["fitted"] is True
+    assert pair.report["eval_set"] == "registry" and 0 <= pair.report["map"] <= 1
+    index = json.loads((tmp_path.joinpath(pair.index_path) / "index.json").read_text())
+    assert index["encoder_id"] == pair.encoder_id and index["count"] == 12
