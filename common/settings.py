@@ -49,6 +49,14 @@ class Settings(BaseSettings):
     # A worker retries a job this often before marking it failed.
     job_max_attempts: int = 3
 
+    # A worker's heartbeat key lives this long; a job whose worker stopped beating is recovered after it.
+    worker_heartbeat_ttl_s: int = Field(default=30, ge=2)
+    # Recovery leaves queued rows younger than this alone (the API may still be enqueueing them).
+    recovery_grace_s: float = Field(default=20.0, ge=0)
+    # Test-only: sleep this long inside each job after marking it running, so that fault tests can kill
+    # a worker mid-job. Never set in production.
+    fault_job_delay_s: float = Field(default=0.0, ge=0)
+
     @property
     def storage_dir(self) -> Path:
         return self.data_dir / "storage"

@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> None:
     queue = get_queue(redis, settings.queue_name)
     name = args.name or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     heartbeat = Heartbeat(redis, settings.queue_name, name, lambda: get_runtime().describe(),
-                          on_beat=lambda: _recover(redis, queue, settings.job_max_attempts))
+                          on_beat=lambda: _recover(redis, queue, settings), ttl_s=settings.worker_heartbeat_ttl_s)
     heartbeat.beat()
     heartbeat.start()
     try:
@@ -52,9 +52,9 @@ def main(argv: list[str] | None = None) -> None:
         get_runtime().save()
 
 
-def _recover(redis: Redis, queue, max_attempts: int) -> None:
+def _recover(redis: Redis, queue, settings) -> None:
     with new_session() as session:
-        recover(session, redis, queue, max_attempts=max_attempts)
+        recover(session, redis, queue, max_attempts=settings.job_max_attempts, grace_s=settings.recovery_grace_s)
 
 
 if __name__ == "__main__":

@@ -14,16 +14,17 @@ log = logging.getLogger(__name__)
 
 class Heartbeat(threading.Thread):
     def __init__(self, redis: Redis, queue_name: str, worker_name: str, describe, on_beat=None,
-                 interval_s: float = 5.0):
+                 ttl_s: int = WORKER_HEARTBEAT_TTL_S):
         super().__init__(name="heartbeat", daemon=True)
         self.redis, self.worker_name, self.describe = redis, worker_name, describe
         self.key = heartbeat_key(queue_name, worker_name)
-        self.on_beat, self.interval_s = on_beat, interval_s
+        # Several beats per TTL, so one slow beat never lets a live worker's key expire.
+        self.on_beat, self.ttl_s, self.interval_s = on_beat, ttl_s, min(5.0, ttl_s / 3)
         self.stopped = threading.Event()
 
     def beat(self) -> None:
         payload = {"worker": self.worker_name, "pid": os.getpid(), **self.describe()}
-        self.redis.set(self.key, json.dumps(payload), ex=WORKER_HEARTBEAT_TTL_S)
+        self.redis.set(self.key, json.dumps(payload), ex=self.ttl_s)
 
     def run(self) -> None:
         while not self.stopped.wait(self.interval_s):

@@ -1,6 +1,7 @@
 """Jobs, enqueued by dotted name (common.jobs). They receive ids, never image bytes: the database row
 holds the state, so a retried or duplicated job is safe."""
 import logging
+import time
 import uuid
 from datetime import datetime, timezone
 
@@ -33,6 +34,7 @@ def embed_work(work_id: str) -> int:
         runtime = _current_runtime(session)
         storage = LocalStorage(runtime.settings.storage_dir)
         images = crud.pending_images(session, work_id=uuid.UUID(work_id))
+        _fault_delay(runtime.settings.fault_job_delay_s)
         embedded = embed_source_images(session, runtime.encoder, storage, images,
                                        runtime.settings.embed_batch_size)
         session.commit()
@@ -47,6 +49,7 @@ def attribute_image(job_id: str) -> str:
         if job is None or job.status in (JobStatus.done, JobStatus.failed):
             return "skipped"
         _mark_running(session, job)
+        _fault_delay(runtime_module.get_runtime().settings.fault_job_delay_s)
         try:
             _attribute(session, job)
         except Exception as exc:
@@ -55,6 +58,12 @@ def attribute_image(job_id: str) -> str:
             raise
         _forget_query_image(session, job)
         return "done"
+
+
+def _fault_delay(seconds: float) -> None:
+    # Test-only (settings.fault_job_delay_s): widen the window in which fault tests kill a worker mid-job.
+    if seconds > 0:
+        time.sleep(seconds)
 
 
 def _mark_running(session: Session, job: AttributionJob) -> None:
