@@ -17,11 +17,17 @@ log = logging.getLogger(__name__)
 _ALIVE = {"queued", "started", "deferred", "scheduled"}
 
 
-def rq_job_alive(redis: Redis, rq_job_id: str) -> bool:
+def rq_job_alive(redis: Redis, queue_name: str, rq_job_id: str) -> bool:
+    """Queued or running somewhere. A job "started" by a worker that was killed stays "started" in RQ
+    until its timeout, long after its worker is gone: it counts as alive only while its worker beats."""
     try:
-        return Job.fetch(rq_job_id, connection=redis).get_status(refresh=True) in _ALIVE
+        job = Job.fetch(rq_job_id, connection=redis)
     except NoSuchJobError:
         return False
+    status = job.get_status(refresh=True)
+    if status == "started":
+        return worker_alive(redis, queue_name, job.worker_name)
+    return status in _ALIVE
 
 
 def worker_alive(redis: Redis, queue_name: str, worker_name: str | None) -> bool:
@@ -62,7 +68,7 @@ def _recover_running(session: Session, redis: Redis, queue: Queue, max_attempts:
 def _requeue_lost(session: Session, redis: Redis, queue: Queue, cutoff: datetime) -> int:
     jobs = session.scalars(select(AttributionJob).where(
         AttributionJob.status == JobStatus.queued, AttributionJob.created_at < cutoff))
-    lost = [job for job in jobs if not rq_job_alive(redis, f"attr-{job.id}")]
+    lost = [job for job in jobs if not rq_job_alive(redis, queue.name, f"attr-{job.id}")]
     for job in lost:
         enqueue_attribution(queue, str(job.id))
     return len(lost)
@@ -71,7 +77,7 @@ def _requeue_lost(session: Session, redis: Redis, queue: Queue, cutoff: datetime
 def _reembed_pending(session: Session, redis: Redis, queue: Queue, cutoff: datetime) -> int:
     work_ids = set(session.scalars(select(SourceImage.work_id).join(Work).where(
         Work.deleted_at.is_(None), SourceImage.state == ImageState.pending, SourceImage.created_at < cutoff)))
-    lost = [w for w in work_ids if not rq_job_alive(redis, f"embed-{w}")]
+    lost = [w for w in work_ids if not rq_job_alive(redis, queue.name, f"embed-{w}")]
     for work_id in lost:
         enqueue_embed_work(queue, str(work_id))
     return len(lost)
