@@ -6,12 +6,21 @@ import io
 import warnings
 from dataclasses import dataclass
 
-from PIL import Image, ImageOps
+from PIL import Image
 
 # Formats decided by the bytes, never by the file name. Animated images use their first frame.
-MEDIA_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif",
-               "BMP": "image/bmp", "TIFF": "image/tiff"}
-EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": "bmp", "TIFF": "tiff"}
+# MPO is a JPEG with extra frames (stereo and many phone cameras write it): it is taken as a JPEG.
+MEDIA_TYPES = {"JPEG": "image/jpeg", "MPO": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp",
+               "GIF": "image/gif", "BMP": "image/bmp", "TIFF": "image/tiff"}
+EXTENSIONS = {"JPEG": "jpg", "MPO": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": "bmp",
+              "TIFF": "tiff"}
+# Leading bytes of the formats we take: a file that starts like one but will not open is corrupt,
+# not "some other format".
+_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM", b"II*\0", b"MM\0*")
+# Pillow's EXIF orientation values -> the transposition that makes the pixels upright.
+_UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+            5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+            8: Image.Transpose.ROTATE_90}
 
 
 class ImageRejected(ValueError):
@@ -61,11 +70,25 @@ def _open_header(data: bytes) -> Image.Image:
     except Image.DecompressionBombError as exc:
         raise ImageRejected("too_many_pixels", str(exc), 413) from exc
     except Exception as exc:  # Pillow raises several types for unrecognisable data
+        _reject_metadata_bomb(exc)
+        if _looks_supported(data):
+            raise ImageRejected("corrupt", "the file starts like a supported image but its header is broken") from exc
         raise ImageRejected("not_an_image", "the file is not an image in a supported format") from exc
     if image.format not in MEDIA_TYPES:
         raise ImageRejected("unsupported_format",
                             f"{image.format} images are not supported; use one of {', '.join(MEDIA_TYPES)}", 415)
     return image
+
+
+def _looks_supported(data: bytes) -> bool:
+    return data.startswith(_MAGIC) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP")
+
+
+def _reject_metadata_bomb(exc: Exception) -> None:
+    # PNG zTXt/iTXt chunks inflating past PngImagePlugin.MAX_TEXT_CHUNK (or all text past MAX_TEXT_MEMORY)
+    # raise a bare ValueError naming the limit: a zip bomb in the metadata, refused like a pixel bomb.
+    if isinstance(exc, ValueError) and "MAX_TEXT" in str(exc):
+        raise ImageRejected("metadata_too_large", f"the image's text metadata is too large: {exc}", 413) from exc
 
 
 def _check_dimensions(size: tuple[int, int], limits: ImageLimits) -> None:
@@ -86,17 +109,33 @@ def _decode_fully(image: Image.Image) -> None:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageRejected("too_many_pixels", str(exc), 413) from exc
     except Exception as exc:
+        _reject_metadata_bomb(exc)  # text chunks after the image data are read here
         raise ImageRejected("corrupt", f"the image could not be decoded: {exc}") from exc
 
 
 def decode_rgb(data: bytes) -> Image.Image:
-    """Bytes that passed `check_image` -> upright RGB image (EXIF orientation applied, alpha on white)."""
-    image = ImageOps.exif_transpose(Image.open(io.BytesIO(data)))
-    if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
+    """Bytes that passed `check_image` -> upright RGB image (EXIF orientation applied, alpha on white).
+    Never raises on such bytes: the worker calls it long after the upload was accepted."""
+    return _to_rgb(_upright(Image.open(io.BytesIO(data))))
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    """Apply the EXIF orientation to the pixels only. ImageOps.exif_transpose also rewrites the EXIF
+    block, which raises (struct.error, TypeError) on broken tags; the pixels are all we need."""
+    try:
+        orientation = image.getexif().get(0x0112)  # also reads XMP's tiff:Orientation
+    except Exception:  # unreadable EXIF: keep the stored orientation
+        orientation = None
+    method = _UPRIGHT.get(orientation) if isinstance(orientation, int) else None
+    return image.transpose(method) if method is not None else image
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    if image.has_transparency_data:  # RGBA, LA, PA, P or RGB with tRNS: composite on white
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
-    if image.mode == "I;16" or image.mode == "I":
-        # 16-bit grayscale: scale to 8 bits rather than clipping at 255.
-        return image.point(lambda v: v / 256).convert("L").convert("RGB")
+    if image.mode.startswith("I"):
+        # 16-bit grayscale (I;16, I;16B, or I as some TIFFs give it): scale to 8 bits rather than clip at 255.
+        return image.convert("I").point(lambda v: v / 256).convert("L").convert("RGB")
     return image.convert("RGB")
