@@ -21,18 +21,20 @@ def plot_losses(history: list[dict], path: str | Path) -> Path:
     return _save(fig, path)
 
 
-def plot_recall_curves(curves: dict[str, dict[int, float]], title: str, path: str | Path) -> Path:
-    """curves: label -> {K: Recall@K in %}."""
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for label, by_k in curves.items():
-        ks = sorted(by_k)
-        ax.plot(ks, [by_k[k] for k in ks], marker="o", label=label)
-    ax.set_xscale("log")
-    ax.set_xlabel("K")
-    ax.set_ylabel("Recall@K (%)")
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
+def plot_recall_curves(panels: dict[str, dict[str, dict[int, float]]], title: str, path: str | Path) -> Path:
+    """panels: query type -> encoder label -> {K: Recall@K in %}; one panel per query type."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels) + 2, 3.6), sharey=True, squeeze=False)
+    for ax, (panel, curves) in zip(axes[0], panels.items()):
+        for label, by_k in curves.items():
+            ks = sorted(by_k)
+            ax.plot(ks, [by_k[k] for k in ks], marker="o", label=label)
+        ax.set_xscale("log")
+        ax.set_xlabel("K")
+        ax.set_title(panel, fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("Recall@K (%)")
+    axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    fig.suptitle(title, fontsize=10)
     return _save(fig, path)
 
 

@@ -31,8 +31,10 @@ def write_report(report: dict, out_dir: str | Path) -> dict[str, Path]:
     paths["json"].write_text(json.dumps(report, indent=2))
     paths["markdown"].write_text(markdown_table(report))
     for protocol in ("abc", "service"):
-        curves = {f"{label} · {qtype}": {k: m[f"recall@{k}"] for k in RECALL_KS}
-                  for label, r in report["encoders"].items() for qtype, m in r[protocol].items()}
+        panels: dict[str, dict] = {}
+        for label, result in report["encoders"].items():
+            for qtype, metrics in result[protocol].items():
+                panels.setdefault(qtype, {})[label] = {k: metrics[f"recall@{k}"] for k in RECALL_KS}
         paths[f"{protocol}_png"] = plot_recall_curves(
-            curves, f"{report['dataset']} — {protocol} protocol", out_dir / f"recall_{protocol}.png")
+            panels, f"{report['dataset']}: {protocol} protocol", out_dir / f"recall_{protocol}.png")
     return paths
