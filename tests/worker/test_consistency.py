@@ -1,0 +1,79 @@
+"""`python -m worker.consistency`: the saved index agrees with the database, or the report says how it
+does not (exit 1); `--repair` rebuilds it from the database."""
+import subprocess
+import sys
+import uuid
+
+import numpy as np
+
+from common.db import crud
+from common.db.models import Embedding, SourceImage
+from common.db.session import new_session
+from common.settings import get_settings
+from common.storage import LocalStorage
+from core.index import load_index
+from indexing.embedding import embed_source_images
+from indexing.store import live_index_dir
+from tests.conftest import REPO
+from tests.factories import photo_bytes
+from worker.consistency import main
+from worker.runtime import Runtime
+
+
+def register(client, subject: str) -> str:
+    files = [("images", (f"{subject}{i}.jpg", photo_bytes(subject, i), "image/jpeg")) for i in (0, 1)]
+    response = client.post("/sources", files=files, data={"title": subject, "rights_holder": "studio"})
+    assert response.status_code == 201
+    return response.json()["id"]
+
+
+def embed_and_save() -> Runtime:
+    """What a worker does: embed pending images, sync its index, save it (save interval 0)."""
+    with new_session() as session:
+        runtime = Runtime.load(session, get_settings())
+        embed_source_images(session, runtime.encoder, LocalStorage(runtime.settings.storage_dir),
+                            crud.pending_images(session), 4)
+        session.commit()
+        runtime.sync(session)
+    return runtime
+
+
+def run_check(capsys, *argv: str) -> tuple[int, str]:
+    code = main(list(argv))
+    return code, capsys.readouterr().out
+
+
+def test_consistent_then_tampered_then_repaired(client, capsys):
+    register(client, "dog")
+    cat = register(client, "cat")
+    runtime = embed_and_save()
+    index_dir = live_index_dir(runtime.settings.artifacts_dir, runtime.encoder.encoder_id)
+    code, out = run_check(capsys)
+    assert code == 0, out
+    assert "missing from index: 0" in out and "consistent" in out
+
+    with new_session() as session:  # keep cat's vectors to plant them back after the delete
+        cat_images = session.query(SourceImage).filter(SourceImage.work_id == uuid.UUID(cat)).all()
+        cat_vectors = {i.id: session.get(Embedding, (i.id, runtime.encoder.encoder_id)).vector for i in cat_images}
+    assert client.delete(f"/sources/{cat}").status_code == 204
+    saved = load_index(index_dir, runtime.encoder.encoder_id)
+    dog_ids = [i for i in saved.ids().tolist() if i not in cat_vectors]
+    saved.remove(np.asarray(dog_ids[:1]))  # one live vector lost from the saved index; cat's still there
+    saved.save(index_dir)
+    with new_session() as session:  # and one vector of the deleted work left in the database
+        image_id, blob = next(iter(cat_vectors.items()))
+        session.add(Embedding(image_id=image_id, encoder_id=runtime.encoder.encoder_id, vector=blob))
+        session.commit()
+
+    code, out = run_check(capsys)
+    assert code == 1
+    assert f"missing from index: 1 [{dog_ids[0]}]" in out
+    assert "stale in index: 2" in out and "of deleted works: 2" in out
+    assert "vectors of deleted works in database: 1" in out and "INCONSISTENT" in out
+
+    code, out = run_check(capsys, "--repair")
+    assert code == 0, out
+    assert len(load_index(index_dir, runtime.encoder.encoder_id)) == 2
+    entry_point = subprocess.run([sys.executable, "-m", "worker.consistency"], cwd=REPO, capture_output=True,
+                                 text=True, timeout=60)
+    assert entry_point.returncode == 0, entry_point.stdout + entry_point.stderr
