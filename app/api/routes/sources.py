@@ -95,7 +95,7 @@ def _enqueue_quietly(queue, work_id: str) -> None:
 
 
 @router.get("", response_model=WorksPublic)
-def read_sources(key: RegistrarKey, session: SessionDep, offset: Annotated[int, Query(ge=0)] = 0,
+def read_sources(key: RegistrarKey, session: SessionDep, offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
                  limit: Annotated[int, Query(ge=1, le=100)] = 20,
                  rights_holder: Annotated[str | None, Query(max_length=200)] = None) -> WorksPublic:
     """List live works, oldest first (a registrar sees only its own rights holder's)."""
