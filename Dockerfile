@@ -23,6 +23,7 @@ WORKDIR /app
 COPY pyproject.toml constraints.txt alembic.ini ./
 COPY common ./common
 COPY core ./core
+COPY indexing ./indexing
 COPY app ./app
 COPY worker ./worker
 COPY training ./training

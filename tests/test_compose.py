@@ -161,3 +161,13 @@ def test_docker_compose_config(files):
     result = subprocess.run([*cli, *args, "--profile", "trainer", "config", "--quiet"],
                             cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_image_copies_every_package_the_project_installs():
+    """A package added to pyproject's include list but not COPYed would vanish from the images."""
+    import re
+    import tomllib
+    includes = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
+    packages = {pattern.rstrip("*") for pattern in includes}
+    copied = set(re.findall(r"^COPY (\w+) \./\1$", (DOCKERFILE).read_text(), flags=re.M))
+    assert packages <= copied, packages - copied
