@@ -53,18 +53,21 @@ def top_candidates(score_rows: list[np.ndarray], truth_rows: list[np.ndarray], k
 
 
 def fit_calibration(data: ScoredQueries, steps: int = 500, lr: float = 0.1) -> Calibration:
-    """Minimise the mean -log p of true matches over (inv_tau, b)."""
-    inv_tau, bias = torch.tensor(1.0, requires_grad=True), torch.tensor(0.0, requires_grad=True)
-    optimizer = torch.optim.Adam([inv_tau, bias], lr=lr)
+    """Minimise the mean -log p of true matches over (inv_tau, b).
+
+    inv_tau is fitted through its log (still starting at 1): a negative inverse temperature would
+    rank the worst candidates first, which degenerate data (one image per work) can otherwise reach."""
+    log_inv_tau, bias = torch.tensor(0.0, requires_grad=True), torch.tensor(0.0, requires_grad=True)
+    optimizer = torch.optim.Adam([log_inv_tau, bias], lr=lr)
     gaps = data.scores - data.scores[:, :1]
     for _ in range(steps):
-        mass = F.softplus(torch.exp(gaps * inv_tau) + 0.001 * bias, beta=100)
+        mass = F.softplus(torch.exp(gaps * log_inv_tau.exp()) + 0.001 * bias, beta=100)
         log_p = torch.log(mass / mass.sum(dim=1, keepdim=True) + 1e-12)
         loss = -(log_p * data.truth).sum() / data.truth.sum()
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    return Calibration(inv_tau=inv_tau.item(), bias=bias.item(), fitted=True)
+    return Calibration(inv_tau=log_inv_tau.exp().item(), bias=bias.item(), fitted=True)
 
 
 def labelled_scores(encoder: Encoder, set_path: str | Path, keep: int) -> ScoredQueries:

@@ -50,7 +50,7 @@ def load_distractor_features(specs: list[str]) -> dict[str, np.ndarray]:
 
 def evaluate(eval_set: EvalSet, encoder_specs: list[str], out_dir: str | Path,
              supervised_train: EvalSet | None = None, distractor_features: dict | None = None,
-             device: str = "cpu") -> dict:
+             device: str = "cpu", supervised_steps: int = 300) -> dict:
     cache, results = FeatureCache(), {}
     distractor_features = distractor_features or {}
     for spec in encoder_specs:
@@ -59,7 +59,7 @@ def evaluate(eval_set: EvalSet, encoder_specs: list[str], out_dir: str | Path,
         results[_label(spec)] = {"spec": spec, "encoder_id": encoder.encoder_id, **score_features(features)}
     if supervised_train is not None:
         results["supervised-linear"] = supervised_baseline(eval_set, supervised_train, cache, device,
-                                                           distractor_features.get(ZERO_SHOT))
+                                                           distractor_features.get(ZERO_SHOT), supervised_steps)
     report = {"dataset": eval_set.name, "n_concepts": len(eval_set.exemplars),
               "n_distractors": len(eval_set.distractors), "encoders": results}
     report["files"] = {k: str(v) for k, v in write_report(report, out_dir).items()}
@@ -67,13 +67,13 @@ def evaluate(eval_set: EvalSet, encoder_specs: list[str], out_dir: str | Path,
 
 
 def supervised_baseline(eval_set: EvalSet, train_set: EvalSet, cache: FeatureCache, device: str,
-                        distractors: np.ndarray | None) -> dict:
+                        distractors: np.ndarray | None, steps: int = 300) -> dict:
     """AbC-style linear maps on frozen zero-shot features, trained on `train_set`'s pairs."""
     encoder = load_encoder(ZERO_SHOT, device)
-    model = fit_linear_pair(extract_set_features(encoder, train_set, cache))
+    model = fit_linear_pair(extract_set_features(encoder, train_set, cache), steps=steps)
     test = apply_linear_pair(model, extract_set_features(encoder, eval_set, cache, distractors))
     return {"spec": f"supervised-linear on {ZERO_SHOT}", "encoder_id": f"supervised-linear({encoder.encoder_id})",
-            "trained_on": train_set.name, **score_features(test)}
+            "trained_on": train_set.name, "steps": steps, **score_features(test)}
 
 
 def _label(spec: str) -> str:
@@ -91,6 +91,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--distractor-features", action="append", default=[], metavar="SPEC=FILE.npy",
                         help="precomputed distractor features for one encoder (instead of images)")
     parser.add_argument("--supervised-train", help="a labelled set (either format) to fit the supervised baseline")
+    parser.add_argument("--supervised-steps", type=int, default=300)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
     from common.settings import get_settings
@@ -98,6 +99,6 @@ def main(argv: list[str] | None = None) -> dict:
     eval_set = read_eval_set(args.dataset, args.image_root, args.distractors)
     train_set = read_eval_set(args.supervised_train) if args.supervised_train else None
     report = evaluate(eval_set, args.encoder or [ZERO_SHOT], args.out, train_set,
-                      load_distractor_features(args.distractor_features), args.device)
+                      load_distractor_features(args.distractor_features), args.device, args.supervised_steps)
     print(Path(report["files"]["markdown"]).read_text())
     return report
