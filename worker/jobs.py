@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 from rq import get_current_job
-from sqlalchemy import delete, select
+from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
 from common.db import crud
@@ -56,7 +56,7 @@ def attribute_image(job_id: str) -> str:
             session.rollback()
             _record_failure(session, job_id, exc)
             raise
-        _forget_query_image(session, job)
+        _forget_query_image(job)
         return "done"
 
 
@@ -101,14 +101,12 @@ def _record_failure(session: Session, job_id: str, exc: Exception) -> None:
     if final:
         job.finished_at = datetime.now(timezone.utc)
     session.commit()
+    if final:
+        _forget_query_image(job)
     log.warning("attribution %s attempt %d failed: %s", job_id, job.attempts, exc)
 
 
-def _forget_query_image(session: Session, job: AttributionJob) -> None:
-    """Query images are deleted once answered, unless kept (opt-in) as training data or still needed."""
-    still_needed = session.scalar(select(AttributionJob.id).where(
-        AttributionJob.storage_key == job.storage_key, AttributionJob.id != job.id,
-        (AttributionJob.training_use.is_(True)) | (AttributionJob.status.in_([JobStatus.queued, JobStatus.running]))
-    ).limit(1))
-    if not job.training_use and still_needed is None:
+def _forget_query_image(job: AttributionJob) -> None:
+    """A query image (one file per job) is deleted once the job ends, unless kept (opt-in) for training."""
+    if not job.training_use:
         LocalStorage(runtime_module.get_runtime().settings.storage_dir).delete(job.storage_key)

@@ -69,9 +69,9 @@ def live_work_of_images(session: Session, *, image_ids: Iterable[int]) -> dict[i
     return {image_id: work_id for image_id, work_id in rows}
 
 
-def create_job(session: Session, *, query_sha256: str, storage_key: str, top_k: int,
+def create_job(session: Session, *, job_id: uuid.UUID, query_sha256: str, storage_key: str, top_k: int,
                training_use: bool, client_key_id: uuid.UUID | None = None) -> AttributionJob:
-    job = AttributionJob(query_sha256=query_sha256, storage_key=storage_key, top_k=top_k,
+    job = AttributionJob(id=job_id, query_sha256=query_sha256, storage_key=storage_key, top_k=top_k,
                          training_use=training_use, status=JobStatus.queued, client_key_id=client_key_id)
     session.add(job)
     session.flush()

@@ -93,3 +93,21 @@ def test_readiness_needs_a_worker(client, start_worker):
     ready = client.get("/readyz")
     assert ready.status_code == 200
     assert ready.json()["workers"][0]["index_size"] == 0
+
+
+def test_identical_queries_keep_their_own_files_until_done(client, start_worker, service_env):
+    """Found by the soak run: query files were shared by content hash, so a finished job deleted the
+    image of a queued job with the same bytes. Now each job has its own file, removed when it ends."""
+    from pathlib import Path
+    queries = Path(service_env["ATTRIB_DATA_DIR"]) / "storage" / "queries"
+    work = register(client, "clock")
+    submitted = [client.post("/attribute", files={"image": ("q.jpg", photo_bytes("clock", 2), "image/jpeg")}).json()
+                 for _ in range(3)]
+    assert len(list(queries.rglob("*.jpg"))) == 3
+    start_worker()
+    wait_searchable(client, [work["id"]])
+    deadline = time.monotonic() + 60
+    while {client.get(j["status_url"]).json()["status"] for j in submitted} != {"done"}:
+        assert time.monotonic() < deadline, [client.get(j["status_url"]).json() for j in submitted]
+        time.sleep(0.2)
+    assert list(queries.rglob("*.jpg")) == []

@@ -38,9 +38,13 @@ async def create_attribution(
     """Queue an attribution job; with `wait`, answer with the result if it is ready in time."""
     top_k = min(top_k or settings.default_top_k, settings.max_top_k)
     checked = await read_checked_image(image, settings)
-    storage_key = LocalStorage.key_for("queries", checked.sha256, checked.extension)
+    # One file per job (not per content hash): a finished job deletes its query image, and that must
+    # never remove the file of another job that submitted the same bytes.
+    job_id = uuid.uuid4()
+    storage_key = LocalStorage.key_for("queries", job_id.hex, checked.extension)
     storage.put(storage_key, checked.data)
-    job = crud.create_job(session, query_sha256=checked.sha256, storage_key=storage_key, top_k=top_k,
+    job = crud.create_job(session, job_id=job_id, query_sha256=checked.sha256, storage_key=storage_key,
+                          top_k=top_k,
                           training_use=allow_training and settings.collect_queries_for_training,
                           client_key_id=key.id)
     session.commit()
