@@ -24,6 +24,8 @@ from pathlib import Path
 
 import httpx
 
+from common.db.schema import reset_schema
+
 REPO = Path(__file__).resolve().parents[1]
 PHOTOS = REPO / "demo" / "data" / "dreambooth"
 POSTGRES_URL = os.environ.get("ATTRIB_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -41,24 +43,6 @@ RSS_INTERVAL_S = 2.0
 
 
 # ---------------------------------------------------------------- the stack under test
-
-def reset_database(url: str) -> None:
-    """Drop everything, then migrate from empty: the soak starts from the real schema."""
-    from alembic import command
-    from alembic.config import Config
-    from sqlalchemy import text
-    from common.db.models import Base
-    from common.db.session import make_engine
-    engine = make_engine(url)
-    with engine.begin() as conn:
-        Base.metadata.drop_all(conn)
-        conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
-    engine.dispose()
-    config = Config(str(REPO / "alembic.ini"))
-    config.set_main_option("script_location", str(REPO / "migrations"))
-    config.attributes["database_url"] = url
-    command.upgrade(config, "head")
-
 
 def create_keys(url: str) -> dict[str, str]:
     """One key per role the traffic plays: registrar, attributor, admin (for /metrics and checks)."""
@@ -460,7 +444,7 @@ def run_soak(seconds: float, clients: int, database: str = "sqlite", workdir: Pa
     """Start the stack, run the traffic, drain and verify, and return the report (processes always stopped)."""
     workdir = Path(workdir or tempfile.mkdtemp(prefix="attrib-soak-"))
     env = stack_env(database, workdir)
-    reset_database(env["ATTRIB_DATABASE_URL"])
+    reset_schema(env["ATTRIB_DATABASE_URL"])
     keys = create_keys(env["ATTRIB_DATABASE_URL"])
     stack, sampler, ledger = Stack(env, workdir), None, Ledger()
     try:

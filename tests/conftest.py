@@ -26,21 +26,9 @@ def clear_cached_config() -> None:
 
 
 def reset_database(url: str) -> None:
-    """Drop everything, then migrate from empty: each test starts from the real schema."""
-    from alembic import command
-    from alembic.config import Config
-    from sqlalchemy import text
-    from common.db.models import Base
-    from common.db.session import make_engine
-    engine = make_engine(url)
-    with engine.begin() as conn:
-        Base.metadata.drop_all(conn)
-        conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
-    engine.dispose()
-    config = Config(str(REPO / "alembic.ini"))
-    config.set_main_option("script_location", str(REPO / "migrations"))
-    config.attributes["database_url"] = url
-    command.upgrade(config, "head")
+    """Each test starts from the real schema, migrated from empty."""
+    from common.db.schema import reset_schema
+    reset_schema(url)
 
 
 def url_for(kind: str, tmp_path: Path) -> str:

@@ -1,19 +1,12 @@
 """Migrations upgrade from empty and downgrade cleanly, on PostgreSQL and SQLite."""
 import pytest
 from alembic import command
-from alembic.config import Config
 from sqlalchemy import inspect
 
 from common.db.models import Base
+from common.db.schema import alembic_config
 from common.db.session import make_engine
-from tests.conftest import REPO, reset_database, url_for
-
-
-def alembic_config(url: str) -> Config:
-    config = Config(str(REPO / "alembic.ini"))
-    config.set_main_option("script_location", str(REPO / "migrations"))
-    config.attributes["database_url"] = url
-    return config
+from tests.conftest import reset_database, url_for
 
 
 def table_names(url: str) -> set[str]:
