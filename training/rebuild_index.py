@@ -9,7 +9,6 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from common.db.models import SourceImage, Work
 from common.db.session import new_session
 from common.settings import get_settings
 from common.storage import LocalStorage

@@ -64,7 +64,7 @@ def main(argv: list[str]) -> int:
     settings = get_settings()
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
     config = load_config(args.preset, args.config, [])
-    config = apply_overrides(config, [f"use_registered_sources=true",
+    config = apply_overrides(config, ["use_registered_sources=true",
                                       f"use_collected_queries={str(settings.collect_queries_for_training).lower()}",
                                       f"run_name=retrain-{stamp}",
                                       f"out_dir={settings.data_dir / 'training' / stamp}", *args.overrides])

@@ -5,7 +5,6 @@ import time
 import uuid
 from datetime import datetime, timezone
 
-import numpy as np
 from rq import get_current_job
 from sqlalchemy import delete
 from sqlalchemy.orm import Session
