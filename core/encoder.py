@@ -66,9 +66,13 @@ def file_digest(path: str | Path, length: int = 12) -> str:
     return digest.hexdigest()[:length]
 
 
+def builtin_lite0_encoder_id() -> str:
+    """Named by the digest of the packaged weights, so another package version is another encoder."""
+    return f"efficientnet-lite0-imagenet@{file_digest(packaged_lite0_weights_path())}"
+
+
 def _load_builtin_lite0(device: str) -> Encoder:
-    encoder_id = f"efficientnet-lite0-imagenet@{file_digest(packaged_lite0_weights_path())}"
-    return Encoder(encoder_id, load_packaged_lite0(), LITE0_PREPROCESS, 1280, Calibration(), device)
+    return Encoder(builtin_lite0_encoder_id(), load_packaged_lite0(), LITE0_PREPROCESS, 1280, Calibration(), device)
 
 
 class _OpenClipImageTower(nn.Module):

@@ -33,7 +33,8 @@ class EvalSet:
 def read_folder_set(root: str | Path) -> EvalSet:
     root = Path(root)
     exemplars, queries = {}, {}
-    for concept_dir in sorted(d for d in root.iterdir() if d.is_dir() and d.name != DISTRACTOR_DIR):
+    # A concept is a folder with exemplars; others (distractors/, the bench's unlabeled traffic/) are not.
+    for concept_dir in sorted(d for d in root.iterdir() if (d / "exemplars").is_dir()):
         exemplars[concept_dir.name] = list_images(concept_dir / "exemplars")
         queries[concept_dir.name] = _read_queries(concept_dir / "queries")
     distractor_dir = root / DISTRACTOR_DIR

@@ -14,8 +14,8 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from core.backbones import LITE0_PREPROCESS, packaged_lite0_weights_path
-from core.encoder import file_digest
+from core.backbones import LITE0_PREPROCESS
+from core.encoder import builtin_lite0_encoder_id
 from training.augment import two_view_transform
 from training.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from training.config import PRESETS, TrainConfig, apply_overrides, load_config
@@ -28,7 +28,7 @@ from training.plots import plot_losses
 def base_encoder_id(backbone: str) -> str:
     """Same id core.encoder gives the zero-shot encoder, so reports can name what we started from."""
     if backbone == "tf_efficientnet_lite0":
-        return f"efficientnet-lite0-imagenet@{file_digest(packaged_lite0_weights_path())}"
+        return builtin_lite0_encoder_id()
     return f"{backbone}@random-init"
 
 
