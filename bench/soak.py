@@ -147,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=2) + "\n")
-        print(f"report written to {args.out}")
+        from bench.plot_soak import plot_memory
+        print(f"report written to {args.out} and {plot_memory(report, args.out.with_suffix('.png'))}")
     jobs = report["jobs"]
     return 0 if report["errors"] == 0 and jobs["lost"] == 0 and jobs["failed"] == 0 else 1
 
