@@ -1,5 +1,6 @@
 """`Idempotency-Key` on POST: a retried request gets the first response back, never a second work or
-job. Responses are kept in Redis per (API key, path, idempotency key) for `idempotency_ttl_s`.
+job. Responses are kept in Redis per (API key id, path, idempotency key) for `idempotency_ttl_s`.
+The request body is not compared: reusing a key for a different upload returns the first result.
 Only successful (2xx) responses are kept, so a request refused for bad input can be corrected and sent
 again with the same key. A repeat that arrives while the first is still running gets 409."""
 import hashlib
@@ -9,8 +10,12 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from redis.exceptions import RedisError
 
+from starlette.concurrency import run_in_threadpool
+
 from app.api.deps import redis_for_url
 from app.problems import problem_response
+from common.apikeys import authenticate
+from common.db.session import new_session
 from common.settings import get_settings
 
 HEADER = "Idempotency-Key"
@@ -19,9 +24,19 @@ _PENDING_TTL_S = 120
 _KEPT_HEADERS = ("content-type", "location")
 
 
-def _storage_key(request: Request, idempotency_key: str) -> str:
-    caller = hashlib.sha256(request.headers.get("authorization", "").encode()).hexdigest()[:32]
-    scope = hashlib.sha256(f"{caller}|{request.url.path}|{idempotency_key}".encode()).hexdigest()
+def _caller_key_id(request: Request) -> str | None:
+    """The id of a valid, unrevoked API key, or None (the route then answers 401 itself): a revoked
+    key gets no replays, and records are scoped by key id, not by the header's spelling."""
+    scheme, _, secret = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not secret:
+        return None
+    with new_session() as session:
+        key = authenticate(session, secret=secret.strip())
+    return str(key.id) if key else None
+
+
+def _storage_key(key_id: str, path: str, idempotency_key: str) -> str:
+    scope = hashlib.sha256(f"{key_id}|{path}|{idempotency_key}".encode()).hexdigest()
     return f"attrib:idem:{scope}"
 
 
@@ -35,9 +50,12 @@ def install_idempotency(app: FastAPI) -> None:
             return problem_response(request, 400, "Invalid Idempotency-Key",
                                     "the Idempotency-Key header must have 1 to 200 characters")
         settings = get_settings()
+        key_id = await run_in_threadpool(_caller_key_id, request)
+        if key_id is None:
+            return await call_next(request)
         try:
             redis = redis_for_url(settings.redis_url)
-            slot = _storage_key(request, idempotency_key)
+            slot = _storage_key(key_id, request.url.path, idempotency_key)
             if not redis.set(slot, _PENDING, nx=True, ex=_PENDING_TTL_S):
                 return _replay(request, redis.get(slot))
         except RedisError:

@@ -11,11 +11,13 @@ def limits_from(settings: Settings) -> ImageLimits:
     return ImageLimits(settings.max_upload_bytes, settings.max_image_pixels, settings.min_image_side)
 
 
-async def read_checked_image(upload: UploadFile, settings: Settings) -> CheckedImage:
-    """Read at most max_upload_bytes + 1 (so an oversized upload is never held whole), then check."""
+def read_checked_image(upload: UploadFile, settings: Settings) -> CheckedImage:
+    """Read at most max_upload_bytes + 1 into memory (Starlette has already spooled the part to a
+    temporary file; the request-size middleware bounds that), then check. Blocking: call from a
+    sync route, which FastAPI runs in its thread pool, never on the event loop."""
     limit = settings.max_upload_bytes
     chunks, size = [], 0
-    while chunk := await upload.read(_CHUNK):
+    while chunk := upload.file.read(_CHUNK):
         chunks.append(chunk)
         size += len(chunk)
         if size > limit:

@@ -20,9 +20,8 @@ def enqueue_attribution(queue: Queue, job_id: str) -> None:
     queue.enqueue(ATTRIBUTE_IMAGE, job_id, job_id=f"attr-{job_id}", retry=Retry(max=2, interval=[1, 5]),
                   job_timeout=300)
 
-# Each worker keeps its heartbeat key alive (with a TTL) while it holds a loaded index.
+# Each worker keeps its heartbeat key alive (TTL: settings.worker_heartbeat_ttl_s) while it holds an index.
 WORKER_HEARTBEAT_PREFIX = "attrib:worker:"
-WORKER_HEARTBEAT_TTL_S = 30
 
 
 def heartbeat_key(queue_name: str, worker_name: str) -> str:

@@ -7,11 +7,12 @@ from redis import Redis
 from rq import Queue
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from common.db.models import AttributionJob, ImageState, JobStatus, SourceImage, Work
 from common.jobs import enqueue_attribution, enqueue_embed_work, heartbeat_key
+from common.storage import LocalStorage
 
 log = logging.getLogger(__name__)
 _ALIVE = {"queued", "started", "deferred", "scheduled"}
@@ -34,11 +35,12 @@ def worker_alive(redis: Redis, queue_name: str, worker_name: str | None) -> bool
     return bool(worker_name) and bool(redis.exists(heartbeat_key(queue_name, worker_name)))
 
 
-def recover(session: Session, redis: Redis, queue: Queue, *, max_attempts: int,
+def recover(session: Session, redis: Redis, queue: Queue, storage: LocalStorage, *, max_attempts: int,
             grace_s: float = 20.0) -> dict[str, int]:
-    """One pass; safe to run from several workers at once (enqueueing by row id is idempotent)."""
+    """One pass. Several workers may run it at once: a job is taken from a dead worker by a
+    compare-and-set update, and enqueueing by row id is idempotent."""
     cutoff = datetime.now(timezone.utc) - timedelta(seconds=grace_s)
-    counts = {"orphaned_running": _recover_running(session, redis, queue, max_attempts),
+    counts = {"orphaned_running": _recover_running(session, redis, queue, storage, max_attempts),
               "requeued": _requeue_lost(session, redis, queue, cutoff),
               "embeds": _reembed_pending(session, redis, queue, cutoff)}
     session.commit()
@@ -47,22 +49,37 @@ def recover(session: Session, redis: Redis, queue: Queue, *, max_attempts: int,
     return counts
 
 
-def _recover_running(session: Session, redis: Redis, queue: Queue, max_attempts: int) -> int:
+def _recover_running(session: Session, redis: Redis, queue: Queue, storage: LocalStorage,
+                     max_attempts: int) -> int:
     """A job whose worker stopped beating died with it: retry it, or fail it with the reason."""
-    jobs = session.scalars(select(AttributionJob).where(AttributionJob.status == JobStatus.running))
+    running = session.execute(select(AttributionJob.id, AttributionJob.worker, AttributionJob.attempts,
+                                     AttributionJob.storage_key, AttributionJob.training_use)
+                              .where(AttributionJob.status == JobStatus.running)).all()
     recovered = 0
-    for job in jobs:
-        if worker_alive(redis, queue.name, job.worker):
+    for job_id, worker, attempts, storage_key, training_use in running:
+        if worker_alive(redis, queue.name, worker):
             continue
+        final = attempts >= max_attempts
+        if not _take_from_dead_worker(session, job_id, worker, attempts, final):
+            continue  # another worker's pass, or the job itself, changed the row first
         recovered += 1
-        if job.attempts >= max_attempts:
-            job.status, job.finished_at = JobStatus.failed, datetime.now(timezone.utc)
-            job.error = f"worker {job.worker} stopped during the job, {job.attempts} attempts used"
-        else:
-            job.status, job.error = JobStatus.queued, f"worker {job.worker} stopped during the job; retried"
-            session.flush()
-            enqueue_attribution(queue, str(job.id))
+        if final and not training_use:
+            storage.delete(storage_key)
+        elif not final:
+            enqueue_attribution(queue, str(job_id))
     return recovered
+
+
+def _take_from_dead_worker(session: Session, job_id, worker: str | None, attempts: int, final: bool) -> bool:
+    """Compare-and-set: only if the row is still `running` on that worker with those attempts."""
+    values = ({"status": JobStatus.failed, "finished_at": datetime.now(timezone.utc),
+               "error": f"worker {worker} stopped during the job, {attempts} attempts used"} if final else
+              {"status": JobStatus.queued, "error": f"worker {worker} stopped during the job; retried"})
+    result = session.execute(update(AttributionJob).where(
+        AttributionJob.id == job_id, AttributionJob.status == JobStatus.running,
+        AttributionJob.worker == worker, AttributionJob.attempts == attempts).values(**values))
+    session.commit()
+    return result.rowcount == 1
 
 
 def _requeue_lost(session: Session, redis: Redis, queue: Queue, cutoff: datetime) -> int:

@@ -24,6 +24,7 @@ class Settings(BaseSettings):
 
     # Upload limits: bytes are checked while reading, pixels before decoding.
     max_upload_bytes: int = 20 * 1024 * 1024
+    max_request_bytes: int = 100 * 1024 * 1024  # a whole multipart request, checked from Content-Length
     max_image_pixels: int = 40_000_000
     min_image_side: int = 16
     max_images_per_work: int = 32

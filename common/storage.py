@@ -1,7 +1,7 @@
-"""Content-addressed file storage for uploaded images (source images and queries).
-
-Keys look like `sources/ab/abcdef….jpg`; the same bytes are stored once per kind. Writes go to a
-temporary file and are renamed into place, so a crash never leaves a half-written image."""
+"""File storage for uploaded images: source images under their work (`sources/<work id>/<sha256>.jpg`),
+query images under their job (`queries/<2 hex>/<job id>.jpg`). Nothing is shared between works or
+jobs, so deleting one never removes another's file. Writes go to a temporary file and are renamed
+into place, so a crash never leaves a half-written image."""
 import os
 import tempfile
 from pathlib import Path
@@ -12,8 +12,8 @@ class LocalStorage:
         self.root = Path(root)
 
     @staticmethod
-    def key_for(kind: str, sha256: str, extension: str) -> str:
-        return f"{kind}/{sha256[:2]}/{sha256}.{extension}"
+    def key_for(kind: str, name: str, extension: str) -> str:
+        return f"{kind}/{name[:2]}/{name}.{extension}"
 
     def path(self, key: str) -> Path:
         return self.root / key

@@ -23,7 +23,14 @@ ensure_postgres() {
     as_root pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
     wait_port 5432
   fi
-  # The tests use database `test` as user postgres; create it if this is a fresh server.
+  # The tests connect as postgres over 127.0.0.1 without a password. Debian's default asks for one
+  # there, so a server this script installed gets a trust line for that user on loopback only.
+  if ! psql -h 127.0.0.1 -U postgres -d postgres -c 'SELECT 1' >/dev/null 2>&1; then
+    hba=$(ls /etc/postgresql/*/main/pg_hba.conf | sort -V | tail -n 1)
+    as_root sed -i '1i host all postgres 127.0.0.1/32 trust  # added by attrib scripts/services.sh for tests' "$hba"
+    as_root pg_ctlcluster --skip-systemctl-redirect "$(basename "$(dirname "$(dirname "$hba")")")" main reload
+  fi
+  # ... and database `test`; create it if this is a fresh server.
   if ! psql -h 127.0.0.1 -U postgres -d test -c 'SELECT 1' >/dev/null 2>&1; then
     as_root su postgres -c "psql -c 'CREATE DATABASE test'" >/dev/null 2>&1 || true
   fi

@@ -84,6 +84,13 @@ def labelled_scores(encoder: Encoder, set_path: str | Path, keep: int) -> Scored
     return top_candidates(rows, truth, keep)
 
 
+def serving_candidates() -> int:
+    """How many image hits the worker turns into shares for a default query (top_k x hits per work)."""
+    from common.settings import get_settings
+    settings = get_settings()
+    return settings.default_top_k * settings.image_hits_per_work
+
+
 def pseudo_pair_scores(encoder: Encoder, works: dict[str, list[Path]], keep: int, seed: int = 0) -> ScoredQueries:
     random.seed(seed)
     torch.manual_seed(seed)
@@ -92,7 +99,14 @@ def pseudo_pair_scores(encoder: Encoder, works: dict[str, list[Path]], keep: int
     pool = FeatureCache().embed_paths(encoder, paths, desc="embed works")
     augment = T.Compose(view_ops(TrainConfig(), encoder.preprocess.size))
     queries = encoder.embed([augment(_open_rgb(p)) for p in paths])
-    return top_candidates(list(queries @ pool.T), [owner == w for w in owner], keep)
+    scores = queries @ pool.T
+    # A real synthetic image is a new depiction, not a copy of a registered photo: the query's own source
+    # is left out of its candidates (when its work has other images), or calibration turns overconfident.
+    counts = {w: len(ps) for w, ps in works.items()}
+    for i, work in enumerate(owner):
+        if counts[work] > 1:
+            scores[i, i] = -np.inf
+    return top_candidates(list(scores), [owner == w for w in owner], keep)
 
 
 def _open_rgb(path: Path) -> Image.Image:
@@ -116,8 +130,9 @@ def write_calibration(artefact: Path, calibration: Calibration, source: str) -> 
 
 
 def calibrate_artefact(artefact: str | Path, labelled: str | None = None, works_dir: str | None = None,
-                       keep: int = 100) -> Calibration:
+                       keep: int | None = None) -> Calibration:
     artefact = Path(artefact)
+    keep = keep or serving_candidates()
     encoder = load_artefact(artefact)
     if labelled:
         data, source = labelled_scores(encoder, labelled, keep), f"labelled:{labelled}"
@@ -137,7 +152,8 @@ def main(argv: list[str] | None = None) -> Calibration:
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--labelled", help="an evaluation set (folder format or AbC .json) with pairs")
     source.add_argument("--works-dir", help="pseudo-pairs from a folder with one subfolder per work")
-    parser.add_argument("--keep", type=int, default=100, help="candidates per query (what the service ranks)")
+    parser.add_argument("--keep", type=int, default=None,
+                        help="candidates per query (default: what the worker ranks for a default query)")
     args = parser.parse_args(argv)
     calibration = calibrate_artefact(args.artefact, args.labelled, args.works_dir, args.keep)
     print(f"calibration: {calibration}")

@@ -63,8 +63,11 @@ def export_checkpoint(checkpoint_path: str | Path, out_dir: str | Path, embed_fr
     meta = encoder_metadata(config, checkpoint, encoder_id, dim,
                             config.projector_dims if with_projector else None)
     (tmp / "encoder.json").write_text(json.dumps(meta, indent=2))
+    tmp.chmod(0o755)  # mkdtemp makes 0700; workers may run as another user
     if out_dir.exists():
-        shutil.rmtree(out_dir)  # re-export of the same run; encoder ids differ by weights digest
+        # A published pair may point here: replacing its weights would break the pair's encoder id.
+        shutil.rmtree(tmp)
+        raise FileExistsError(f"{out_dir} exists; export to a new directory")
     os.replace(tmp, out_dir)
     return out_dir
 

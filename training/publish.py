@@ -78,6 +78,9 @@ def rollback() -> ModelPair | None:
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     report = json.loads(args.report.read_text()) if args.report else None
+    if report is not None and GATE_METRIC not in report:
+        print(f"error: {args.report} has no top-level '{GATE_METRIC}' (a verdict.json from retrain has one)")
+        return 2
     try:
         pair = publish_pair(args.encoder, args.index, report, args.force)
     except WorsePairRefused as exc:

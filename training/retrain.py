@@ -44,7 +44,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def registry_eval_set() -> EvalSet:
     works = {name: paths for name, paths in registered_works().items() if len(paths) >= 2}
     if not works:
-        raise SystemExit("no registered work has two images to evaluate with; pass --eval-set or --force")
+        raise SystemExit("no registered work has two images to evaluate with; pass --eval-set")
     return EvalSet("registry", {w: p[:1] for w, p in works.items()}, {w: {"photo": p[1:]} for w, p in works.items()})
 
 

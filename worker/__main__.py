@@ -16,7 +16,8 @@ from common.db.session import new_session
 from common.jobs import get_queue
 from common.recovery import recover
 from common.settings import get_settings
-from worker.heartbeat import Heartbeat
+from common.storage import LocalStorage
+from worker.heartbeat import Heartbeat, Periodic
 from worker.runtime import Runtime, get_runtime, set_runtime
 
 log = logging.getLogger("worker")
@@ -41,20 +42,24 @@ def main(argv: list[str] | None = None) -> None:
     queue = get_queue(redis, settings.queue_name)
     name = args.name or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     heartbeat = Heartbeat(redis, settings.queue_name, name, lambda: get_runtime().describe(),
-                          on_beat=lambda: _recover(redis, queue, settings), ttl_s=settings.worker_heartbeat_ttl_s)
+                          ttl_s=settings.worker_heartbeat_ttl_s)
+    recovery = Periodic("recovery", heartbeat.interval_s, lambda: _recover(redis, queue, settings))
     heartbeat.beat()
     heartbeat.start()
+    recovery.start()
     try:
         SimpleWorker([queue], connection=redis, name=name).work(burst=args.burst, with_scheduler=True,
                                                               logging_level="WARNING")
     finally:
+        recovery.stop()
         heartbeat.stop()
         get_runtime().save()
 
 
 def _recover(redis: Redis, queue, settings) -> None:
     with new_session() as session:
-        recover(session, redis, queue, max_attempts=settings.job_max_attempts, grace_s=settings.recovery_grace_s)
+        recover(session, redis, queue, LocalStorage(settings.storage_dir), max_attempts=settings.job_max_attempts,
+                grace_s=settings.recovery_grace_s)
 
 
 if __name__ == "__main__":

@@ -37,8 +37,16 @@ def embed_work(work_id: str) -> int:
         embedded = embed_source_images(session, runtime.encoder, storage, images,
                                        runtime.settings.embed_batch_size)
         session.commit()
+        _drop_vectors_if_deleted_meanwhile(session, uuid.UUID(work_id))
         runtime.sync(session)
         return embedded
+
+
+def _drop_vectors_if_deleted_meanwhile(session: Session, work_id: uuid.UUID) -> None:
+    """DELETE /sources may commit while we embed; its vector purge then missed what we just wrote."""
+    if crud.get_work(session, work_id=work_id) is None:
+        crud.delete_vectors_of_work(session, work_id=work_id)
+        session.commit()
 
 
 def attribute_image(job_id: str) -> str:

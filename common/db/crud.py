@@ -21,20 +21,19 @@ def find_live_images_by_hash(session: Session, *, rights_holder: str,
     return {image.content_sha256: image for image in rows}
 
 
-def create_work(session: Session, *, title: str, rights_holder: str, external_ref: str | None,
-                licence: str | None, images: list[SourceImage]) -> Work:
-    work = Work(title=title, rights_holder=rights_holder, external_ref=external_ref, licence=licence,
+def create_work(session: Session, *, work_id: uuid.UUID, title: str, rights_holder: str,
+                external_ref: str | None, licence: str | None, images: list[SourceImage]) -> Work:
+    work = Work(id=work_id, title=title, rights_holder=rights_holder, external_ref=external_ref, licence=licence,
                 images=images)
     session.add(work)
     session.flush()
     return work
 
 
-def get_work(session: Session, *, work_id: uuid.UUID, include_deleted: bool = False) -> Work | None:
+def get_work(session: Session, *, work_id: uuid.UUID) -> Work | None:
+    """A live work with its images, or None (deleted works are gone for every reader)."""
     work = session.get(Work, work_id, options=[selectinload(Work.images)])
-    if work is None or (work.deleted_at is not None and not include_deleted):
-        return None
-    return work
+    return None if work is None or work.deleted_at is not None else work
 
 
 def list_works(session: Session, *, offset: int, limit: int,
@@ -50,15 +49,15 @@ def list_works(session: Session, *, offset: int, limit: int,
 
 def delete_work(session: Session, *, work: Work) -> list[str]:
     """Soft-delete the work (past results keep their rows but hide it) and drop its vectors at once.
-    Returns the storage keys no other live image uses, for the caller to remove after commit."""
+    Returns its files' storage keys (stored per work), for the caller to remove after commit."""
     work.deleted_at = datetime.now(timezone.utc)
-    image_ids = [image.id for image in work.images]
+    delete_vectors_of_work(session, work_id=work.id)
+    return sorted({image.storage_key for image in work.images})
+
+
+def delete_vectors_of_work(session: Session, *, work_id: uuid.UUID) -> None:
+    image_ids = select(SourceImage.id).where(SourceImage.work_id == work_id)
     session.execute(delete(Embedding).where(Embedding.image_id.in_(image_ids)))
-    keys = {image.storage_key for image in work.images}
-    still_used = set(session.scalars(
-        select(SourceImage.storage_key).join(Work)
-        .where(SourceImage.storage_key.in_(keys), Work.deleted_at.is_(None), Work.id != work.id)))
-    return sorted(keys - still_used)
 
 
 def live_work_of_images(session: Session, *, image_ids: Iterable[int]) -> dict[int, uuid.UUID]:

@@ -6,8 +6,8 @@ import uuid
 from datetime import datetime, timezone
 
 from sqlalchemy import (
-    JSON, BigInteger, DateTime, Enum, Float, ForeignKey, Integer, LargeBinary, String, Text,
-    UniqueConstraint, Uuid,
+    JSON, BigInteger, DateTime, Enum, Float, ForeignKey, Index, Integer, LargeBinary, String, Text,
+    UniqueConstraint, Uuid, text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
@@ -102,7 +102,8 @@ class SourceImage(Base):
     width: Mapped[int] = mapped_column(Integer)
     height: Mapped[int] = mapped_column(Integer)
     state: Mapped[ImageState] = mapped_column(
-        Enum(ImageState, name="image_state", native_enum=False, length=20), default=ImageState.pending)
+        Enum(ImageState, name="image_state", native_enum=False, length=20), default=ImageState.pending,
+        index=True)  # the recovery pass looks for pending images every few seconds
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -141,7 +142,7 @@ class AttributionJob(Base):
     client_key_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("api_keys.id"), index=True)
     # The client allowed this query image to be used as unlabeled training data.
     training_use: Mapped[bool] = mapped_column(default=False)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
 
@@ -165,8 +166,11 @@ class Match(Base):
 
 
 class ModelPair(Base):
-    """A published (encoder, index) pair. At most one is active; workers follow it."""
+    """A published (encoder, index) pair. At most one is active (a partial unique index enforces it,
+    so two concurrent publishes cannot both win); workers follow it."""
     __tablename__ = "model_pairs"
+    __table_args__ = (Index("uq_model_pairs_one_active", "active", unique=True,
+                            postgresql_where=text("active"), sqlite_where=text("active")),)
 
     id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
     encoder_id: Mapped[str] = mapped_column(String(200))

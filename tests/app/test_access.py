@@ -6,6 +6,7 @@ import sys
 import pytest
 from sqlalchemy import text
 
+from common.apikeys import authenticate, revoke_key
 from common.db.session import new_session
 from tests.conftest import REPO, auth
 from tests.factories import photo_bytes
@@ -135,3 +136,27 @@ def test_failed_request_with_idempotency_key_can_be_corrected(client):
     assert bad.status_code == 422
     good = client.post("/attribute", headers=headers, files={"image": ("a.jpg", photo_bytes("dog", 0), "image/jpeg")})
     assert good.status_code == 202
+
+
+def test_idempotency_records_are_per_key_and_die_with_the_key(anonymous_client, make_key):
+    first, second = auth(make_key("attributor")), auth(make_key("attributor"))
+    image = {"image": ("q.jpg", photo_bytes("dog", 0), "image/jpeg")}
+    same = {"Idempotency-Key": "shared-value"}
+    a = anonymous_client.post("/attribute", headers=first | same, files=image).json()
+    b = anonymous_client.post("/attribute", headers=second | same, files=image).json()
+    assert a["id"] != b["id"]  # another caller's identical Idempotency-Key is a different request
+    with new_session() as session:
+        key = authenticate(session, secret=first["Authorization"].removeprefix("Bearer "))
+        revoke_key(session, key_id=key.id)
+        session.commit()
+    replay = anonymous_client.post("/attribute", headers=first | same, files=image)
+    assert replay.status_code == 401 and "idempotent-replayed" not in replay.headers
+
+
+def test_oversized_request_is_refused_from_its_length(client, monkeypatch):
+    monkeypatch.setenv("ATTRIB_MAX_REQUEST_BYTES", "5000")
+    from tests.conftest import clear_cached_config
+    clear_cached_config()
+    response = client.post("/attribute", files={"image": ("q.jpg", photo_bytes("dog", 0), "image/jpeg")})
+    assert response.status_code == 413 and response.json()["reason"] == "too_large"
+    assert response.headers["content-type"] == "application/problem+json"

@@ -1,6 +1,4 @@
 """Submitting a synthetic image for attribution and reading the ranked works."""
-import asyncio
-import logging
 import time
 import uuid
 from typing import Annotated
@@ -21,13 +19,12 @@ from common.jobs import enqueue_attribution
 from common.storage import LocalStorage
 
 router = APIRouter(prefix="/attribute", tags=["attribution"])
-log = logging.getLogger(__name__)
 _FINISHED = (JobStatus.done, JobStatus.failed)
 
 
 @router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=AttributionPublic,
              responses={200: {"model": AttributionPublic, "description": "finished within `wait`"}})
-async def create_attribution(
+def create_attribution(
     key: AttributorKey, request: Request, response: Response, session: SessionDep, settings: SettingsDep,
     storage: StorageDep, queue: QueueDep,
     image: Annotated[UploadFile, File(description="the synthetic image to attribute")],
@@ -37,7 +34,7 @@ async def create_attribution(
 ) -> AttributionPublic:
     """Queue an attribution job; with `wait`, answer with the result if it is ready in time."""
     top_k = min(top_k or settings.default_top_k, settings.max_top_k)
-    checked = await read_checked_image(image, settings)
+    checked = read_checked_image(image, settings)
     # One file per job (not per content hash): a finished job deletes its query image, and that must
     # never remove the file of another job that submitted the same bytes.
     job_id = uuid.uuid4()
@@ -51,30 +48,33 @@ async def create_attribution(
     try:
         enqueue_attribution(queue, str(job.id))
     except RedisError as exc:
-        _fail_unqueued(session, job)
+        _fail_unqueued(session, storage, job)
         raise Problem(503, "the job queue (Redis) cannot be reached; retry shortly",
                       title="Queue unavailable", headers={"Retry-After": "5"}) from exc
     if wait > 0:
-        job = await _wait_for(job.id, min(wait, settings.max_wait_seconds)) or job
+        job = _wait_for(job.id, min(wait, settings.max_wait_seconds)) or job
     if job.status in _FINISHED:
         response.status_code = status.HTTP_200_OK
     response.headers["Location"] = _status_url(request, job.id)
     return attribution_public(request, job)
 
 
-def _fail_unqueued(session: Session, job: AttributionJob) -> None:
+def _fail_unqueued(session: Session, storage: LocalStorage, job: AttributionJob) -> None:
     job.status, job.error = JobStatus.failed, "the job queue was unavailable when the job was submitted"
     session.commit()
+    storage.delete(job.storage_key)
 
 
-async def _wait_for(job_id: uuid.UUID, seconds: float) -> AttributionJob | None:
-    """Poll the database (the job's source of truth), never Redis results."""
-    deadline = time.monotonic() + seconds
+def _wait_for(job_id: uuid.UUID, seconds: float) -> AttributionJob | None:
+    """Poll the job's row (its source of truth, never Redis results), backing off from 50 ms to 0.5 s.
+    Runs in the thread pool (sync route), so a waiting client never blocks the event loop."""
+    deadline, pause = time.monotonic() + seconds, 0.05
     while True:
-        job = await asyncio.to_thread(_load_job, job_id)
+        job = _load_job(job_id)
         if job is None or job.status in _FINISHED or time.monotonic() >= deadline:
             return job
-        await asyncio.sleep(0.1)
+        time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+        pause = min(pause * 1.5, 0.5)
 
 
 def _load_job(job_id: uuid.UUID) -> AttributionJob | None:

@@ -27,7 +27,7 @@ def work_public(work: Work) -> WorkPublic:
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=WorkPublic,
              responses={200: {"model": WorkPublic, "description": "identical images already registered"}})
-async def create_source(
+def create_source(
     key: RegistrarKey, session: SessionDep, settings: SettingsDep, storage: StorageDep, queue: QueueDep,
     response: Response,
     images: Annotated[list[UploadFile], File(description="one or more images of the work")],
@@ -41,13 +41,16 @@ async def create_source(
     rights_holder = _rights_holder_for(key, rights_holder)
     if len(images) > settings.max_images_per_work:
         raise Problem(422, f"a work may have at most {settings.max_images_per_work} images, got {len(images)}")
-    checked = _unique_by_hash([await read_checked_image(upload, settings) for upload in images])
+    checked = _unique_by_hash([read_checked_image(upload, settings) for upload in images])
     existing = crud.find_live_images_by_hash(session, rights_holder=rights_holder, hashes=checked)
     if existing:
         response.status_code = status.HTTP_200_OK
         return work_public(_existing_work_or_conflict(session, checked, existing))
-    work = crud.create_work(session, title=title, rights_holder=rights_holder, external_ref=external_ref,
-                            licence=licence, images=[_store(storage, image) for image in checked.values()])
+    # Files live under their work's id, so deleting a work can never remove another work's file.
+    work_id = uuid.uuid4()
+    work = crud.create_work(session, work_id=work_id, title=title, rights_holder=rights_holder,
+                            external_ref=external_ref, licence=licence,
+                            images=[_store(storage, work_id, image) for image in checked.values()])
     session.commit()
     _enqueue_quietly(queue, str(work.id))
     return work_public(work)
@@ -78,8 +81,8 @@ def _existing_work_or_conflict(session, checked: dict[str, CheckedImage],
                   title="Duplicate images", duplicates={h: str(i.work_id) for h, i in existing.items()})
 
 
-def _store(storage: LocalStorage, image: CheckedImage) -> SourceImage:
-    key = LocalStorage.key_for("sources", image.sha256, image.extension)
+def _store(storage: LocalStorage, work_id: uuid.UUID, image: CheckedImage) -> SourceImage:
+    key = f"sources/{work_id}/{image.sha256}.{image.extension}"
     storage.put(key, image.data)
     return SourceImage(content_sha256=image.sha256, storage_key=key, media_type=image.media_type,
                        byte_size=len(image.data), width=image.width, height=image.height,
