@@ -10,7 +10,9 @@ traffic half's labels (pairs the unsupervised method never gets). Writes report.
 and bench.json (configuration, wall times, machine)."""
 import argparse
 import json
+import os
 import platform
+import random
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -40,9 +42,11 @@ def parse_args(argv):
 
 
 def evaluation_half(root: Path, max_distractors: int) -> EvalSet:
-    full = read_folder_set(root)
-    concepts = [c for c in full.exemplars if c != TRAFFIC and full.exemplars[c]]
-    distractors = full.distractors[:max_distractors] if max_distractors else full.distractors
+    full = read_folder_set(root)  # concepts only: traffic/ and distractors/ have no exemplars
+    concepts = list(full.exemplars)
+    # A seeded sample, not the first N by path (which would be one or two sources only).
+    distractors = (sorted(random.Random(0).sample(full.distractors, max_distractors))
+                   if 0 < max_distractors < len(full.distractors) else full.distractors)
     return EvalSet(f"{root.name} (evaluation half)", {c: full.exemplars[c] for c in concepts},
                    {c: full.queries[c] for c in concepts}, distractors)
 
@@ -70,14 +74,13 @@ def train_method(name: str, overrides: list[str], args, eval_set: EvalSet) -> tu
 
 def machine() -> dict:
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
-    return {"cpu": cpu, "cores": torch.get_num_threads(), "torch": torch.__version__,
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__,
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
             "python": platform.python_version(), "date": datetime.now(timezone.utc).isoformat()}
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    torch.set_num_threads(2)
     eval_set = evaluation_half(args.set, args.max_distractors)
     runs = {name: train_method(name, overrides, args, eval_set) for name, overrides in METHODS.items()}
     started = time.time()

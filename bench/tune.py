@@ -1,6 +1,8 @@
 """Tune the unsupervised encoder on the traffic half only (its held-aside labels), never on the
 evaluation half: each named configuration is trained like bench.attribution and evaluated against
-the zero-shot backbone on the labelled traffic queries with a subset of the distractors.
+the zero-shot backbone on the labelled traffic queries with a seeded sample of the distractors.
+Transductive: the encoders also trained on those traffic images (without labels), which if anything
+favours them over the zero-shot backbone.
 
     python -m bench.tune --set bench/out/crossdomain --out bench/results/tuning [--distractors 1000]"""
 import argparse
@@ -8,7 +10,6 @@ import json
 import time
 from pathlib import Path
 
-import torch
 
 from bench.attribution import evaluation_half, traffic_pairs, train_method
 from training.evaluate import ZERO_SHOT, evaluate
@@ -37,7 +38,6 @@ def parse_args(argv):
 def main(argv=None) -> int:
     args = parse_args(argv)
     args.overrides = []
-    torch.set_num_threads(2)
     eval_set = evaluation_half(args.set, args.distractors)  # exemplars + distractors only are used
     tuning_set = traffic_pairs(args.set, eval_set)
     names = args.only or list(CANDIDATES)

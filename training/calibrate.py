@@ -102,11 +102,13 @@ def pseudo_pair_scores(encoder: Encoder, works: dict[str, list[Path]], keep: int
     scores = queries @ pool.T
     # A real synthetic image is a new depiction, not a copy of a registered photo: the query's own source
     # is left out of its candidates (when its work has other images), or calibration turns overconfident.
+    # (Finite, below any cosine, and not a truth: an infinite score would turn the fit's gradients NaN.)
     counts = {w: len(ps) for w, ps in works.items()}
+    truth = [owner == w for w in owner]
     for i, work in enumerate(owner):
         if counts[work] > 1:
-            scores[i, i] = -np.inf
-    return top_candidates(list(scores), [owner == w for w in owner], keep)
+            scores[i, i], truth[i][i] = -10.0, False
+    return top_candidates(list(scores), truth, keep)
 
 
 def _open_rgb(path: Path) -> Image.Image:

@@ -22,9 +22,6 @@ class EvalSet:
     queries: dict[str, dict[str, list[Path]]]  # concept -> query type -> paths
     distractors: list[Path] = field(default_factory=list)
 
-    def query_types(self) -> list[str]:
-        return sorted({t for by_type in self.queries.values() for t in by_type})
-
     def all_paths(self) -> list[Path]:
         paths = [p for ps in self.exemplars.values() for p in ps] + list(self.distractors)
         return paths + [p for by_type in self.queries.values() for ps in by_type.values() for p in ps]
@@ -35,6 +32,8 @@ def read_folder_set(root: str | Path) -> EvalSet:
     exemplars, queries = {}, {}
     # A concept is a folder with exemplars; others (distractors/, the bench's unlabeled traffic/) are not.
     for concept_dir in sorted(d for d in root.iterdir() if (d / "exemplars").is_dir()):
+        if not list_images(concept_dir / "exemplars"):
+            continue  # no positives: its AP would be undefined (NaN) and poison the means
         exemplars[concept_dir.name] = list_images(concept_dir / "exemplars")
         queries[concept_dir.name] = _read_queries(concept_dir / "queries")
     distractor_dir = root / DISTRACTOR_DIR

@@ -19,12 +19,11 @@ from core.calibration import Calibration
 from core.encoder import ARTEFACT_FORMAT, file_digest
 from training.checkpoint import load_checkpoint
 from training.config import TrainConfig
-from training.model import MoCo, load_backbone
+from training.model import MoCo, build_moco
 
 
 def rebuild_moco(config: TrainConfig, state: dict) -> MoCo:
-    model = MoCo(load_backbone(config.backbone), config.projector_dims, config.predictor_dims,
-                 config.trainable, config.trainable_blocks)
+    model = build_moco(config)
     model.load_state_dict(state)
     return model.eval()
 

@@ -19,6 +19,23 @@ def test_alignment_loss_on_orthogonal_pairs():
     assert terms["align_loss"].item() == pytest.approx(expected, rel=1e-6)
 
 
+def test_alignment_loss_matches_a_reference_on_random_views():
+    """Distinct random views catch swapped pairings (q1 with k1), missing normalisation, transposed logits."""
+    torch.manual_seed(0)
+    q1, q2, k1, k2 = (torch.randn(6, 8) for _ in range(4))
+    tau = 0.2
+
+    def reference(q, k):
+        q, k = q / q.norm(dim=1, keepdim=True), k / k.norm(dim=1, keepdim=True)
+        logits = (q @ k.T / tau).double()
+        log_probs = logits - torch.logsumexp(logits, dim=1, keepdim=True)
+        return -log_probs.diagonal().mean() * 2 * tau
+
+    expected = reference(q1, k2) + reference(q2, k1)
+    assert AlignmentLoss(tau)(q1, q2, k1, k2)["align_loss"].item() == pytest.approx(expected.item(), rel=1e-5)
+    assert AlignmentLoss(tau)(q1, q2, k2, k1)["align_loss"].item() != pytest.approx(expected.item(), rel=1e-3)
+
+
 def test_infomax_prefers_whitened_to_collapsed():
     torch.manual_seed(0)
     whitened = torch.randn(256, 16)
