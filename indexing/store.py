@@ -64,6 +64,13 @@ def build_from_database(session: Session, encoder_id: str, dim: int) -> VectorIn
     return index
 
 
+def index_dirs(artifacts_dir: Path, encoder_id: str, pair_index_path: str | None) -> list[Path]:
+    """Where a starting worker looks for this encoder's index, in order: the live index workers keep
+    up to date, then the one published with the active pair."""
+    dirs = [live_index_dir(artifacts_dir, encoder_id)]
+    return dirs + [Path(pair_index_path)] if pair_index_path else dirs
+
+
 def open_index(directories: list[Path], encoder_id: str, dim: int) -> tuple[VectorIndex, str]:
     """The first readable index made by this encoder, else an empty one (filled from the database)."""
     for directory in directories:

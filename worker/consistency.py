@@ -15,7 +15,7 @@ from common.db.session import new_session
 from common.settings import Settings, get_settings
 from core.encoder import load_encoder
 from core.index import IndexCorrupt, IndexEncoderMismatch, VectorIndex, load_index
-from indexing.store import build_from_database, live_index_dir, live_vector_ids
+from indexing.store import build_from_database, index_dirs, live_index_dir, live_vector_ids
 
 
 @dataclass
@@ -62,10 +62,8 @@ def active_encoder_id_and_dim(session: Session, settings: Settings) -> tuple[str
 def saved_index_dir(session: Session, settings: Settings, encoder_id: str) -> Path | None:
     """The directory a starting worker would load: its live index, else the published pair's."""
     pair = crud.get_active_pair(session)
-    candidates = [live_index_dir(settings.artifacts_dir, encoder_id)]
-    if pair and pair.index_path:
-        candidates.append(Path(pair.index_path))
-    return next((d for d in candidates if (d / "index.json").exists()), None)
+    directories = index_dirs(settings.artifacts_dir, encoder_id, pair.index_path if pair else None)
+    return next((d for d in directories if (d / "index.json").exists()), None)
 
 
 def check(session: Session, settings: Settings, encoder_id: str) -> Report:

@@ -6,7 +6,6 @@ to date from the database, so works registered through any worker become searcha
 import logging
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from sqlalchemy.orm import Session
 
@@ -16,7 +15,7 @@ from core.encoder import Encoder, load_encoder
 from core.index import VectorIndex
 from common.storage import LocalStorage
 from indexing.embedding import embed_missing
-from indexing.store import fingerprint, live_index_dir, open_index, sync_index
+from indexing.store import fingerprint, index_dirs, live_index_dir, open_index, sync_index
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +36,8 @@ class Runtime:
     def load(cls, session: Session, settings: Settings, device: str = "cpu") -> "Runtime":
         pair = crud.get_active_pair(session)
         encoder = load_encoder(pair.encoder_uri if pair else settings.encoder, device)
-        candidates = [live_index_dir(settings.artifacts_dir, encoder.encoder_id)]
-        if pair and pair.index_path:
-            candidates.append(Path(pair.index_path))
-        index, source = open_index(candidates, encoder.encoder_id, encoder.dim)
+        directories = index_dirs(settings.artifacts_dir, encoder.encoder_id, pair.index_path if pair else None)
+        index, source = open_index(directories, encoder.encoder_id, encoder.dim)
         runtime = cls(settings, encoder, index, pair.id if pair else None, source, device)
         log.info("loaded encoder %s, index %s (%d vectors) from %s", encoder.encoder_id, index.index_id,
                  len(index), source)
