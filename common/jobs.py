@@ -10,14 +10,18 @@ def get_queue(redis: Redis, name: str) -> Queue:
     return Queue(name, connection=redis)
 
 
+# Retries are re-enqueued at once: a delayed retry needs RQ's scheduler, which runs as a forked child
+# that outlives a SIGKILLed worker; the recovery pass covers slower failures from the database.
+
+
 def enqueue_embed_work(queue: Queue, work_id: str) -> None:
     # Job ids derive from the database row, so re-enqueueing the same work replaces, not duplicates.
-    queue.enqueue(EMBED_WORK, work_id, job_id=f"embed-{work_id}", retry=Retry(max=2, interval=[1, 5]),
+    queue.enqueue(EMBED_WORK, work_id, job_id=f"embed-{work_id}", retry=Retry(max=2),
                   job_timeout=600)
 
 
 def enqueue_attribution(queue: Queue, job_id: str) -> None:
-    queue.enqueue(ATTRIBUTE_IMAGE, job_id, job_id=f"attr-{job_id}", retry=Retry(max=2, interval=[1, 5]),
+    queue.enqueue(ATTRIBUTE_IMAGE, job_id, job_id=f"attr-{job_id}", retry=Retry(max=2),
                   job_timeout=300)
 
 # Each worker keeps its heartbeat key alive (TTL: settings.worker_heartbeat_ttl_s) while it holds an index.

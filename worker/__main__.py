@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
     heartbeat.start()
     recovery.start()
     try:
-        SimpleWorker([queue], connection=redis, name=name).work(burst=args.burst, with_scheduler=True,
+        SimpleWorker([queue], connection=redis, name=name).work(burst=args.burst, with_scheduler=False,
                                                               logging_level="WARNING")
     finally:
         recovery.stop()

@@ -1,6 +1,7 @@
 """SIGKILL a worker in the middle of an attribution or an embedding: the job is retried elsewhere and
 completes (or fails with a reason once its attempts are used); nothing stays running or half-registered."""
 import uuid
+from pathlib import Path
 
 from redis import Redis
 from rq.job import Job
@@ -24,6 +25,18 @@ def status_of(client, job_id: str) -> dict:
     return client.get(f"/attribute/{job_id}").json()
 
 
+def processes_named(worker_name: str) -> list[int]:
+    """Live processes whose command line carries this worker's --name."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and worker_name.encode() in (proc / "cmdline").read_bytes():
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
+
+
 def searchable(client, work_id: str) -> bool:
     return client.get(f"/sources/{work_id}").json()["searchable"]
 
@@ -36,6 +49,8 @@ def test_attribution_killed_mid_job_completes_after_restart(client, spawn_worker
     wait_for(lambda: status_of(client, job_id)["status"] == "running", 15, "the job to start")
     first.process.kill()
     first.process.wait()
+    # Nothing of the killed worker lives on (RQ's forked scheduler used to, holding ~500 MB each).
+    assert processes_named(first.name) == []
 
     spawn_worker()
     body = wait_for(lambda: (b := status_of(client, job_id))["status"] in ("done", "failed") and b, 30,
