@@ -8,6 +8,7 @@ Encoders are named by a spec string:
 import hashlib
 import json
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +67,7 @@ def file_digest(path: str | Path, length: int = 12) -> str:
     return digest.hexdigest()[:length]
 
 
+@lru_cache
 def builtin_lite0_encoder_id() -> str:
     """Named by the digest of the packaged weights, so another package version is another encoder."""
     return f"efficientnet-lite0-imagenet@{file_digest(packaged_lite0_weights_path())}"

@@ -60,7 +60,9 @@ class VectorIndex:
         return int(self._index.remove_ids(np.asarray(ids, dtype=np.int64)))
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """queries [m, dim] -> (ids [m, k'], scores [m, k']), k' = min(k, len); no -1 padding."""
+        """queries [m, dim] -> (ids [m, k'], scores [m, k']), k' = min(k, len). The exact default factory
+        never pads; an approximate one may return id -1 where it found fewer, which maps to no work
+        and is ignored by ranking."""
         k = min(k, len(self))
         if k == 0:
             return np.zeros((len(queries), 0), np.int64), np.zeros((len(queries), 0), np.float32)

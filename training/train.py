@@ -101,8 +101,9 @@ def train(config: TrainConfig, resume: str | Path | None = None) -> Path:
             history.append({"step": step, **terms})
             progress.set_postfix({k: f"{v:.3f}" for k, v in history[-1].items() if k.endswith("loss")})
             progress.update(1)
-        # --- checkpoint once per epoch (and at the end) ---------------------------------------
-        write_checkpoint(out_dir, model, infomax, optimizer, step, history, config)
+        # --- checkpoint once per epoch; the last one is written below, with the run's wall time --
+        if step < total_steps:
+            write_checkpoint(out_dir, model, infomax, optimizer, step, history, config)
     progress.close()
     path = write_checkpoint(out_dir, model, infomax, optimizer, step, history, config,
                             seconds=time.time() - started)
