@@ -3,8 +3,22 @@ query images under their job (`queries/<2 hex>/<job id>.jpg`). Nothing is shared
 jobs, so deleting one never removes another's file. Writes go to a temporary file and are renamed
 into place, so a crash never leaves a half-written image."""
 import os
+import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Protocol
+
+
+class Storage(Protocol):
+    """Every byte shared between hosts goes through this (docs/design.md §4). Keys are '/'-separated."""
+
+    def put(self, key: str, data: bytes) -> None: ...
+    def get(self, key: str) -> bytes: ...
+    def delete(self, key: str) -> None: ...
+    def exists(self, key: str) -> bool: ...
+    def list(self, prefix: str) -> Iterator[str]: ...
+    def delete_prefix(self, prefix: str) -> None: ...
 
 
 class LocalStorage:
@@ -33,3 +47,16 @@ class LocalStorage:
 
     def delete(self, key: str) -> None:
         self.path(key).unlink(missing_ok=True)
+
+    def exists(self, key: str) -> bool:
+        return self.path(key).is_file()
+
+    def list(self, prefix: str) -> Iterator[str]:
+        base = self.path(prefix)
+        if base.is_dir():
+            for path in sorted(base.rglob("*")):
+                if path.is_file() and not path.name.startswith(".upload-"):
+                    yield path.relative_to(self.root).as_posix()
+
+    def delete_prefix(self, prefix: str) -> None:
+        shutil.rmtree(self.path(prefix), ignore_errors=True)
