@@ -78,8 +78,10 @@ def _replay(request: Request, stored: bytes | None) -> Response:
 async def _record(redis, slot: str, response: Response, ttl_s: int) -> Response:
     body = b"".join([chunk async for chunk in response.body_iterator])
     headers = {k: v for k, v in response.headers.items() if k.lower() in _KEPT_HEADERS}
+    # Responses marked no-store (secrets) are never written to Redis: a repeat runs again instead.
+    storable = "no-store" not in response.headers.get("cache-control", "")
     try:
-        if 200 <= response.status_code < 300:
+        if 200 <= response.status_code < 300 and storable:
             saved = {"status": response.status_code, "headers": headers, "body": body.decode("latin-1")}
             redis.set(slot, json.dumps(saved), ex=ttl_s)
         else:

@@ -4,7 +4,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from common.db.models import ImageState, JobStatus
+from common.db.models import DeliveryStatus, ImageState, JobStatus
 
 
 class SourceImagePublic(BaseModel):
@@ -49,6 +49,21 @@ class MatchPublic(BaseModel):
     share: float = Field(description="calibrated attribution share in [0, 1]")
 
 
+class DeliveryPublic(BaseModel):
+    """One webhook delivery of a job (its id is the `X-Attrib-Delivery` header receivers dedupe on)."""
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    event: str
+    url: str
+    status: DeliveryStatus
+    attempts: int
+    last_status_code: int | None = None
+    last_error: str | None = None
+    next_attempt_at: datetime | None = Field(default=None, description="when the next try is due, if pending")
+    delivered_at: datetime | None = None
+
+
 class AttributionPublic(BaseModel):
     id: uuid.UUID
     status: JobStatus
@@ -62,3 +77,4 @@ class AttributionPublic(BaseModel):
     index_size: int | None = None
     matches: list[MatchPublic] | None = Field(default=None, description="ranked works, when done")
     unattributed: float | None = Field(default=None, description="share no returned work receives")
+    deliveries: list[DeliveryPublic] | None = Field(default=None, description="webhook deliveries, with callback_url")

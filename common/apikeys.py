@@ -54,6 +54,7 @@ def list_keys(session: Session) -> list[ApiKey]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from common.audit import record
     from common.db.session import new_session
     parser = argparse.ArgumentParser(prog="python -m common.apikeys", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -74,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
                                          rights_holder=args.rights_holder)
             except ValueError as exc:
                 parser.error(str(exc))
+            record(session, action="key.create", actor="cli", target=key.id,
+                   detail={"name": key.name, "scope": key.scope.value, "rights_holder": key.rights_holder})
             session.commit()
             print(secret if args.quiet else f"created {key.scope.value} key {key.id} ({key.name})\n"
                   f"secret (shown once, store it now): {secret}")
@@ -83,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{key.id}  {key.prefix}…  {key.scope.value:<10} {key.rights_holder or '-':<20} {state}  {key.name}")
         else:
             key = revoke_key(session, key_id=args.key_id)
+            if key is not None:
+                record(session, action="key.revoke", actor="cli", target=key.id)
             session.commit()
             if key is None:
                 print(f"no key {args.key_id}", file=sys.stderr)

@@ -10,6 +10,7 @@ from rq.job import Job
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from common import outbox
 from common.db.models import AttributionJob, ImageState, JobStatus, SourceImage, Work
 from common.jobs import enqueue_attribution, enqueue_embed_work, heartbeat_key
 from common.storage import LocalStorage
@@ -78,6 +79,8 @@ def _take_from_dead_worker(session: Session, job_id, worker: str | None, attempt
     result = session.execute(update(AttributionJob).where(
         AttributionJob.id == job_id, AttributionJob.status == JobStatus.running,
         AttributionJob.worker == worker, AttributionJob.attempts == attempts).values(**values))
+    if final and result.rowcount == 1:  # giving up finishes the job: its webhook row commits with it
+        outbox.add_job_finished(session, job=session.get(AttributionJob, job_id, populate_existing=True))
     session.commit()
     return result.rowcount == 1
 

@@ -58,6 +58,31 @@ class Settings(BaseSettings):
     # a worker mid-job. Never set in production.
     fault_job_delay_s: float = Field(default=0.0, ge=0)
 
+    # Encrypts secrets at rest (webhook signing secrets), with Fernet. Any long random string; several,
+    # comma-separated, rotate it: the first encrypts, every one decrypts. Unset: webhooks are off.
+    secret_key: str | None = None
+    # Callback hosts allowed although they resolve to loopback/private/link-local addresses
+    # (comma-separated host names or IP addresses). Empty: only public addresses are called.
+    webhook_allow_hosts: str = ""
+    webhook_max_attempts: int = Field(default=8, ge=1)
+    # Retry n waits min(base * 2**(n-1), max) seconds, scaled by a random factor in [0.5, 1].
+    webhook_backoff_base_s: float = Field(default=10.0, gt=0)
+    webhook_backoff_max_s: float = Field(default=3600.0, gt=0)
+    webhook_timeout_s: float = Field(default=10.0, gt=0)
+    # How often the deliverer looks for due rows, and how long a claimed row is held before another
+    # deliverer may take it again (a killed deliverer's row is due again after this).
+    webhook_poll_interval_s: float = Field(default=1.0, gt=0)
+    webhook_lease_s: float = Field(default=60.0, gt=0)
+
+    # Finished jobs (with their matches, deliveries and any kept query file) are deleted this many days
+    # after they finish; 0 keeps them forever. Workers sweep every `retention_sweep_interval_s`.
+    job_retention_days: float = Field(default=0.0, ge=0)
+    retention_sweep_interval_s: float = Field(default=3600.0, gt=0)
+
+    @property
+    def webhook_allow_host_set(self) -> frozenset[str]:
+        return frozenset(h.strip().lower() for h in self.webhook_allow_hosts.split(",") if h.strip())
+
     @property
     def storage_dir(self) -> Path:
         return self.data_dir / "storage"

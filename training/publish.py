@@ -8,6 +8,7 @@ from pathlib import Path
 
 from sqlalchemy import select, update
 
+from common.audit import record
 from common.db.models import ModelPair
 from common.db.session import new_session
 from core.encoder import load_encoder
@@ -42,6 +43,8 @@ def publish_pair(encoder_spec: str, index_dir: Path, report: dict | None = None,
                          index_path=str(index_dir.resolve()), index_id=index.index_id, report=report)
         session.add(pair)
         _activate(session, pair)
+        record(session, action="model.publish", actor="cli", target=pair.id,
+               detail={"encoder_id": pair.encoder_id, "index_id": pair.index_id, "forced": force})
         session.commit()
         return pair
 
@@ -71,6 +74,8 @@ def rollback() -> ModelPair | None:
             earlier = earlier.where(ModelPair.id != current.id, ModelPair.activated_at < current.activated_at)
         previous = session.scalar(earlier.order_by(ModelPair.activated_at.desc()).limit(1))
         _activate(session, previous)
+        record(session, action="model.rollback", actor="cli", target=previous.id if previous else None,
+               detail={"from_pair": current.id if current else None})
         session.commit()
         return previous
 

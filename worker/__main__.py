@@ -15,8 +15,10 @@ from rq import SimpleWorker
 from common.db.session import new_session
 from common.jobs import get_queue
 from common.recovery import recover
+from common.retention import sweep_expired_jobs
 from common.settings import get_settings
 from common.storage import LocalStorage
+from worker.deliveries import DeliveryLoop
 from worker.heartbeat import Heartbeat, Periodic
 from worker.runtime import Runtime, get_runtime, set_runtime
 
@@ -44,14 +46,19 @@ def main(argv: list[str] | None = None) -> None:
     heartbeat = Heartbeat(redis, settings.queue_name, name, lambda: get_runtime().describe(),
                           ttl_s=settings.worker_heartbeat_ttl_s)
     recovery = Periodic("recovery", heartbeat.interval_s, lambda: _recover(redis, queue, settings))
+    # Webhook sending and the retention sweep run beside the jobs, each on its own thread and schedule.
+    side_threads = [recovery, DeliveryLoop(settings, name),
+                    Periodic("retention", settings.retention_sweep_interval_s, lambda: _sweep(settings))]
     heartbeat.beat()
     heartbeat.start()
-    recovery.start()
+    for thread in side_threads:
+        thread.start()
     try:
         SimpleWorker([queue], connection=redis, name=name).work(burst=args.burst, with_scheduler=False,
                                                               logging_level="WARNING")
     finally:
-        recovery.stop()
+        for thread in side_threads:
+            thread.stop()
         heartbeat.stop()
         get_runtime().save()
 
@@ -60,6 +67,11 @@ def _recover(redis: Redis, queue, settings) -> None:
     with new_session() as session:
         recover(session, redis, queue, LocalStorage(settings.storage_dir), max_attempts=settings.job_max_attempts,
                 grace_s=settings.recovery_grace_s)
+
+
+def _sweep(settings) -> None:
+    with new_session() as session:
+        sweep_expired_jobs(session, LocalStorage(settings.storage_dir), retention_days=settings.job_retention_days)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from rq import get_current_job
 from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
+from common import outbox
 from common.db import crud
 from common.db.models import AttributionJob, JobStatus, Match
 from common.db.session import new_session
@@ -96,6 +97,7 @@ def _attribute(session: Session, job: AttributionJob) -> None:
     job.encoder_id, job.index_id, job.index_size = encoder.encoder_id, index.index_id, len(index)
     job.unattributed, job.status, job.error = unattributed, JobStatus.done, None
     job.finished_at = datetime.now(timezone.utc)
+    outbox.add_job_finished(session, job=job)  # the webhook row commits with the result, or not at all
     session.commit()
 
 
@@ -107,6 +109,7 @@ def _record_failure(session: Session, job_id: str, exc: Exception) -> None:
     job.error = f"{type(exc).__name__}: {exc}"
     if final:
         job.finished_at = datetime.now(timezone.utc)
+        outbox.add_job_finished(session, job=job)
     session.commit()
     if final:
         _forget_query_image(job)

@@ -69,9 +69,11 @@ def live_work_of_images(session: Session, *, image_ids: Iterable[int]) -> dict[i
 
 
 def create_job(session: Session, *, job_id: uuid.UUID, query_sha256: str, storage_key: str, top_k: int,
-               training_use: bool, client_key_id: uuid.UUID | None = None) -> AttributionJob:
+               training_use: bool, client_key_id: uuid.UUID | None = None,
+               callback_url: str | None = None) -> AttributionJob:
     job = AttributionJob(id=job_id, query_sha256=query_sha256, storage_key=storage_key, top_k=top_k,
-                         training_use=training_use, status=JobStatus.queued, client_key_id=client_key_id)
+                         training_use=training_use, status=JobStatus.queued, client_key_id=client_key_id,
+                         callback_url=callback_url)
     session.add(job)
     session.flush()
     return job
@@ -79,7 +81,8 @@ def create_job(session: Session, *, job_id: uuid.UUID, query_sha256: str, storag
 
 def get_job(session: Session, *, job_id: uuid.UUID) -> AttributionJob | None:
     return session.get(AttributionJob, job_id,
-                       options=[selectinload(AttributionJob.matches).selectinload(Match.work)])
+                       options=[selectinload(AttributionJob.matches).selectinload(Match.work),
+                                selectinload(AttributionJob.deliveries)])
 
 
 def get_active_pair(session: Session) -> ModelPair | None:

@@ -144,10 +144,14 @@ class AttributionJob(Base):
     training_use: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     started_at: Mapped[datetime | None]
-    finished_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None] = mapped_column(index=True)  # the retention sweep looks it up
+    # Where the finished job is POSTed (docs/design.md §6); checked against SSRF at submit and send time.
+    callback_url: Mapped[str | None] = mapped_column(String(2000))
 
     matches: Mapped[list["Match"]] = relationship(
         back_populates="job", order_by="Match.rank", cascade="all, delete-orphan")
+    deliveries: Mapped[list["WebhookDelivery"]] = relationship(
+        order_by="WebhookDelivery.created_at", cascade="all, delete-orphan", passive_deletes=True)
 
 
 class Match(Base):
@@ -181,3 +185,58 @@ class ModelPair(Base):
     active: Mapped[bool] = mapped_column(default=False, index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     activated_at: Mapped[datetime | None]
+
+
+class DeliveryStatus(str, enum.Enum):
+    pending = "pending"      # due at next_attempt_at (also while being sent: the claim pushes it forward)
+    delivered = "delivered"  # the receiver answered 2xx
+    failed = "failed"        # every attempt used
+
+
+class WebhookSecret(Base):
+    """A key's webhook signing secret, encrypted with ATTRIB_SECRET_KEY (Fernet); never stored in clear."""
+    __tablename__ = "webhook_secrets"
+
+    key_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"), primary_key=True)
+    secret_encrypted: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    rotated_at: Mapped[datetime | None]
+
+
+class WebhookDelivery(Base):
+    """The outbox: one row per event to POST, inserted in the transaction that produced the event, so a
+    crash can neither lose it nor send it for an uncommitted result. Its id is the delivery id that
+    receivers dedupe on; every retry of a row sends the same id and body."""
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    job_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("attribution_jobs.id", ondelete="CASCADE"), index=True)
+    key_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"))
+    event: Mapped[str] = mapped_column(String(50))
+    url: Mapped[str] = mapped_column(String(2000))
+    payload: Mapped[dict] = mapped_column(JSON)
+    status: Mapped[DeliveryStatus] = mapped_column(
+        Enum(DeliveryStatus, name="delivery_status", native_enum=False, length=20), default=DeliveryStatus.pending)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    claimed_by: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    delivered_at: Mapped[datetime | None]
+
+    __table_args__ = (Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),)
+
+
+class AuditEntry(Base):
+    """Who did what, when: registrations, deletions, key operations, publishes (GET /audit, admins)."""
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    actor_key_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)  # no FK: the record outlives anything
+    actor: Mapped[str] = mapped_column(String(200))                # "key <prefix> (name)", "cli", "system"
+    action: Mapped[str] = mapped_column(String(50), index=True)   # e.g. work.register, key.revoke
+    target: Mapped[str | None] = mapped_column(String(200))
+    detail: Mapped[dict | None] = mapped_column(JSON)

@@ -3,13 +3,14 @@ import time
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, File, Query, Request, Response, UploadFile, status
+from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile, status
 from redis.exceptions import RedisError
 from sqlalchemy.orm import Session
 
 from app.api.deps import QueueDep, SessionDep, SettingsDep, StorageDep
+from app.api.routes.webhooks import checked_callback_url
 from app.problems import Problem
-from app.schemas import AttributionPublic, MatchPublic
+from app.schemas import AttributionPublic, DeliveryPublic, MatchPublic
 from app.security import AttributorKey
 from app.uploads import read_checked_image
 from common.db import crud
@@ -31,9 +32,11 @@ def create_attribution(
     top_k: Annotated[int | None, Query(ge=1, le=100, description="how many works to return")] = None,
     wait: Annotated[float, Query(ge=0, le=60, description="seconds to wait for the result")] = 0,
     allow_training: Annotated[bool, Query(description="let this image train the encoder (if enabled)")] = False,
+    callback_url: Annotated[str | None, Form(max_length=2000, description="POSTed the signed result when the job finishes")] = None,
 ) -> AttributionPublic:
     """Queue an attribution job; with `wait`, answer with the result if it is ready in time."""
     top_k = min(top_k or settings.default_top_k, settings.max_top_k)
+    callback_url = checked_callback_url(session, key.id, callback_url, settings)
     checked = read_checked_image(image, settings)
     # One file per job (not per content hash): a finished job deletes its query image, and that must
     # never remove the file of another job that submitted the same bytes.
@@ -43,7 +46,7 @@ def create_attribution(
     job = crud.create_job(session, job_id=job_id, query_sha256=checked.sha256, storage_key=storage_key,
                           top_k=top_k,
                           training_use=allow_training and settings.collect_queries_for_training,
-                          client_key_id=key.id)
+                          client_key_id=key.id, callback_url=callback_url)
     session.commit()
     try:
         enqueue_attribution(queue, str(job.id))
@@ -103,7 +106,8 @@ def attribution_public(request: Request, job: AttributionJob) -> AttributionPubl
         finished_at=job.finished_at, error=job.error, top_k=job.top_k, encoder_id=job.encoder_id,
         index_id=job.index_id, index_size=job.index_size,
         matches=_live_matches(job) if done else None,
-        unattributed=_unattributed(job) if done else None)
+        unattributed=_unattributed(job) if done else None,
+        deliveries=[DeliveryPublic.model_validate(d) for d in job.deliveries] if job.callback_url else None)
 
 
 def _live_matches(job: AttributionJob) -> list[MatchPublic]:

@@ -9,6 +9,7 @@ from app.api.deps import SessionDep
 from app.problems import Problem
 from app.security import AdminKey
 from common.apikeys import create_key, list_keys, revoke_key
+from common.audit import record
 from common.db.models import Scope
 
 router = APIRouter(prefix="/keys", tags=["keys"])
@@ -37,12 +38,14 @@ class KeyCreated(KeyPublic):
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=KeyCreated)
-def create_api_key(_: AdminKey, session: SessionDep, body: KeyCreate) -> KeyCreated:
+def create_api_key(admin: AdminKey, session: SessionDep, body: KeyCreate) -> KeyCreated:
     """Create a key; its secret is returned once."""
     try:
         key, secret = create_key(session, name=body.name, scope=body.scope, rights_holder=body.rights_holder)
     except ValueError as exc:
         raise Problem(422, str(exc), title="Invalid request parameters") from exc
+    record(session, action="key.create", key=admin, target=key.id,
+           detail={"name": key.name, "scope": key.scope.value, "rights_holder": key.rights_holder})
     session.commit()
     return KeyCreated(**KeyPublic.model_validate(key).model_dump(), secret=secret)
 
@@ -54,9 +57,10 @@ def read_api_keys(_: AdminKey, session: SessionDep) -> list[KeyPublic]:
 
 
 @router.delete("/{key_id}", status_code=status.HTTP_204_NO_CONTENT)
-def revoke_api_key(_: AdminKey, session: SessionDep, key_id: uuid.UUID) -> Response:
+def revoke_api_key(admin: AdminKey, session: SessionDep, key_id: uuid.UUID) -> Response:
     """Revoke a key; it stops working at once."""
     if revoke_key(session, key_id=key_id) is None:
         raise Problem(404, f"no key with id {key_id}", title="Unknown key")
+    record(session, action="key.revoke", key=admin, target=key_id)
     session.commit()
     return Response(status_code=status.HTTP_204_NO_CONTENT)

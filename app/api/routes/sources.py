@@ -11,6 +11,7 @@ from app.problems import Problem
 from app.schemas import WorkPublic, WorksPublic
 from app.security import RegistrarKey, owns_rights_holder
 from app.uploads import read_checked_image
+from common.audit import record
 from common.db import crud
 from common.db.models import ApiKey, ImageState, Scope, SourceImage, Work
 from common.images import CheckedImage
@@ -51,6 +52,8 @@ def create_source(
     work = crud.create_work(session, work_id=work_id, title=title, rights_holder=rights_holder,
                             external_ref=external_ref, licence=licence,
                             images=[_store(storage, work_id, image) for image in checked.values()])
+    record(session, action="work.register", key=key, target=work_id,
+           detail={"title": title, "rights_holder": rights_holder, "images": len(checked)})
     session.commit()
     _enqueue_quietly(queue, str(work.id))
     return work_public(work)
@@ -117,7 +120,10 @@ def read_source(key: RegistrarKey, session: SessionDep, work_id: uuid.UUID) -> W
 @router.delete("/{work_id}", status_code=status.HTTP_204_NO_CONTENT)
 def delete_source(key: RegistrarKey, session: SessionDep, storage: StorageDep, work_id: uuid.UUID) -> Response:
     """Delete a work: it leaves every result at once, and its vectors and files are removed."""
-    unused_files = crud.delete_work(session, work=_get_or_404(session, key, work_id))
+    work = _get_or_404(session, key, work_id)
+    unused_files = crud.delete_work(session, work=work)
+    record(session, action="work.delete", key=key, target=work_id,
+           detail={"title": work.title, "rights_holder": work.rights_holder})
     session.commit()
     for storage_key in unused_files:
         storage.delete(storage_key)
