@@ -27,6 +27,7 @@ COPY indexing ./indexing
 COPY app ./app
 COPY worker ./worker
 COPY training ./training
+COPY cli ./cli
 COPY migrations ./migrations
 COPY docker ./docker
 RUN pip install --no-cache-dir . \
@@ -37,6 +38,9 @@ FROM base AS api
 # Versions come from pyproject.toml.
 # hadolint ignore=DL3013
 RUN pip install --no-cache-dir ".[api]"
+# The `attrib` CLI (admins: `docker compose run --rm api attrib keys create ...`).
+# hadolint ignore=DL3013,DL3059
+RUN pip install --no-cache-dir ".[cli]"
 USER 10001:10001
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \

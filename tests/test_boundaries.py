@@ -22,3 +22,10 @@ def test_core_imports_no_web_database_or_queue_code():
     loaded = modules_after_import("core.encoder, core.index, core.ranking")
     assert "torch" in loaded
     assert not {"fastapi", "sqlalchemy", "rq", "redis"} & loaded
+
+
+def test_cli_client_commands_never_import_torch():
+    loaded = modules_after_import("cli.__main__, cli.importer, cli.attribute, cli.listing, cli.jobs, cli.status, "
+                                  "cli.sweep, worker.deliveries, common.webhooks")
+    assert "httpx" in loaded and "sqlalchemy" in loaded  # the probe really imported them
+    assert not {"torch", "faiss", "torchvision", "open_clip", "timm"} & loaded
