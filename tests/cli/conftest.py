@@ -12,13 +12,12 @@ import pytest
 from tests.conftest import REPO
 
 
-@pytest.fixture
-def live_api(service_env):
+def serve(app):
+    """Run an ASGI app with uvicorn on a free loopback port; yields its base URL."""
     import uvicorn
-    from app.main import create_app
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(create_app(), log_level="warning", lifespan="on"))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
@@ -29,6 +28,12 @@ def live_api(service_env):
     server.should_exit = True
     thread.join(timeout=10)
     sock.close()
+
+
+@pytest.fixture
+def live_api(service_env):
+    from app.main import create_app
+    yield from serve(create_app())
 
 
 @pytest.fixture
