@@ -49,7 +49,7 @@ def attribute_one(client: httpx.Client, path: Path, top_k: int, timeout: float, 
             job = checked(client.get(f"/attribute/{job['id']}")).json()
         return {"file": str(path), **job}
     except ApiError as exc:
-        return {"file": str(path), "status": "refused", "error": f"{exc.title}: {exc.detail}"}
+        return {"file": str(path), "status": "refused", "error": f"{exc.reason or exc.status}: {exc.detail}"}
     except OSError as exc:
         return {"file": str(path), "status": "refused", "error": str(exc)}
 

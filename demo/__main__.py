@@ -3,6 +3,7 @@ held-back photos, and print ranked works with the true subject marked.
 
 Each subject's first photos become the work's images; every other photo is a query."""
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -16,7 +17,8 @@ RIGHTS_HOLDER = "DreamBooth authors"
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(prog="python -m demo", description=__doc__)
-    parser.add_argument("--api", default="http://127.0.0.1:8000")
+    port = os.environ.get("ATTRIB_PORT", "8000")  # the port scripts/stack.sh started the API on
+    parser.add_argument("--api", default=f"http://127.0.0.1:{port}")
     parser.add_argument("--register", type=int, default=2, help="photos per subject registered as the work")
     parser.add_argument("--show", type=int, default=12, help="queries printed in full")
     parser.add_argument("--admin-key", default=None, help=f"default: contents of {ADMIN_KEY_FILE}")
