@@ -1,5 +1,7 @@
 """The audit log records registrations, deletions and key operations with who did them, and admins
 page through it newest first with a cursor; other scopes cannot read it."""
+import pytest
+
 from common.db.models import AuditEntry
 from common.db.session import new_session
 from tests.conftest import auth
@@ -31,6 +33,12 @@ def test_actions_are_recorded_and_paged(client, make_key):
     only = client.get("/audit", params={"action": "work.register"}).json()["data"]
     assert [e["target"] for e in only] == [work_id]
     assert client.get("/audit", params={"cursor": "x1"}).status_code == 422
+
+
+@pytest.mark.parametrize("service_env", ["postgresql"], indirect=True)
+def test_cursor_beyond_bigint_is_a_client_error(client):
+    assert client.get("/audit", params={"cursor": str(2**63)}).status_code == 422
+    assert client.get("/audit", params={"cursor": str(2**63 - 1)}).json()["data"] == []
 
 
 def test_only_admins_read_the_audit_log(client, make_key):

@@ -58,3 +58,12 @@ def test_admin_commands_run_against_the_database(service_env, run_cli):
         assert session.query(ApiKey).count() == 1
         assert [e.action for e in session.query(AuditEntry)] == ["key.create"]
     assert run_cli("nonsense").returncode == 2
+
+
+def test_console_script_points_at_the_cli():
+    import importlib
+    import tomllib
+    from tests.conftest import REPO
+    target = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]["attrib"]
+    module, _, function = target.partition(":")
+    assert callable(getattr(importlib.import_module(module), function))

@@ -181,4 +181,6 @@ def test_webhooks_need_a_secret_key(client, service_env, monkeypatch):
     clear_cached_config()
     response = client.post("/attribute", data={"callback_url": "https://93.184.216.34/hook"},
                            files={"image": ("q.jpg", photo_bytes("dog", 1), "image/jpeg")})
-    assert response.status_code == 503 and "ATTRIB_SECRET_KEY" in response.json()["detail"]
+    assert response.status_code == 422 and response.json()["reason"] == "webhooks_disabled"
+    assert "ATTRIB_SECRET_KEY" in response.json()["detail"]
+    assert client.get("/webhooks/secret").status_code == 404

@@ -46,6 +46,6 @@ def read_audit_log(_: AdminKey, session: SessionDep,
 def _decode(cursor: str | None) -> int | None:
     if cursor is None:
         return None
-    if not cursor.isdigit():
+    if not cursor.isdigit() or int(cursor) >= 2**63:  # beyond BIGINT: PostgreSQL would fail, not answer
         raise Problem(422, "cursor must be the next_cursor of a previous page", title="Invalid request parameters")
     return int(cursor)

@@ -64,13 +64,15 @@ def checked_callback_url(session: Session, key_id: uuid.UUID, url: str | None, s
         check_callback_url(url, allow_hosts=settings.webhook_allow_host_set)
     except UnsafeCallback as exc:
         raise Problem(422, str(exc), title="Unsafe callback URL", reason="unsafe_callback_url") from exc
-    _with_secret_key(lambda: ensure_key_secret(session, key_id, settings))
+    _with_secret_key(lambda: ensure_key_secret(session, key_id, settings), status=422)
     return url
 
 
-def _with_secret_key(action):
+def _with_secret_key(action, status: int = 404):
+    """Without ATTRIB_SECRET_KEY this deployment has no webhooks: a 4xx the client can read, not a
+    server error (the fuzz test holds every operation to "never 5xx")."""
     try:
         return action()
     except SecretKeyMissing as exc:
-        raise Problem(503, "webhooks are not configured on this server (ATTRIB_SECRET_KEY is unset)",
-                      title="Webhooks unavailable") from exc
+        raise Problem(status, "this server does not send webhooks (its operator has not set ATTRIB_SECRET_KEY)",
+                      title="Webhooks not enabled", reason="webhooks_disabled") from exc
