@@ -11,7 +11,7 @@ import ipaddress
 import secrets
 import socket
 import time
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 SIGNATURE_HEADER = "X-Attrib-Signature"
 DELIVERY_HEADER = "X-Attrib-Delivery"
@@ -81,29 +81,61 @@ class UnsafeCallback(ValueError):
 
 
 def check_callback_url(url: str, *, allow_hosts: frozenset[str] = frozenset()) -> str:
-    """Return the URL if it is http(s) and every address its host resolves to is public; raise
-    UnsafeCallback otherwise. Called at submit time and again right before each send (DNS may change)."""
+    """Return the URL if it is http(s) and every address its host resolves to is public (or the host is
+    allow-listed); raise UnsafeCallback otherwise. Called at submit time."""
+    host, port = _host_and_port(url)
+    if host not in allow_hosts:
+        _checked_addresses(host, port)
+    return url
+
+
+def pinned_targets(url: str, *, allow_hosts: frozenset[str] = frozenset()) -> list[tuple[str, dict, dict]]:
+    """At send time: resolve and check once more (DNS may have changed since submit), then return, for
+    each checked address, the URL to connect to that address itself, with the `Host` header and TLS
+    server name of the original host. The HTTP client never resolves the name again, so a DNS answer
+    that changes between check and connect (rebinding) cannot redirect the request."""
+    host, port = _host_and_port(url)
+    addresses = _resolve(host, port) if host in allow_hosts else _checked_addresses(host, port)
     parts = urlsplit(url)
+    targets = []
+    for address in addresses:
+        literal = f"[{address}]" if ":" in address else address
+        netloc = f"{literal}:{parts.port}" if parts.port else literal
+        target = urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, ""))
+        extensions = {"sni_hostname": host} if parts.scheme == "https" else {}
+        targets.append((target, {"Host": parts.netloc}, extensions))
+    return targets
+
+
+def _host_and_port(url: str) -> tuple[str, int]:
+    try:
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError as exc:
+        raise UnsafeCallback(f"callback_url is not a valid URL: {exc}") from exc
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise UnsafeCallback("callback_url must be an absolute http:// or https:// URL")
     if parts.username or parts.password:
         raise UnsafeCallback("callback_url must not carry credentials")
-    host = parts.hostname.lower()
-    if host in allow_hosts:
-        return url
-    for address in _resolve(host, parts.port or (443 if parts.scheme == "https" else 80)):
+    return parts.hostname.lower(), port
+
+
+def _checked_addresses(host: str, port: int) -> list[str]:
+    addresses = _resolve(host, port)
+    for address in addresses:
         if not _is_public(address):
             raise UnsafeCallback(f"callback host {host} resolves to {address}, a non-public address "
                                  "(an operator may allow it with ATTRIB_WEBHOOK_ALLOW_HOSTS)")
-    return url
+    return addresses
 
 
-def _resolve(host: str, port: int) -> set[str]:
+def _resolve(host: str, port: int) -> list[str]:
+    """Addresses in the resolver's order, without repeats."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as exc:
         raise UnsafeCallback(f"callback host {host} does not resolve") from exc
-    return {info[4][0] for info in infos}
+    return list(dict.fromkeys(info[4][0] for info in infos))
 
 
 def _is_public(address: str) -> bool:

@@ -2,6 +2,9 @@
 against SSRF (DNS may have changed since submit), POST the signed body, record the outcome with our own
 exponential back-off (RQ's scheduler is off, so retry timing cannot live in RQ).
 
+The connection goes to the address that was checked (pinned; `Host` and TLS server name keep the
+original host), so a DNS answer that changes after the check cannot redirect it.
+
 Runs as a thread in every worker (`python -m worker`), or alone: `python -m worker.deliveries`.
 Several deliverers at once are safe: a row is sent by whoever wins its compare-and-set; a deliverer
 killed mid-send leaves the row due again after `ATTRIB_WEBHOOK_LEASE_S`, and the receiver dedupes
@@ -20,7 +23,7 @@ from common.db.models import WebhookDelivery
 from common.db.session import new_session
 from common.settings import Settings, get_settings
 from common.webhooks import (
-    DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER, check_callback_url, signature_header,
+    DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER, pinned_targets, signature_header,
 )
 
 log = logging.getLogger(__name__)
@@ -36,7 +39,10 @@ class Deliverer:
     def __init__(self, settings: Settings, name: str | None = None):
         self.settings = settings
         self.name = name or f"deliverer-{socket.gethostname()}-{os.getpid()}"
-        self.client = httpx.Client(timeout=settings.webhook_timeout_s, follow_redirects=False)
+        # No keep-alive: connections are opened to pinned addresses, and a pooled one must never carry a
+        # request for another host name (its TLS session was made for the first one).
+        self.client = httpx.Client(timeout=settings.webhook_timeout_s, follow_redirects=False,
+                                   limits=httpx.Limits(max_keepalive_connections=0))
 
     def run_once(self) -> int:
         """Send every row due now; returns how many were attempted."""
@@ -53,13 +59,13 @@ class Deliverer:
     def _send(self, session, delivery: WebhookDelivery) -> None:
         s = self.settings
         try:
-            check_callback_url(delivery.url, allow_hosts=s.webhook_allow_host_set)
+            targets = pinned_targets(delivery.url, allow_hosts=s.webhook_allow_host_set)
             body = body_of(delivery)
             secret = outbox.ensure_secret(session, key_id=delivery.key_id, secret_key=s.secret_key)
-            response = self.client.post(delivery.url, content=body, headers={
-                "Content-Type": "application/json", DELIVERY_HEADER: str(delivery.id),
-                EVENT_HEADER: delivery.event, SIGNATURE_HEADER: signature_header(secret, body),
-                "User-Agent": "attrib-webhooks/1"})
+            headers = {"Content-Type": "application/json", DELIVERY_HEADER: str(delivery.id),
+                       EVENT_HEADER: delivery.event, SIGNATURE_HEADER: signature_header(secret, body),
+                       "User-Agent": "attrib-webhooks/1"}
+            response = self._post_to_first_reachable(targets, body, headers)
         except Exception as exc:  # unsafe URL, network error, missing secret key: all are retried later
             session.rollback()
             self._failed(session, delivery, f"{type(exc).__name__}: {exc}", None)
@@ -69,6 +75,17 @@ class Deliverer:
         else:
             self._failed(session, delivery, f"HTTP {response.status_code}: {response.text[:200]}",
                          response.status_code)
+
+    def _post_to_first_reachable(self, targets, body: bytes, headers: dict) -> httpx.Response:
+        """Try the checked addresses in the resolver's order, as any client would (IPv6, then IPv4...)."""
+        for n, (target, host_header, extensions) in enumerate(targets):
+            try:
+                return self.client.post(target, content=body, headers={**headers, **host_header},
+                                        extensions=extensions)
+            except httpx.ConnectError:
+                if n == len(targets) - 1:
+                    raise
+        raise httpx.ConnectError("no address to connect to")
 
     def _failed(self, session, delivery: WebhookDelivery, error: str, status_code: int | None) -> None:
         s = self.settings

@@ -184,3 +184,32 @@ def test_webhooks_need_a_secret_key(client, service_env, monkeypatch):
     assert response.status_code == 422 and response.json()["reason"] == "webhooks_disabled"
     assert "ATTRIB_SECRET_KEY" in response.json()["detail"]
     assert client.get("/webhooks/secret").status_code == 404
+
+
+def test_the_connection_goes_to_the_checked_address(client, webhook_env, receiver, monkeypatch):
+    """Pinning against DNS rebinding: the name is resolved once, by the check; the request goes to that
+    address with the original Host. `hooks.invalid` exists in no DNS, so if the HTTP client resolved the
+    name again itself, the send would fail."""
+    import common.webhooks as webhooks
+    port = receiver.url.split(":")[2].split("/")[0]
+    url = f"http://hooks.invalid:{port}/hooks/attrib"
+    monkeypatch.setenv("ATTRIB_WEBHOOK_ALLOW_HOSTS", "hooks.invalid")
+    clear_cached_config()
+    monkeypatch.setattr(webhooks, "_resolve", lambda host, port: ["127.0.0.1"] if host == "hooks.invalid" else [])
+    job_id = submit(client, url)
+    give_up_on_dead_worker(job_id)
+    Deliverer(get_settings()).run_once()
+    assert deliveries(job_id)[0].status == DeliveryStatus.delivered, deliveries(job_id)[0].last_error
+    assert receiver.received[0].headers["host"] == f"hooks.invalid:{port}"
+
+
+def test_pinned_targets_keep_host_and_tls_name(monkeypatch):
+    import common.webhooks as webhooks
+    monkeypatch.setattr(webhooks, "_resolve", lambda host, port: ["2606:4700::1", "93.184.216.34"])
+    targets = webhooks.pinned_targets("https://hooks.example.com:8443/a?b=1")
+    assert targets == [
+        ("https://[2606:4700::1]:8443/a?b=1", {"Host": "hooks.example.com:8443"}, {"sni_hostname": "hooks.example.com"}),
+        ("https://93.184.216.34:8443/a?b=1", {"Host": "hooks.example.com:8443"}, {"sni_hostname": "hooks.example.com"})]
+    monkeypatch.setattr(webhooks, "_resolve", lambda host, port: ["93.184.216.34", "10.0.0.7"])
+    with pytest.raises(webhooks.UnsafeCallback):  # one private answer among public ones is enough
+        webhooks.pinned_targets("https://hooks.example.com/a")
