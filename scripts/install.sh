@@ -19,5 +19,5 @@ fi
 python3 -m venv .venv
 .venv/bin/pip install -q --upgrade pip
 # torch/torchvision are pinned by constraints.txt so pip never swaps them (see README).
-.venv/bin/pip install -q -c constraints.txt -e '.[api,ml,dev]'
+.venv/bin/pip install -q -c constraints.txt -e '.[api,ml,dev,cli]'
 touch "$stamp"
