@@ -38,8 +38,15 @@ class Settings(BaseSettings):
     # Opt-in: keep submitted query images as unlabeled training data (see README).
     collect_queries_for_training: bool = False
 
-    # A worker saves its up-to-date index at most this often (seconds; 0 = after every change).
-    index_save_interval_s: float = 0.0
+    # Vector index (indexing/backends/faiss.py): exact search below this many vectors, an approximate
+    # IVF index (trained offline by the snapshot writer or `rebuild-index`) at or above it.
+    ann_threshold: int = Field(default=200_000, ge=1)
+    ann_codes: str = "SQ8"  # codes of the approximate index: SQ8 (1 byte/dim), Flat, or PQ<m>
+    ann_nprobe: int = Field(default=48, ge=1)  # IVF lists visited per query (recall vs latency)
+    # Changes held beside the base index before the snapshot writer rebuilds the base from the database.
+    index_compact_after: int = Field(default=20_000, ge=1)
+    # One worker (a Redis lock) writes a snapshot of its index this often when it changed, and at shutdown.
+    snapshot_interval_s: float = Field(default=300.0, gt=0)
 
     # Requests per key per window (fixed window in Redis); over it: 429 with Retry-After.
     rate_limit_requests: int = Field(default=600, ge=1)
@@ -90,6 +97,11 @@ class Settings(BaseSettings):
     @property
     def artifacts_dir(self) -> Path:
         return self.data_dir / "artifacts"
+
+    @property
+    def cache_dir(self) -> Path:
+        """Local copies of shared files (snapshots from object storage), per host."""
+        return self.data_dir / "cache"
 
 
 @lru_cache

@@ -60,3 +60,19 @@ class LocalStorage:
 
     def delete_prefix(self, prefix: str) -> None:
         shutil.rmtree(self.path(prefix), ignore_errors=True)
+
+
+def local_copy(storage: Storage, key: str, cache_dir: Path) -> Path:
+    """A local file holding the object at `key` (docs/design.md §4), for readers that need a path (FAISS
+    memory-maps a snapshot): local storage's own file, else a cached download. Keys of immutable
+    objects only: a cached copy is never refreshed."""
+    if isinstance(storage, LocalStorage):
+        return storage.path(key)
+    target = Path(cache_dir) / key
+    if not target.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".download-")
+        with os.fdopen(fd, "wb") as f:
+            f.write(storage.get(key))
+        os.replace(tmp, target)
+    return target

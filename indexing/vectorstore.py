@@ -26,3 +26,11 @@ class VectorStore(Protocol):
 
     def describe(self) -> dict:
         """backend, index type, count, dim, encoder_id, applied_seq, snapshot info: for /readyz and metrics."""
+
+
+class IndexEncoderMismatch(ValueError):
+    """The index on disk was built by another encoder than the one serving."""
+
+
+class IndexCorrupt(ValueError):
+    """The index files are missing, unreadable or disagree with their sidecar."""

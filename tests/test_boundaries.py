@@ -1,4 +1,6 @@
-"""Import boundaries: the API process never loads torch or faiss; common and core stay apart."""
+"""Import boundaries: the API process never loads torch or faiss; common and core stay apart; only
+indexing/backends imports faiss (or pymilvus)."""
+import ast
 import subprocess
 import sys
 
@@ -19,7 +21,7 @@ def test_api_never_imports_torch_or_faiss():
 
 
 def test_core_imports_no_web_database_or_queue_code():
-    loaded = modules_after_import("core.encoder, core.index, core.ranking")
+    loaded = modules_after_import("core.encoder, core.ranking")
     assert "torch" in loaded
     assert not {"fastapi", "sqlalchemy", "rq", "redis"} & loaded
 
@@ -29,3 +31,18 @@ def test_cli_client_commands_never_import_torch():
                                   "cli.sweep, worker.deliveries, common.webhooks")
     assert "httpx" in loaded and "sqlalchemy" in loaded  # the probe really imported them
     assert not {"torch", "faiss", "torchvision", "open_clip", "timm"} & loaded
+
+
+def imported_modules(path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    return names | {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+
+
+def test_only_the_backends_import_faiss():
+    backends = REPO / "indexing" / "backends"
+    sources = [p for p in REPO.rglob("*.py") if ".venv" not in p.parts and backends not in p.parents]
+    offenders = [str(p.relative_to(REPO)) for p in sources
+                 if any(m.split(".")[0] in {"faiss", "pymilvus"} for m in imported_modules(p))]
+    assert len(sources) > 50 and offenders == []
+    assert "faiss" in {m.split(".")[0] for m in imported_modules(backends / "faiss.py")}

@@ -12,7 +12,7 @@ from common.audit import record
 from common.db.models import ModelPair
 from common.db.session import new_session
 from core.encoder import load_encoder
-from core.index import load_index
+from indexing.backends.faiss import load_store
 
 # The evaluation number that decides whether a new pair is better (service protocol, mean AP).
 GATE_METRIC = "map"
@@ -35,7 +35,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def publish_pair(encoder_spec: str, index_dir: Path, report: dict | None = None, force: bool = False) -> ModelPair:
     """Check that the index was made by this encoder, refuse a worse pair, then activate it atomically."""
     encoder = load_encoder(encoder_spec)
-    index = load_index(index_dir, encoder.encoder_id)  # raises IndexEncoderMismatch
+    index = load_store(index_dir, encoder.encoder_id, mmap=True)  # raises IndexEncoderMismatch
     with new_session() as session:
         active = session.scalar(select(ModelPair).where(ModelPair.active.is_(True)))
         refuse_if_worse(active, report, force)

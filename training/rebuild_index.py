@@ -13,8 +13,8 @@ from common.db.session import new_session
 from common.settings import get_settings
 from common.storage import LocalStorage
 from core.encoder import load_encoder
-from indexing.embedding import embed_missing, images_missing_vectors
-from indexing.store import build_from_database
+from indexing.embedding import count_missing_vectors, embed_missing
+from indexing.store import build_from_database, index_params
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -40,12 +40,13 @@ def rebuild_index(encoder_spec: str, out: Path | None = None, batch_size: int | 
     batch_size = batch_size or settings.embed_batch_size
     out = out or default_index_dir(settings.artifacts_dir, encoder.encoder_id)
     with new_session() as session:
-        missing = len(images_missing_vectors(session, encoder.encoder_id))
+        # Batches commit as they go: after a crash, a rerun skips what has a vector and resumes.
+        missing = count_missing_vectors(session, encoder.encoder_id)
         with tqdm(total=missing, desc="embedding source images", unit="img") as bar:
             embed_missing(session, encoder, LocalStorage(settings.storage_dir), batch_size, bar.update)
-        index = build_from_database(session, encoder.encoder_id, encoder.dim)
-    index.save(out)
-    print(f"index {index.index_id}: {len(index)} vectors from {encoder.encoder_id} -> {out}")
+        store = build_from_database(session, encoder.encoder_id, encoder.dim, index_params(settings))
+    store.save(out)
+    print(f"index {store.index_id} ({store.factory}): {store.count()} vectors from {encoder.encoder_id} -> {out}")
     return out
 
 

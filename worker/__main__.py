@@ -19,6 +19,7 @@ from common.retention import sweep_expired_jobs
 from common.settings import get_settings
 from common.storage import LocalStorage
 from worker.deliveries import DeliveryLoop
+from indexing.snapshots import WriterLock
 from worker.heartbeat import Heartbeat, Periodic
 from worker.runtime import Runtime, get_runtime, set_runtime
 
@@ -46,9 +47,13 @@ def main(argv: list[str] | None = None) -> None:
     heartbeat = Heartbeat(redis, settings.queue_name, name, lambda: get_runtime().describe(),
                           ttl_s=settings.worker_heartbeat_ttl_s)
     recovery = Periodic("recovery", heartbeat.interval_s, lambda: _recover(redis, queue, settings))
-    # Webhook sending and the retention sweep run beside the jobs, each on its own thread and schedule.
+    # One worker per encoder (a Redis lock) writes snapshots; the others pick up a rebuilt base.
+    writer = lambda: WriterLock(redis, get_runtime().encoder.encoder_id, name,  # noqa: E731
+                                ttl_s=int(3 * settings.snapshot_interval_s))
+    # Webhook sending, the retention sweep and snapshots run beside the jobs, each on its own thread and schedule.
     side_threads = [recovery, DeliveryLoop(settings, name),
-                    Periodic("retention", settings.retention_sweep_interval_s, lambda: _sweep(settings))]
+                    Periodic("retention", settings.retention_sweep_interval_s, lambda: _sweep(settings)),
+                    Periodic("snapshot", settings.snapshot_interval_s, lambda: get_runtime().snapshot(writer()))]
     heartbeat.beat()
     heartbeat.start()
     for thread in side_threads:
@@ -60,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
         for thread in side_threads:
             thread.stop()
         heartbeat.stop()
-        get_runtime().save()
+        get_runtime().snapshot(writer(), rebuild=False)
 
 
 def _recover(redis: Redis, queue, settings) -> None:

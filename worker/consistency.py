@@ -1,6 +1,7 @@
-"""`python -m worker.consistency`: compare the database (the source of truth) with the index saved on disk
-for the active encoder, and with the images' embedding states; exit 1 on any inconsistency.
-`--repair` rebuilds the saved index from the database and drops vectors left behind by deleted works."""
+"""`python -m worker.consistency`: compare the database (the source of truth) with the index a starting
+worker would load for the active encoder (its newest snapshot, else the published index, with the change
+log replayed on top), and with the images' embedding states; exit 1 on any inconsistency.
+`--repair` drops vectors left behind by deleted works and writes a snapshot rebuilt from the database."""
 import argparse
 import sys
 from dataclasses import dataclass, field
@@ -14,14 +15,18 @@ from common.db.models import Embedding, ImageState, SourceImage, Work
 from common.db.session import new_session
 from common.settings import Settings, get_settings
 from core.encoder import load_encoder
-from core.index import IndexCorrupt, IndexEncoderMismatch, VectorIndex, load_index
-from indexing.store import build_from_database, index_dirs, live_index_dir, live_vector_ids
+from common.storage import LocalStorage
+from indexing.backends.faiss import FaissStore, load_store
+from indexing.follower import sync_store
+from indexing.snapshots import load_snapshot, write_snapshot
+from indexing.store import build_from_database, index_params, live_vector_ids
+from indexing.vectorstore import IndexCorrupt, IndexEncoderMismatch
 
 
 @dataclass
 class Report:
     encoder_id: str
-    index_dir: Path | None
+    index_dir: str | None
     index_problem: str | None = None
     index_size: int = 0
     missing_from_index: list[int] = field(default_factory=list)
@@ -59,22 +64,28 @@ def active_encoder_id_and_dim(session: Session, settings: Settings) -> tuple[str
     return encoder.encoder_id, encoder.dim
 
 
-def saved_index_dir(session: Session, settings: Settings, encoder_id: str) -> Path | None:
-    """The directory a starting worker would load: its live index, else the published pair's."""
+def saved_store(session: Session, settings: Settings, encoder_id: str) -> tuple[FaissStore | None, str | None]:
+    """What a starting worker would load: the newest snapshot, else the published pair's index.
+    Raises IndexCorrupt/IndexEncoderMismatch for a published index that cannot be served."""
+    found = load_snapshot(LocalStorage(settings.storage_dir), encoder_id, settings.cache_dir)
+    if found is not None:
+        return found
     pair = crud.get_active_pair(session)
-    directories = index_dirs(settings.artifacts_dir, encoder_id, pair.index_path if pair else None)
-    return next((d for d in directories if (d / "index.json").exists()), None)
+    if pair is not None and pair.index_path and (Path(pair.index_path) / "index.json").exists():
+        return load_store(Path(pair.index_path), encoder_id, mmap=True), pair.index_path
+    return None, None
 
 
 def check(session: Session, settings: Settings, encoder_id: str) -> Report:
-    report = Report(encoder_id, saved_index_dir(session, settings, encoder_id))
+    report = Report(encoder_id, None)
     indexed: set[int] = set()
-    if report.index_dir is not None:
-        try:
-            index = load_index(report.index_dir, encoder_id)
-            indexed, report.index_size = set(index.ids().tolist()), len(index)
-        except (IndexCorrupt, IndexEncoderMismatch) as exc:
-            report.index_problem = str(exc)
+    try:
+        store, report.index_dir = saved_store(session, settings, encoder_id)
+        if store is not None:
+            sync_store(session, store)  # a snapshot lags by design: replay the log as a worker would
+            indexed, report.index_size = set(store.ids().tolist()), store.count()
+    except (IndexCorrupt, IndexEncoderMismatch) as exc:
+        report.index_problem = str(exc)
     wanted = live_vector_ids(session, encoder_id)
     report.missing_from_index = sorted(wanted - indexed)
     report.stale_in_index = sorted(indexed - wanted)
@@ -99,13 +110,15 @@ def _count_live_images(session: Session, state: ImageState) -> int:
         Work.deleted_at.is_(None), SourceImage.state == state))
 
 
-def repair(session: Session, settings: Settings, encoder_id: str, dim: int) -> VectorIndex:
-    """Drop vectors of deleted works, then save an index rebuilt from the database as the live one."""
-    session.execute(delete(Embedding).where(Embedding.image_id.in_(_deleted_images())))
+def repair(session: Session, settings: Settings, encoder_id: str, dim: int) -> tuple[FaissStore, str]:
+    """Drop vectors of deleted works (logging the deletes), then write a snapshot rebuilt from the
+    database; returns it and its key."""
+    orphans = list(session.scalars(select(Embedding.image_id).where(Embedding.image_id.in_(_deleted_images()))))
+    session.execute(delete(Embedding).where(Embedding.image_id.in_(orphans)))
+    crud.record_vector_changes(session, op="delete", image_ids=sorted(set(orphans)), encoder_id=None)
     session.commit()
-    index = build_from_database(session, encoder_id, dim)
-    index.save(live_index_dir(settings.artifacts_dir, encoder_id))
-    return index
+    store = build_from_database(session, encoder_id, dim, index_params(settings))
+    return store, write_snapshot(LocalStorage(settings.storage_dir), store)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -116,8 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     with new_session() as session:
         encoder_id, dim = active_encoder_id_and_dim(session, settings)
         if args.repair:
-            index = repair(session, settings, encoder_id, dim)
-            print(f"repaired: saved {len(index)} vectors to {live_index_dir(settings.artifacts_dir, encoder_id)}")
+            store, key = repair(session, settings, encoder_id, dim)
+            print(f"repaired: saved {store.count()} vectors as snapshot {key}")
         report = check(session, settings, encoder_id)
     print("\n".join(report.lines()))
     return 0 if report.consistent else 1

@@ -85,16 +85,16 @@ def _mark_running(session: Session, job: AttributionJob) -> None:
 def _attribute(session: Session, job: AttributionJob) -> None:
     runtime = _current_runtime(session)
     runtime.sync(session)
-    settings, encoder, index = runtime.settings, runtime.encoder, runtime.index
+    settings, encoder, store = runtime.settings, runtime.encoder, runtime.store
     query = encoder.embed([decode_rgb(LocalStorage(settings.storage_dir).get(job.storage_key))])
-    ids, scores = index.search(query, min(job.top_k * settings.image_hits_per_work, 1000))
+    ids, scores = store.search(query, min(job.top_k * settings.image_hits_per_work, 1000))
     ids, scores = ids[0], scores[0]
     work_of_image = crud.live_work_of_images(session, image_ids=ids.tolist())
     ranked, unattributed = rank_works(ids, scores, work_of_image, job.top_k, encoder.calibration)
     session.execute(delete(Match).where(Match.job_id == job.id))  # a retry replaces, never duplicates
     session.add_all(Match(job_id=job.id, rank=r, work_id=w.work_id, score=w.score, share=w.share,
                           best_image_id=w.best_image_id) for r, w in enumerate(ranked, start=1))
-    job.encoder_id, job.index_id, job.index_size = encoder.encoder_id, index.index_id, len(index)
+    job.encoder_id, job.index_id, job.index_size = encoder.encoder_id, store.index_id, store.count()
     job.unattributed, job.status, job.error = unattributed, JobStatus.done, None
     job.finished_at = datetime.now(timezone.utc)
     outbox.add_job_finished(session, job=job)  # the webhook row commits with the result, or not at all

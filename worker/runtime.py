@@ -1,21 +1,22 @@
-"""What a worker holds between jobs: the encoder and its index, following the active pair.
+"""What a worker holds between jobs: the encoder and its vector store, following the active pair.
 
 Loaded once at worker start (not per job), checked before every job: if an admin published a new
-(encoder, index) pair, the worker switches to it before running the job; the index is then brought up
-to date from the database, so works registered through any worker become searchable here."""
+(encoder, index) pair, the worker switches to it before running the job. The store follows the change
+log (indexing.follower), so works registered through any worker become searchable here; snapshots
+and rebuilds run in indexing.live, off the job thread."""
 import logging
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
 from common.db import crud
 from common.settings import Settings
-from core.encoder import Encoder, load_encoder
-from core.index import VectorIndex
 from common.storage import LocalStorage
+from core.encoder import Encoder, load_encoder
+from indexing.backends.faiss import FaissStore
 from indexing.embedding import embed_missing
-from indexing.store import fingerprint, index_dirs, live_index_dir, open_index, sync_index
+from indexing.live import LiveStore
+from indexing.snapshots import WriterLock
 
 log = logging.getLogger(__name__)
 
@@ -24,29 +25,29 @@ log = logging.getLogger(__name__)
 class Runtime:
     settings: Settings
     encoder: Encoder
-    index: VectorIndex
+    live: LiveStore
     pair_id: int | None
-    loaded_from: str
     device: str = "cpu"
-    _fingerprint: tuple | None = field(default=None, repr=False)
-    _saved_at: float = field(default=0.0, repr=False)
-    _dirty: bool = field(default=False, repr=False)
 
     @classmethod
     def load(cls, session: Session, settings: Settings, device: str = "cpu") -> "Runtime":
         pair = crud.get_active_pair(session)
         encoder = load_encoder(pair.encoder_uri if pair else settings.encoder, device)
-        directories = index_dirs(settings.artifacts_dir, encoder.encoder_id, pair.index_path if pair else None)
-        index, source = open_index(directories, encoder.encoder_id, encoder.dim)
-        runtime = cls(settings, encoder, index, pair.id if pair else None, source, device)
-        log.info("loaded encoder %s, index %s (%d vectors) from %s", encoder.encoder_id, index.index_id,
-                 len(index), source)
         # Images registered while another encoder was active have no vector from this one yet.
         caught_up = embed_missing(session, encoder, LocalStorage(settings.storage_dir), settings.embed_batch_size)
         if caught_up:
             log.info("embedded %d images that lacked a vector from this encoder", caught_up)
-        runtime.sync(session)
-        return runtime
+        live = LiveStore.open(session, settings, encoder.encoder_id, encoder.dim, pair.index_path if pair else None)
+        log.info("loaded encoder %s, index %s from %s", encoder.encoder_id, live.store.describe(), live.loaded_from)
+        return cls(settings, encoder, live, pair.id if pair else None, device)
+
+    @property
+    def store(self) -> FaissStore:
+        return self.live.store
+
+    @property
+    def loaded_from(self) -> str:
+        return self.live.loaded_from
 
     def follow_active_pair(self, session: Session) -> "Runtime":
         """Return self, or a freshly loaded runtime when the active pair changed."""
@@ -54,30 +55,18 @@ class Runtime:
         if (pair.id if pair else None) == self.pair_id:
             return self
         log.info("active pair changed (%s -> %s); reloading", self.pair_id, pair.id if pair else None)
-        self.save()
         return Runtime.load(session, self.settings, self.device)
 
     def sync(self, session: Session) -> None:
-        current = fingerprint(session, self.encoder.encoder_id)
-        if current == self._fingerprint:
-            return
-        added, removed = sync_index(session, self.index)
-        self._fingerprint = current
-        if added or removed:
-            self._dirty = True
-            log.info("index synced: +%d -%d -> %d vectors", added, removed, len(self.index))
-        if self._dirty and time.monotonic() - self._saved_at >= self.settings.index_save_interval_s:
-            self.save()
+        self.live.sync(session)
 
-    def save(self) -> None:
-        """Persist the index so a restarted worker loads it instead of rebuilding."""
-        if self._dirty:
-            self.index.save(live_index_dir(self.settings.artifacts_dir, self.encoder.encoder_id))
-            self._dirty, self._saved_at = False, time.monotonic()
+    def snapshot(self, lock: WriterLock | None, rebuild: bool = True) -> str | None:
+        return self.live.snapshot(lock, rebuild)
 
     def describe(self) -> dict:
-        return {"encoder_id": self.encoder.encoder_id, "index_id": self.index.index_id,
-                "index_size": len(self.index), "pair_id": self.pair_id, "loaded_from": self.loaded_from}
+        store = self.store.describe()
+        return {"encoder_id": self.encoder.encoder_id, "index_id": store["index_id"], "index_size": store["count"],
+                "index": store, "pair_id": self.pair_id, "loaded_from": self.loaded_from}
 
 
 _current: Runtime | None = None

@@ -3,11 +3,12 @@ import uuid
 from collections.abc import Iterable
 from datetime import datetime, timezone
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from common.db.models import (
-    AttributionJob, Embedding, ImageState, JobStatus, Match, ModelPair, SourceImage, Work,
+    AttributionJob, ChangelogHead, Embedding, ImageState, JobStatus, Match, ModelPair, SourceImage,
+    VectorChange, Work,
 )
 
 
@@ -56,8 +57,28 @@ def delete_work(session: Session, *, work: Work) -> list[str]:
 
 
 def delete_vectors_of_work(session: Session, *, work_id: uuid.UUID) -> None:
-    image_ids = select(SourceImage.id).where(SourceImage.work_id == work_id)
+    """Drop the work's vectors and log a delete per image in the same transaction (workers replay it)."""
+    image_ids = list(session.scalars(select(SourceImage.id).where(SourceImage.work_id == work_id)))
     session.execute(delete(Embedding).where(Embedding.image_id.in_(image_ids)))
+    record_vector_changes(session, op="delete", image_ids=image_ids, encoder_id=None)
+
+
+def record_vector_changes(session: Session, *, op: str, image_ids: list[int], encoder_id: str | None) -> None:
+    """Append to the change log (docs/design.md §2). Call inside the transaction that changes the vectors:
+    the counter's row lock, held to commit, makes sequence order commit order, so a reader that advances
+    to the largest seq it saw never skips a row committed later."""
+    if not image_ids:
+        return
+    last = session.scalar(update(ChangelogHead).where(ChangelogHead.id == 1)
+                          .values(seq=ChangelogHead.seq + len(image_ids)).returning(ChangelogHead.seq))
+    if last is None:  # a schema made without the migration's seed row
+        session.add(ChangelogHead(id=1, seq=len(image_ids)))
+        session.flush()
+        last = len(image_ids)
+    first = last - len(image_ids) + 1
+    session.execute(insert(VectorChange), [
+        {"seq": first + i, "op": op, "image_id": int(image_id), "encoder_id": encoder_id}
+        for i, image_id in enumerate(image_ids)])
 
 
 def live_work_of_images(session: Session, *, image_ids: Iterable[int]) -> dict[int, uuid.UUID]:

@@ -121,6 +121,27 @@ class Embedding(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class VectorChange(Base):
+    """The change log workers replay (docs/design.md §2): an upsert names its encoder, a delete (work
+    deleted, image failed) has no encoder and applies to every index. `seq` is commit order, taken from
+    the row-locked `changelog_head` counter in the transaction that changes the vectors."""
+    __tablename__ = "vector_changes"
+
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    op: Mapped[str] = mapped_column(String(10))  # "upsert" | "delete"
+    image_id: Mapped[int] = mapped_column(BigInteger)
+    encoder_id: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ChangelogHead(Base):
+    """One row: the last sequence number handed out. Its row lock orders writers by commit."""
+    __tablename__ = "changelog_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    seq: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
 class AttributionJob(Base):
     __tablename__ = "attribution_jobs"
 

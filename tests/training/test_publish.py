@@ -10,7 +10,7 @@ from core.backbones import LITE0_PREPROCESS, load_packaged_lite0
 from core.calibration import Calibration
 from core.encoder import ARTEFACT_FORMAT, file_digest
 from core.heads import EmbeddingModel, mlp
-from core.index import IndexEncoderMismatch
+from indexing.vectorstore import IndexEncoderMismatch
 from training.publish import WorsePairRefused, publish_pair, rollback
 from training.rebuild_index import rebuild_index
 from tests.factories import photo_bytes

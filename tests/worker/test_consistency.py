@@ -1,5 +1,5 @@
-"""`python -m worker.consistency`: the saved index agrees with the database, or the report says how it
-does not (exit 1); `--repair` rebuilds it from the database."""
+"""`python -m worker.consistency`: the saved index (newest snapshot + the log replayed) agrees with the
+database, or the report says how it does not (exit 1); `--repair` rebuilds it from the database."""
 import subprocess
 import sys
 import uuid
@@ -11,9 +11,8 @@ from common.db.models import Embedding, SourceImage
 from common.db.session import new_session
 from common.settings import get_settings
 from common.storage import LocalStorage
-from core.index import load_index
 from indexing.embedding import embed_source_images
-from indexing.store import live_index_dir
+from indexing.snapshots import load_snapshot, write_snapshot
 from tests.conftest import REPO
 from tests.factories import photo_bytes
 from worker.consistency import main
@@ -28,14 +27,20 @@ def register(client, subject: str) -> str:
 
 
 def embed_and_save() -> Runtime:
-    """What a worker does: embed pending images, sync its index, save it (save interval 0)."""
+    """What a worker does: embed pending images, sync its index, write a snapshot (as the writer)."""
     with new_session() as session:
         runtime = Runtime.load(session, get_settings())
         embed_source_images(session, runtime.encoder, LocalStorage(runtime.settings.storage_dir),
                             crud.pending_images(session), 4)
         session.commit()
         runtime.sync(session)
+    assert runtime.snapshot(None) is not None
     return runtime
+
+
+def saved(runtime: Runtime):
+    storage = LocalStorage(runtime.settings.storage_dir)
+    return load_snapshot(storage, runtime.encoder.encoder_id, runtime.settings.cache_dir, mmap=False)[0]
 
 
 def run_check(capsys, *argv: str) -> tuple[int, str]:
@@ -47,7 +52,6 @@ def test_consistent_then_tampered_then_repaired(client, capsys):
     register(client, "dog")
     cat = register(client, "cat")
     runtime = embed_and_save()
-    index_dir = live_index_dir(runtime.settings.artifacts_dir, runtime.encoder.encoder_id)
     code, out = run_check(capsys)
     assert code == 0, out
     assert "missing from index: 0" in out and "consistent" in out
@@ -56,10 +60,11 @@ def test_consistent_then_tampered_then_repaired(client, capsys):
         cat_images = session.query(SourceImage).filter(SourceImage.work_id == uuid.UUID(cat)).all()
         cat_vectors = {i.id: session.get(Embedding, (i.id, runtime.encoder.encoder_id)).vector for i in cat_images}
     assert client.delete(f"/sources/{cat}").status_code == 204
-    saved = load_index(index_dir, runtime.encoder.encoder_id)
-    dog_ids = [i for i in saved.ids().tolist() if i not in cat_vectors]
-    saved.remove(np.asarray(dog_ids[:1]))  # one live vector lost from the saved index; cat's still there
-    saved.save(index_dir)
+    snapshot = saved(runtime)
+    dog_ids = [i for i in snapshot.ids().tolist() if i not in cat_vectors]
+    snapshot.delete(np.asarray(dog_ids[:1]))  # one live vector lost from the saved index (not in the log)
+    snapshot.upsert(np.asarray([10**9]), np.ones((1, snapshot.dim), np.float32))  # one no row explains
+    write_snapshot(LocalStorage(runtime.settings.storage_dir), snapshot)
     with new_session() as session:  # and one vector of the deleted work left in the database
         image_id, blob = next(iter(cat_vectors.items()))
         session.add(Embedding(image_id=image_id, encoder_id=runtime.encoder.encoder_id, vector=blob))
@@ -68,12 +73,13 @@ def test_consistent_then_tampered_then_repaired(client, capsys):
     code, out = run_check(capsys)
     assert code == 1
     assert f"missing from index: 1 [{dog_ids[0]}]" in out
-    assert "stale in index: 2" in out and "of deleted works: 2" in out
+    # cat's vectors are still in the snapshot, but the log's deletes are replayed on top of it
+    assert "stale in index: 1 [1000000000]" in out and "of deleted works: 0" in out
     assert "vectors of deleted works in database: 1" in out and "INCONSISTENT" in out
 
     code, out = run_check(capsys, "--repair")
     assert code == 0, out
-    assert len(load_index(index_dir, runtime.encoder.encoder_id)) == 2
+    assert saved(runtime).count() == 2
     entry_point = subprocess.run([sys.executable, "-m", "worker.consistency"], cwd=REPO, capture_output=True,
                                  text=True, timeout=60)
     assert entry_point.returncode == 0, entry_point.stdout + entry_point.stderr

@@ -1,15 +1,19 @@
-"""A worker's runtime: several workers see the same works through the database; a restarted worker
-loads its index from disk; a corrupt or foreign index is never served, the database rebuilds it."""
+"""A worker's runtime: several workers see the same works through the change log; a restarted worker
+loads the newest snapshot (memory-mapped) and replays the tail; a corrupt or foreign snapshot is never
+served, the database rebuilds it; one writer at a time; crossing the ANN threshold swaps in a trained
+index built off the job thread."""
 import numpy as np
 import pytest
+from redis import Redis
 
 from common.db import crud
 from common.db.session import new_session
 from common.settings import get_settings
 from common.storage import LocalStorage
 from indexing.embedding import embed_source_images
-from indexing.store import live_index_dir
+from indexing.snapshots import WriterLock, latest_snapshots
 from worker.runtime import Runtime
+from tests.conftest import REDIS_URL
 from tests.factories import photo_bytes
 
 
@@ -37,46 +41,96 @@ def sync(runtime: Runtime) -> None:
         runtime.sync(session)
 
 
-def test_two_workers_share_works_through_the_database(client):
+def snapshot_dir(runtime: Runtime):
+    key = latest_snapshots(LocalStorage(runtime.settings.storage_dir), runtime.encoder.encoder_id)[0]
+    return LocalStorage(runtime.settings.storage_dir).path(key)
+
+
+def test_two_workers_share_works_through_the_change_log(client):
     first, second = load_runtime(), load_runtime()
     dog = register(client, "dog")
     embed_pending(first)
     sync(first)
     sync(second)
-    assert len(first.index) == len(second.index) == 2
-    assert sorted(first.index.ids()) == sorted(second.index.ids())
+    assert first.store.count() == second.store.count() == 2
+    assert sorted(first.store.ids()) == sorted(second.store.ids())
     client.delete(f"/sources/{dog}")
     sync(second)
-    assert len(second.index) == 0
+    assert second.store.count() == 0
 
 
-def test_restarted_worker_loads_its_index_from_disk(client):
+def test_restarted_worker_loads_the_snapshot_and_replays_the_tail(client):
     runtime = load_runtime()
     register(client, "cat")
     embed_pending(runtime)
     sync(runtime)
+    key = runtime.snapshot(None)
+    assert runtime.snapshot(None) is None  # nothing changed since: no second snapshot
+    register(client, "dog")  # after the snapshot: only in the log
+    embed_pending(runtime)
     restarted = load_runtime()
-    assert restarted.loaded_from == str(live_index_dir(get_settings().artifacts_dir, runtime.encoder.encoder_id))
-    assert restarted.index.index_id == runtime.index.index_id
-    assert sorted(restarted.index.ids()) == sorted(runtime.index.ids())
+    assert restarted.loaded_from == key and restarted.store.describe()["memory_mapped"]
+    assert restarted.store.index_id == runtime.store.index_id
+    sync(runtime)
+    assert sorted(restarted.store.ids()) == sorted(runtime.store.ids()) and restarted.store.count() == 4
+    assert restarted.store.applied_seq == runtime.store.applied_seq
 
 
 @pytest.mark.parametrize("damage", ["garbage", "missing_file", "other_encoder"])
-def test_damaged_index_is_rebuilt_from_the_database(client, damage):
+def test_damaged_snapshot_is_rebuilt_from_the_database(client, damage):
     runtime = load_runtime()
     register(client, "teapot")
     embed_pending(runtime)
     sync(runtime)
-    directory = live_index_dir(get_settings().artifacts_dir, runtime.encoder.encoder_id)
+    runtime.snapshot(None)
+    directory = snapshot_dir(runtime)
+    base = directory.parent / "bases" / runtime.store.index_id
     if damage == "garbage":
-        (directory / "index.faiss").write_bytes(b"\x00" * 64)
+        (base / "index.faiss").write_bytes(b"\x00" * 64)
     elif damage == "missing_file":
-        (directory / "index.faiss").unlink()
+        (directory / "delta.npz").unlink()
     else:
         sidecar = directory / "index.json"
         sidecar.write_text(sidecar.read_text().replace(runtime.encoder.encoder_id, "someone-else@1"))
     rebuilt = load_runtime()
     assert rebuilt.loaded_from == "database"
-    assert sorted(rebuilt.index.ids()) == sorted(runtime.index.ids())
-    query = runtime.index.search(np.eye(1, runtime.encoder.dim, dtype=np.float32), 2)
-    assert rebuilt.index.search(np.eye(1, runtime.encoder.dim, dtype=np.float32), 2)[0].tolist() == query[0].tolist()
+    assert sorted(rebuilt.store.ids()) == sorted(runtime.store.ids())
+    query = np.eye(1, runtime.encoder.dim, dtype=np.float32)
+    assert rebuilt.store.search(query, 2)[0].tolist() == runtime.store.search(query, 2)[0].tolist()
+
+
+def test_one_snapshot_writer_at_a_time(service_env):
+    redis = Redis.from_url(REDIS_URL)
+    first, second = (WriterLock(redis, "enc@test", owner, ttl_s=30) for owner in ("w1", "w2"))
+    try:
+        assert first.acquire() and not second.acquire()
+        assert first.acquire()  # the writer renews its own lock
+        first.release()
+        assert second.acquire()
+    finally:
+        second.release()
+
+
+def test_crossing_the_threshold_swaps_in_a_trained_index(client, monkeypatch):
+    monkeypatch.setenv("ATTRIB_ANN_THRESHOLD", "6")
+    get_settings.cache_clear()
+    writer, reader = load_runtime(), load_runtime()
+    for subject in ("dog", "cat", "teapot"):
+        register(client, subject)
+    embed_pending(writer)
+    sync(writer)
+    sync(reader)
+    assert writer.store.describe()["exact"] and writer.store.count() == 6  # serves exactly until rebuilt
+    redis = Redis.from_url(REDIS_URL)
+    lock_of = lambda owner: WriterLock(redis, writer.encoder.encoder_id, owner, ttl_s=30)  # noqa: E731
+    writer.snapshot(lock_of("writer"))  # the writer's background step: train, build, snapshot, then map it
+    described = writer.store.describe()
+    assert not described["exact"] and described["index_type"].startswith("IVF")
+    assert described["memory_mapped"] and writer.store.count() == 6
+    try:
+        assert reader.snapshot(lock_of("reader")) is None  # not the writer: writes nothing...
+        assert reader.store.index_id == writer.store.index_id  # ...but picks up the new base
+    finally:
+        lock_of("writer").release()
+    hits = writer.store.search(np.eye(1, writer.encoder.dim, dtype=np.float32), 6)[0][0]
+    assert sorted(hits[hits >= 0].tolist()) == sorted(writer.store.ids().tolist())

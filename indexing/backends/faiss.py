@@ -1,0 +1,268 @@
+"""The FAISS vector store: a base index built offline plus a small exact delta for what changed since.
+
+- **Base.** Exact `IDMap2,Flat` below `ann_threshold` vectors; above it a trained IVF index with
+  8-bit scalar-quantised codes (`IVF{nlist},SQ8`, chosen by bench/scale.py: recall@10 >= 0.95 at a few
+  ms per query on real features, where PQ codes missed the recall target). Training the coarse quantiser
+  happens only in `build_store` (rebuild, or the snapshot writer's background step), never in a request.
+  A loaded base is read-only and may be memory-mapped, so workers on one machine share its pages.
+- **Delta.** Upserts land in an in-memory exact `IDMap2,Flat`; a deleted or replaced base vector is
+  masked (an `IDSelector` at search time) rather than removed, so one registration costs the same at
+  10k and 1M vectors. A store whose delta grows past `compact_after`, or that crosses the threshold,
+  answers `needs_rebuild()`; it keeps serving exactly until the rebuilt store is swapped in.
+Files: `index.faiss` (base), `ids.npy` (base ids, sorted), `delta.npz`, `masked.npy`, `index.json`."""
+import json
+import math
+import os
+import tempfile
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from indexing.vectorstore import IndexCorrupt, IndexEncoderMismatch
+
+BASE_FILE, IDS_FILE, DELTA_FILE, MASKED_FILE, SIDECAR_FILE = (
+    "index.faiss", "ids.npy", "delta.npz", "masked.npy", "index.json")
+EXACT_FACTORY = "IDMap2,Flat"
+
+
+@dataclass(frozen=True)
+class IndexParams:
+    """How a base index is chosen (settings ATTRIB_ANN_*)."""
+    ann_threshold: int = 200_000
+    ann_codes: str = "SQ8"  # codes of the approximate index: SQ8, Flat, or PQ<m>
+    nprobe: int = 48
+    compact_after: int = 20_000  # delta vectors before the snapshot writer rebuilds the base
+
+    def factory(self, n: int) -> str:
+        if n < self.ann_threshold:
+            return EXACT_FACTORY
+        return f"IVF{nlist_for(n)},{self.ann_codes}"
+
+
+def nlist_for(n: int) -> int:
+    """About sqrt(n) lists, a power of two: 1M -> 1024 (training stays in tens of seconds on 2 cores)."""
+    return int(min(n, 4096, max(16, 2 ** round(math.log2(max(1.0, math.sqrt(n)))))))
+
+
+@dataclass
+class FaissStore:
+    encoder_id: str
+    dim: int
+    base: faiss.Index
+    base_ids: np.ndarray  # sorted int64, the ids held by `base`
+    factory: str = EXACT_FACTORY
+    nprobe: int = 1
+    applied_seq: int = 0
+    index_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    base_path: Path | None = None  # the file the base was read from (a snapshot copies it as is)
+    delta: faiss.Index = field(init=False, repr=False)
+    masked: set[int] = field(default_factory=set)
+    _params: object = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.delta = faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim))
+
+    # -- the VectorStore protocol -----------------------------------------------------------------
+    def upsert(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        ids = np.asarray(ids, dtype=np.int64)
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if vectors.shape != (len(ids), self.dim):
+            raise ValueError(f"expected vectors of shape ({len(ids)}, {self.dim}), got {vectors.shape}")
+        if len(ids):
+            self.delete(ids)
+            self.delta.add_with_ids(vectors, ids)
+
+    def delete(self, ids: np.ndarray) -> int:
+        ids = np.unique(np.asarray(ids, dtype=np.int64))
+        if len(ids) == 0:
+            return 0
+        removed = int(self.delta.remove_ids(ids)) if self.delta.ntotal else 0
+        newly_masked = [int(i) for i in ids[self._in_base(ids)] if int(i) not in self.masked]
+        self.masked.update(newly_masked)
+        if newly_masked:
+            self._params = None
+        return removed + len(newly_masked)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """queries [m, dim] -> (ids [m, k'], scores [m, k']), k' = min(k, count); an approximate base
+        may return -1 where it found fewer, which maps to no work and is ignored by ranking."""
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        k = min(k, self.count())
+        if k == 0:
+            return np.zeros((len(queries), 0), np.int64), np.zeros((len(queries), 0), np.float32)
+        parts = []
+        if len(self.base_ids) > len(self.masked):
+            parts.append(self.base.search(queries, k, params=self._search_params())[::-1])
+        if self.delta.ntotal:
+            parts.append(self.delta.search(queries, min(k, self.delta.ntotal))[::-1])
+        return _merge_top_k(parts, k)
+
+    def count(self) -> int:
+        return len(self.base_ids) - len(self.masked) + int(self.delta.ntotal)
+
+    def describe(self) -> dict:
+        return {"backend": "faiss", "index_type": self.factory, "exact": self.factory == EXACT_FACTORY,
+                "nprobe": self.nprobe, "count": self.count(), "dim": self.dim, "encoder_id": self.encoder_id,
+                "applied_seq": self.applied_seq, "index_id": self.index_id, "base_count": len(self.base_ids),
+                "delta_count": int(self.delta.ntotal), "masked_count": len(self.masked),
+                "memory_mapped": self.base_path is not None}
+
+    # -- beyond the protocol: used by snapshots, rebuilds and the consistency check ---------------
+    def __len__(self) -> int:
+        return self.count()
+
+    def ids(self) -> np.ndarray:
+        live = self.base_ids[~np.isin(self.base_ids, np.fromiter(self.masked, np.int64))]
+        return np.concatenate([live, faiss.vector_to_array(self.delta.id_map).astype(np.int64)])
+
+    def needs_rebuild(self, params: IndexParams) -> bool:
+        """True when the base no longer fits the store: too many changes on top of it, or the count
+        crossed the threshold in either direction (exact <-> approximate)."""
+        wanted_exact = self.count() < params.ann_threshold
+        changed = self.delta.ntotal + len(self.masked)
+        return changed > params.compact_after or wanted_exact != (self.factory == EXACT_FACTORY)
+
+    def delta_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        ids = faiss.vector_to_array(self.delta.id_map).astype(np.int64)
+        return ids, self.delta.index.reconstruct_n(0, self.delta.ntotal) if len(ids) else np.zeros((0, self.dim), np.float32)
+
+    def manifest(self) -> dict:
+        return {"format": "attrib-index/2", "index_id": self.index_id, "encoder_id": self.encoder_id,
+                "dim": self.dim, "count": self.count(), "factory": self.factory, "nprobe": self.nprobe,
+                "metric": "inner_product", "applied_seq": self.applied_seq, "base_count": len(self.base_ids),
+                "saved_at": datetime.now(timezone.utc).isoformat()}
+
+    def save(self, directory: Path, write_base: bool = True) -> None:
+        """Write the store; each file replaced atomically, the sidecar last. `write_base=False` keeps a
+        base already there (snapshots share one base between many small deltas)."""
+        directory.mkdir(parents=True, exist_ok=True)
+        if write_base:
+            _atomic_write(directory / BASE_FILE, self.base_bytes())
+            with _atomic_file(directory / IDS_FILE) as f:
+                np.save(f, self.base_ids)
+        delta_ids, delta_vectors = self.delta_arrays()
+        with _atomic_file(directory / DELTA_FILE) as f:
+            np.savez(f, ids=delta_ids, vectors=delta_vectors)
+        with _atomic_file(directory / MASKED_FILE) as f:
+            np.save(f, np.fromiter(sorted(self.masked), np.int64))
+        _atomic_write(directory / SIDECAR_FILE, json.dumps(self.manifest(), indent=2).encode())
+
+    def base_bytes(self) -> bytes:
+        if self.base_path is not None:
+            return self.base_path.read_bytes()
+        return faiss.serialize_index(self.base).tobytes()
+
+    def _in_base(self, ids: np.ndarray) -> np.ndarray:
+        pos = np.searchsorted(self.base_ids, ids)
+        pos[pos >= len(self.base_ids)] = 0
+        return (self.base_ids[pos] == ids) if len(self.base_ids) else np.zeros(len(ids), bool)
+
+    def _search_params(self):
+        """Search parameters hiding masked base ids; rebuilt only when the mask changes."""
+        if self._params is None:
+            masked = np.fromiter(self.masked, np.int64)
+            selector = faiss.IDSelectorNot(faiss.IDSelectorBatch(masked)) if len(masked) else None
+            params = (faiss.SearchParametersIVF(sel=selector, nprobe=self.nprobe)
+                      if self.factory != EXACT_FACTORY else faiss.SearchParameters(sel=selector))
+            params._keep = (masked, selector)  # SWIG holds raw pointers: keep the owners alive
+            self._params = params
+        return self._params
+
+
+def _merge_top_k(parts: list[tuple[np.ndarray, np.ndarray]], k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Merge (ids, scores) lists from base and delta into the best k per query."""
+    ids = np.concatenate([p[0] for p in parts], axis=1)
+    scores = np.concatenate([p[1] for p in parts], axis=1)
+    if len(parts) > 1 or ids.shape[1] > k:
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        ids, scores = np.take_along_axis(ids, order, 1), np.take_along_axis(scores, order, 1)
+    return ids, scores
+
+
+def build_store(encoder_id: str, dim: int, ids: np.ndarray, vectors: np.ndarray, params: IndexParams,
+                applied_seq: int = 0) -> FaissStore:
+    """A fresh store over these vectors; trains the IVF quantiser when above the threshold (offline)."""
+    ids = np.asarray(ids, np.int64)
+    order = np.argsort(ids, kind="stable")
+    ids, factory = ids[order], params.factory(len(ids))
+    index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+    if not index.is_trained:
+        sample = np.random.default_rng(0).choice(len(ids), min(len(ids), nlist_for(len(ids)) * 64), replace=False)
+        index.train(np.ascontiguousarray(vectors[np.sort(sample)], np.float32))
+    for start in range(0, len(ids), 100_000):  # chunks: no second full copy of the vectors
+        part = order[start:start + 100_000]
+        index.add_with_ids(np.ascontiguousarray(vectors[part], np.float32), ids[start:start + 100_000])
+    nprobe = 1 if factory == EXACT_FACTORY else params.nprobe
+    return FaissStore(encoder_id, dim, index, ids, factory, nprobe, applied_seq)
+
+
+def empty_store(encoder_id: str, dim: int) -> FaissStore:
+    return build_store(encoder_id, dim, np.zeros(0, np.int64), np.zeros((0, dim), np.float32), IndexParams())
+
+
+def load_store(directory: Path, expected_encoder_id: str, mmap: bool = False,
+               base_dir: Path | None = None) -> FaissStore:
+    """Load a saved store; refuse one made by another encoder or one that disagrees with its sidecar.
+    With `mmap` the base stays on disk, read-only, its pages shared by every process that maps it.
+    `base_dir` holds the base files when they are kept apart from the delta (snapshots)."""
+    try:
+        manifest = json.loads((directory / SIDECAR_FILE).read_text())
+        encoder_id = manifest["encoder_id"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise IndexCorrupt(f"cannot read index in {directory}: {exc}") from exc
+    if encoder_id != expected_encoder_id:
+        raise IndexEncoderMismatch(f"index {directory} was built by {encoder_id}, not {expected_encoder_id}")
+    try:
+        store = _read_files(directory, base_dir or directory, manifest, mmap)
+    except (OSError, ValueError, RuntimeError, KeyError) as exc:
+        raise IndexCorrupt(f"cannot read index in {directory}: {exc}") from exc
+    if store.base.d != manifest["dim"] or store.count() != manifest["count"]:
+        raise IndexCorrupt(f"index {directory} disagrees with its sidecar")
+    return store
+
+
+def _read_files(directory: Path, base_dir: Path, manifest: dict, mmap: bool) -> FaissStore:
+    factory = manifest["factory"]
+    flags = (faiss.IO_FLAG_MMAP_IFC if factory == EXACT_FACTORY else faiss.IO_FLAG_MMAP) if mmap else 0
+    base = faiss.read_index(str(base_dir / BASE_FILE), flags | (faiss.IO_FLAG_READ_ONLY if mmap else 0))
+    base_ids = np.load(base_dir / IDS_FILE, mmap_mode="r" if mmap else None)
+    if base.ntotal != len(base_ids):
+        raise ValueError("base index and its id list differ in length")
+    store = FaissStore(manifest["encoder_id"], manifest["dim"], base, base_ids, factory,
+                       manifest.get("nprobe", 1), manifest.get("applied_seq", 0), manifest["index_id"],
+                       base_dir / BASE_FILE if mmap else None)
+    if (directory / DELTA_FILE).exists():
+        with np.load(directory / DELTA_FILE) as delta:
+            store.delta.add_with_ids(np.ascontiguousarray(delta["vectors"], np.float32), delta["ids"])
+        store.masked = set(np.load(directory / MASKED_FILE).tolist())
+    return store
+
+
+class _atomic_file:
+    """Open a temp file beside `path`; on success fsync and rename it into place."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __enter__(self):
+        fd, self.tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")
+        self.f = os.fdopen(fd, "wb")
+        return self.f
+
+    def __exit__(self, exc_type, *_):
+        self.f.flush()
+        os.fsync(self.f.fileno())
+        self.f.close()
+        if exc_type is None:
+            os.replace(self.tmp, self.path)
+        else:
+            os.unlink(self.tmp)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    with _atomic_file(path) as f:
+        f.write(data)

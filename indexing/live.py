@@ -1,0 +1,99 @@
+"""A worker's vector store over its lifetime: opened from the newest snapshot (else the published
+pair's index, else the database), kept current by the change log, snapshotted by one writer, and
+swapped for a rebuilt base when it outgrows its own (exact -> approximate, or too many changes).
+
+The job thread syncs and searches; a background thread snapshots and rebuilds. A lock keeps them
+from changing the store at the same time; a rebuild runs outside it and swaps in when caught up, so
+searches keep being served (exactly, by base + delta) until the new base is ready."""
+import logging
+import threading
+from pathlib import Path
+
+from sqlalchemy.orm import Session
+
+from common.db.session import new_session
+from common.settings import Settings
+from common.storage import LocalStorage
+from indexing.backends.faiss import FaissStore, IndexParams, load_store
+from indexing.follower import SyncResult, sync_store
+from indexing.snapshots import WriterLock, load_snapshot, write_snapshot
+from indexing.store import build_from_database, index_params
+from indexing.vectorstore import IndexCorrupt, IndexEncoderMismatch
+
+log = logging.getLogger(__name__)
+
+
+class LiveStore:
+    def __init__(self, store: FaissStore, loaded_from: str, settings: Settings):
+        self.store, self.loaded_from, self.settings = store, loaded_from, settings
+        self.params: IndexParams = index_params(settings)
+        self.storage = LocalStorage(settings.storage_dir)
+        self.snapshot_seq = store.applied_seq if loaded_from.startswith("snapshots/") else -1
+        self._lock = threading.Lock()
+
+    @classmethod
+    def open(cls, session: Session, settings: Settings, encoder_id: str, dim: int,
+             pair_index_path: str | None) -> "LiveStore":
+        """Warm start from a snapshot or the published index (memory-mapped), else cold from the database."""
+        storage = LocalStorage(settings.storage_dir)
+        found = load_snapshot(storage, encoder_id, settings.cache_dir)
+        if found is None and pair_index_path:
+            found = _load_published(Path(pair_index_path), encoder_id)
+        if found is None:
+            found = build_from_database(session, encoder_id, dim, index_params(settings)), "database"
+        live = cls(*found, settings)
+        live.sync(session)
+        return live
+
+    def sync(self, session: Session) -> SyncResult:
+        with self._lock:
+            result = sync_store(session, self.store)
+        if result.rows_read:
+            log.info("index synced: +%d -%d -> %d vectors (log %d)", result.upserted, result.deleted,
+                     self.store.count(), self.store.applied_seq)
+        return result
+
+    def snapshot(self, lock: WriterLock | None, rebuild: bool = True) -> str | None:
+        """Writer: rebuild the base if needed, then save a snapshot if anything changed since the last.
+        Other workers: switch to a newer base another worker published. Runs off the job thread."""
+        if lock is not None and not lock.acquire():
+            self.refresh()
+            return None
+        if rebuild and self.store.needs_rebuild(self.params):
+            self._swap(self._rebuilt())
+        with self._lock:
+            if self.store.applied_seq == self.snapshot_seq:
+                return None
+            key = write_snapshot(self.storage, self.store)
+            self.snapshot_seq = self.store.applied_seq
+        if self.store.base_path is None:  # a base built here: map the stored copy, share its pages
+            self.refresh(force=True)
+        return key
+
+    def refresh(self, force: bool = False) -> None:
+        """Load the newest snapshot if its base differs from ours (another worker rebuilt it)."""
+        if not (force or self.store.needs_rebuild(self.params)):
+            return
+        found = load_snapshot(self.storage, self.store.encoder_id, self.settings.cache_dir)
+        if found is not None and (force or found[0].index_id != self.store.index_id):
+            self._swap(found[0])
+
+    def _rebuilt(self) -> FaissStore:
+        log.info("rebuilding the index base (%s, %d vectors)", self.store.factory, self.store.count())
+        with new_session() as session:
+            return build_from_database(session, self.store.encoder_id, self.store.dim, self.params)
+
+    def _swap(self, fresh: FaissStore) -> None:
+        """Catch the new store up under the lock, then serve it."""
+        with self._lock, new_session() as session:
+            sync_store(session, fresh)
+            self.store = fresh
+        log.info("serving index %s (%s, %d vectors)", fresh.index_id, fresh.factory, fresh.count())
+
+
+def _load_published(directory: Path, encoder_id: str) -> tuple[FaissStore, str] | None:
+    try:
+        return load_store(directory, encoder_id, mmap=True), str(directory)
+    except (IndexCorrupt, IndexEncoderMismatch) as exc:
+        log.warning("ignoring index in %s: %s", directory, exc)  # never serve a bad index
+        return None

@@ -1,0 +1,112 @@
+"""Snapshots of a worker's vector store, shared through the Storage interface (docs/design.md §2-§4).
+
+One writer at a time (a Redis lock per encoder) saves what its store holds, with the change-log
+position it includes, on a schedule and at shutdown, never after every change. Other workers load the
+newest snapshot read-only (the base memory-mapped, so workers on one host share its pages) and replay
+the log tail. Keys:
+    snapshots/<encoder>/bases/<index id>/{index.faiss, ids.npy}     large, immutable, written once
+    snapshots/<encoder>/<seq, 12 digits>-<stamp>/{index.json, delta.npz, masked.npy}   small
+A snapshot is complete once its index.json exists (written last); readers take the highest seq."""
+import json
+import logging
+import re
+import tempfile
+import time
+from pathlib import Path
+
+from redis import Redis
+
+from common.storage import Storage, local_copy
+from indexing.backends.faiss import (
+    BASE_FILE, DELTA_FILE, IDS_FILE, MASKED_FILE, SIDECAR_FILE, FaissStore, load_store,
+)
+from indexing.vectorstore import IndexCorrupt, IndexEncoderMismatch
+
+log = logging.getLogger(__name__)
+KEEP = 2  # snapshots kept per encoder (a reader may still be copying the previous one)
+
+
+def encoder_prefix(encoder_id: str) -> str:
+    return f"snapshots/{re.sub(r'[^A-Za-z0-9._-]+', '_', encoder_id)}"
+
+
+class WriterLock:
+    """Who writes snapshots for an encoder: the first worker to take the key keeps it while it renews it."""
+
+    def __init__(self, redis: Redis, encoder_id: str, owner: str, ttl_s: int):
+        self.redis, self.key, self.owner, self.ttl_s = redis, f"attrib:snapshot-writer:{encoder_id}", owner, ttl_s
+
+    def acquire(self) -> bool:
+        if self.redis.set(self.key, self.owner, nx=True, ex=self.ttl_s):
+            return True
+        if (self.redis.get(self.key) or b"").decode() == self.owner:
+            self.redis.expire(self.key, self.ttl_s)
+            return True
+        return False
+
+    def release(self) -> None:
+        if (self.redis.get(self.key) or b"").decode() == self.owner:
+            self.redis.delete(self.key)
+
+
+def write_snapshot(storage: Storage, store: FaissStore) -> str:
+    """Save the store under a new snapshot key (its base only if not stored yet); returns the key."""
+    prefix = encoder_prefix(store.encoder_id)
+    base_key = f"{prefix}/bases/{store.index_id}"
+    snapshot_key = f"{prefix}/{store.applied_seq:012d}-{time.time_ns()}"
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = Path(tmp)
+        write_base = not storage.exists(f"{base_key}/{IDS_FILE}")
+        store.save(directory, write_base=write_base)
+        if write_base:  # ids last: it marks the base complete
+            for name in (BASE_FILE, IDS_FILE):
+                storage.put(f"{base_key}/{name}", (directory / name).read_bytes())
+        for name in (DELTA_FILE, MASKED_FILE, SIDECAR_FILE):
+            storage.put(f"{snapshot_key}/{name}", (directory / name).read_bytes())
+    _prune(storage, prefix)
+    log.info("snapshot %s: %d vectors at log position %d", snapshot_key, store.count(), store.applied_seq)
+    return snapshot_key
+
+
+def latest_snapshots(storage: Storage, encoder_id: str) -> list[str]:
+    """Complete snapshots of this encoder, newest first."""
+    prefix = encoder_prefix(encoder_id)
+    keys = [k.rsplit("/", 1)[0] for k in storage.list(prefix + "/") if k.endswith(f"/{SIDECAR_FILE}")]
+    return sorted((k for k in keys if "/bases/" not in k), reverse=True)
+
+
+def load_snapshot(storage: Storage, encoder_id: str, cache_dir: Path, mmap: bool = True) -> tuple[FaissStore, str] | None:
+    """The newest readable snapshot of this encoder, read-only with its base memory-mapped, or None."""
+    for key in latest_snapshots(storage, encoder_id):
+        try:
+            sidecar = local_copy(storage, f"{key}/{SIDECAR_FILE}", cache_dir)
+            base_key = f"{encoder_prefix(encoder_id)}/bases/{_index_id(sidecar)}"
+            base_file = local_copy(storage, f"{base_key}/{BASE_FILE}", cache_dir)
+            local_copy(storage, f"{base_key}/{IDS_FILE}", cache_dir)
+            for name in (DELTA_FILE, MASKED_FILE):
+                local_copy(storage, f"{key}/{name}", cache_dir)
+            return load_store(sidecar.parent, encoder_id, mmap=mmap, base_dir=base_file.parent), key
+        except (OSError, KeyError, ValueError, IndexCorrupt, IndexEncoderMismatch) as exc:
+            log.warning("ignoring snapshot %s: %s", key, exc)  # never serve a bad snapshot
+    return None
+
+
+def _index_id(sidecar: Path) -> str:
+    return json.loads(sidecar.read_text())["index_id"]
+
+
+def _prune(storage: Storage, prefix: str) -> None:
+    """Keep the newest KEEP snapshots and the bases they use."""
+    snapshots = sorted({k.rsplit("/", 1)[0] for k in storage.list(prefix + "/") if "/bases/" not in k}, reverse=True)
+    complete = [k for k in snapshots if storage.exists(f"{k}/{SIDECAR_FILE}")]
+    for key in complete[KEEP:]:
+        storage.delete_prefix(key)
+    keep_bases = set()
+    for key in complete[:KEEP]:
+        keep_bases.add(_index_id_of_key(storage, key))
+    for base in {k.split("/bases/")[1].split("/")[0] for k in storage.list(f"{prefix}/bases/")} - keep_bases:
+        storage.delete_prefix(f"{prefix}/bases/{base}")
+
+
+def _index_id_of_key(storage: Storage, key: str) -> str:
+    return json.loads(storage.get(f"{key}/{SIDECAR_FILE}"))["index_id"]

@@ -1,0 +1,94 @@
+"""The FAISS vector store: exact below the threshold, trained IVF above it; upserts and deletes land
+beside the base (delta + mask) so their cost does not depend on its size; self-describing files that
+load memory-mapped."""
+import json
+
+import numpy as np
+import pytest
+
+from indexing.backends.faiss import IndexParams, build_store, empty_store, load_store
+from indexing.vectorstore import IndexCorrupt, IndexEncoderMismatch, VectorStore
+
+EXACT = IndexParams(ann_threshold=10**9)
+APPROX = IndexParams(ann_threshold=100, ann_codes="Flat", nprobe=1024)  # every list visited: exact ranking
+
+
+def unit_rows(n: int, dim: int, seed: int = 0) -> np.ndarray:
+    rows = np.random.default_rng(seed).normal(size=(n, dim)).astype(np.float32)
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("params", [EXACT, APPROX], ids=["exact", "ivf"])
+def test_search_matches_brute_force_after_upserts_and_deletes(params):
+    vectors = unit_rows(400, 16)
+    store = build_store("enc", 16, np.arange(400) + 100, vectors, params)
+    assert isinstance(store, VectorStore) and store.describe()["exact"] == (params is EXACT)
+    store.upsert(np.array([100, 1000]), unit_rows(2, 16, seed=1))  # replace a base vector, add a new one
+    store.delete(np.array([101, 102, 5]))
+    truth = {i + 100: v for i, v in enumerate(vectors)} | dict(zip([100, 1000], unit_rows(2, 16, seed=1)))
+    for gone in (101, 102):
+        truth.pop(gone)
+    assert store.count() == len(truth) == 399
+    ids = np.array(list(truth)); matrix = np.stack(list(truth.values()))
+    query = unit_rows(3, 16, seed=2)
+    found, scores = store.search(query, 10)
+    expected = ids[np.argsort(-(query @ matrix.T), axis=1)[:, :10]]
+    assert found.tolist() == expected.tolist()
+    assert not {101, 102} & set(store.search(query, 400)[0].ravel().tolist())
+
+
+def test_search_trims_k_and_handles_an_empty_store():
+    store = empty_store("enc", 4)
+    assert store.search(unit_rows(1, 4), 5)[0].shape == (1, 0)
+    store.upsert(np.array([1, 2]), np.eye(4, dtype=np.float32)[:2])
+    store.upsert(np.array([1]), np.eye(4, dtype=np.float32)[2:3])
+    assert store.count() == 2 and store.search(np.eye(4, dtype=np.float32)[2:3], 1)[0].tolist() == [[1]]
+    assert store.delete(np.array([2, 99])) == 1 and store.ids().tolist() == [1]
+    assert store.search(unit_rows(1, 4), 50)[0].shape == (1, 1)
+
+
+def test_wrong_shape_is_refused():
+    with pytest.raises(ValueError, match="shape"):
+        empty_store("enc", 4).upsert(np.array([1]), np.zeros((1, 5), np.float32))
+
+
+@pytest.mark.parametrize("params", [EXACT, APPROX], ids=["exact", "ivf"])
+def test_save_load_memory_mapped_round_trip(tmp_path, params):
+    store = build_store("enc@1", 8, np.arange(300), unit_rows(300, 8), params, applied_seq=42)
+    store.upsert(np.array([7, 999]), unit_rows(2, 8, seed=3))
+    store.delete(np.array([8]))
+    store.save(tmp_path)
+    sidecar = json.loads((tmp_path / "index.json").read_text())
+    assert sidecar["encoder_id"] == "enc@1" and sidecar["count"] == 300 and sidecar["applied_seq"] == 42
+    assert sidecar["factory"] == ("IDMap2,Flat" if params is EXACT else "IVF16,Flat")
+    loaded = load_store(tmp_path, "enc@1", mmap=True)
+    assert loaded.describe()["memory_mapped"] and loaded.index_id == store.index_id
+    query = unit_rows(2, 8, seed=4)
+    assert loaded.search(query, 5)[0].tolist() == store.search(query, 5)[0].tolist()
+    loaded.upsert(np.array([1000]), unit_rows(1, 8, seed=5))  # a read-only mapped base still takes changes
+    assert loaded.count() == 301
+
+
+def test_loading_with_another_encoder_is_refused(tmp_path):
+    empty_store("enc@1", 8).save(tmp_path)
+    with pytest.raises(IndexEncoderMismatch):
+        load_store(tmp_path, "enc@2")
+
+
+def test_corrupt_index_is_detected(tmp_path):
+    build_store("enc@1", 8, np.arange(3), unit_rows(3, 8), EXACT).save(tmp_path)
+    (tmp_path / "index.faiss").write_bytes(b"garbage")
+    with pytest.raises(IndexCorrupt):
+        load_store(tmp_path, "enc@1")
+
+
+def test_needs_rebuild_when_crossing_the_threshold_or_after_many_changes():
+    params = IndexParams(ann_threshold=50, compact_after=10)
+    store = build_store("enc", 8, np.arange(40), unit_rows(40, 8), params)
+    assert not store.needs_rebuild(params)
+    store.upsert(np.arange(100, 105), unit_rows(5, 8, seed=1))
+    assert not store.needs_rebuild(params)
+    store.upsert(np.arange(200, 206), unit_rows(6, 8, seed=2))  # 51 vectors, 11 changes
+    assert store.needs_rebuild(params)
+    rebuilt = build_store("enc", 8, store.ids(), unit_rows(51, 8), params)
+    assert rebuilt.factory.startswith("IVF") and not rebuilt.needs_rebuild(params)
