@@ -151,6 +151,11 @@ class FaissStore:
             np.save(f, np.fromiter(sorted(self.masked), np.int64))
         _atomic_write(directory / SIDECAR_FILE, json.dumps(self.manifest(), indent=2).encode())
 
+    def base_bytes_size(self) -> int:
+        """Bytes of the base index as stored (what a worker maps), plus its id list."""
+        size = self.base_path.stat().st_size if self.base_path is not None else len(faiss.serialize_index(self.base))
+        return size + self.base_ids.nbytes
+
     def base_bytes(self) -> bytes:
         if self.base_path is not None:
             return self.base_path.read_bytes()
