@@ -135,8 +135,8 @@ def start_worker(service_env, tmp_path):
 
     def start(name: str | None = None) -> WorkerProcess:
         worker = WorkerProcess(service_env, name or f"w-{uuid.uuid4().hex[:6]}", tmp_path / "worker.log")
-        started.append(worker.start())
-        return worker
+        started.append(worker)  # before start: a worker that starts too slowly is still stopped afterwards
+        return worker.start()
 
     yield start
     for worker in started:
