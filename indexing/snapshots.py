@@ -31,10 +31,12 @@ def encoder_prefix(encoder_id: str) -> str:
 
 
 class WriterLock:
-    """Who writes snapshots for an encoder: the first worker to take the key keeps it while it renews it."""
+    """Who writes snapshots for an encoder: the first worker to take the key keeps it while it renews it.
+    `scope` (the queue name) keeps stacks that share one Redis apart."""
 
-    def __init__(self, redis: Redis, encoder_id: str, owner: str, ttl_s: int):
-        self.redis, self.key, self.owner, self.ttl_s = redis, f"attrib:snapshot-writer:{encoder_id}", owner, ttl_s
+    def __init__(self, redis: Redis, scope: str, encoder_id: str, owner: str, ttl_s: int):
+        self.redis, self.owner, self.ttl_s = redis, owner, ttl_s
+        self.key = f"attrib:snapshot-writer:{scope}:{encoder_id}"
 
     def acquire(self) -> bool:
         if self.redis.set(self.key, self.owner, nx=True, ex=self.ttl_s):

@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
                           ttl_s=settings.worker_heartbeat_ttl_s)
     recovery = Periodic("recovery", heartbeat.interval_s, lambda: _recover(redis, queue, settings))
     # One worker per encoder (a Redis lock) writes snapshots; the others pick up a rebuilt base.
-    writer = lambda: WriterLock(redis, get_runtime().encoder.encoder_id, name,  # noqa: E731
+    writer = lambda: WriterLock(redis, settings.queue_name, get_runtime().encoder.encoder_id, name,  # noqa: E731
                                 ttl_s=int(3 * settings.snapshot_interval_s))
     # Webhook sending, the retention sweep and snapshots run beside the jobs, each on its own thread and schedule.
     side_threads = [recovery, DeliveryLoop(settings, name),

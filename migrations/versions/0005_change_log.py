@@ -1,14 +1,14 @@
 """change log of vector upserts and deletes, with its one-row sequence counter
 
 Revision ID: 0005
-Revises: 0003
+Revises: 0008
 Create Date: 2026-11-26
 """
 from alembic import op
 import sqlalchemy as sa
 
 revision = '0005'
-down_revision = '0003'
+down_revision = '0008'
 branch_labels = None
 depends_on = None
 

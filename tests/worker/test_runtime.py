@@ -101,7 +101,8 @@ def test_damaged_snapshot_is_rebuilt_from_the_database(client, damage):
 
 def test_one_snapshot_writer_at_a_time(service_env):
     redis = Redis.from_url(REDIS_URL)
-    first, second = (WriterLock(redis, "enc@test", owner, ttl_s=30) for owner in ("w1", "w2"))
+    first, second = (WriterLock(redis, service_env["ATTRIB_QUEUE_NAME"], "enc@test", owner, ttl_s=30)
+                     for owner in ("w1", "w2"))
     try:
         assert first.acquire() and not second.acquire()
         assert first.acquire()  # the writer renews its own lock
@@ -122,7 +123,8 @@ def test_crossing_the_threshold_swaps_in_a_trained_index(client, monkeypatch):
     sync(reader)
     assert writer.store.describe()["exact"] and writer.store.count() == 6  # serves exactly until rebuilt
     redis = Redis.from_url(REDIS_URL)
-    lock_of = lambda owner: WriterLock(redis, writer.encoder.encoder_id, owner, ttl_s=30)  # noqa: E731
+    scope = get_settings().queue_name
+    lock_of = lambda owner: WriterLock(redis, scope, writer.encoder.encoder_id, owner, ttl_s=30)  # noqa: E731
     writer.snapshot(lock_of("writer"))  # the writer's background step: train, build, snapshot, then map it
     described = writer.store.describe()
     assert not described["exact"] and described["index_type"].startswith("IVF")
