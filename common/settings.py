@@ -40,7 +40,7 @@ class Settings(BaseSettings):
 
     # Vector index (indexing/backends/faiss.py): exact search below this many vectors, an approximate
     # IVF index (trained offline by the snapshot writer or `rebuild-index`) at or above it.
-    ann_threshold: int = Field(default=200_000, ge=1)
+    ann_threshold: int = Field(default=50_000, ge=1)
     ann_codes: str = "SQ8"  # codes of the approximate index: SQ8 (1 byte/dim), Flat, or PQ<m>
     ann_nprobe: int = Field(default=48, ge=1)  # IVF lists visited per query (recall vs latency)
     # Changes held beside the base index before the snapshot writer rebuilds the base from the database.
