@@ -1,0 +1,1 @@
+"""Vector-store engines behind `indexing.vectorstore.VectorStore`; the only place faiss or pymilvus is imported."""

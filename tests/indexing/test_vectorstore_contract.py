@@ -1,0 +1,138 @@
+"""One contract, every vector backend (docs/design.md §3): what the worker relies on, whatever the engine.
+
+A backend joins by adding a `Harness` to `HARNESSES`: how to open a store for (encoder, build) and how to
+reopen it as a restarted worker would (from what the backend persisted, not from memory).
+
+milvus-lite serves one process per data file, so the Milvus harness keeps one client per test (its own
+file under tmp_path) and reopens by closing that client and connecting again; nothing else opens the file.
+"""
+import numpy as np
+import pytest
+
+DIM = 8
+
+
+def unit(rows: int, seed: int) -> np.ndarray:
+    v = np.random.default_rng(seed).standard_normal((rows, DIM)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+class MilvusHarness:
+    def __init__(self, tmp_path):
+        from indexing.backends import milvus
+        self.milvus, self.uri = milvus, str(tmp_path / "vectors.db")
+        self.client = milvus.connect(self.uri)
+
+    def open(self, encoder_id: str = "enc-a", build: str = "live", dim: int = DIM):
+        return self.milvus.MilvusStore(self.client, encoder_id=encoder_id, dim=dim, build=build)
+
+    def reopen(self, store):
+        self.client.close()
+        self.client = self.milvus.connect(self.uri)
+        return self.open(store.encoder_id, store.build, store.dim)
+
+    def close(self):
+        self.client.close()
+
+
+HARNESSES = {"milvus": MilvusHarness}
+# FAISS joins with one line once indexing/backends/faiss.py exists: HARNESSES["faiss"] = FaissHarness
+
+
+@pytest.fixture(params=sorted(HARNESSES))
+def backend(request, tmp_path):
+    harness = HARNESSES[request.param](tmp_path)
+    yield harness
+    harness.close()
+
+
+def test_add_then_search_finds_each_vector_first(backend):
+    store = backend.open()
+    vectors = unit(20, 0)
+    store.upsert(np.arange(100, 120), vectors)
+    ids, scores = store.search(vectors[:5], k=3)
+    assert store.count() == 20
+    assert ids.shape == (5, 3) and ids[:, 0].tolist() == list(range(100, 105))
+    assert np.allclose(scores[:, 0], 1.0, atol=1e-4)
+    assert (np.diff(scores, axis=1) <= 1e-6).all()  # best first
+
+
+def test_upsert_replaces_rather_than_duplicates(backend):
+    store = backend.open()
+    a, b = unit(2, 1)
+    store.upsert(np.array([7]), a[None])
+    store.upsert(np.array([7]), b[None])
+    ids, scores = store.search(b[None], k=5)
+    assert store.count() == 1
+    assert ids[0].tolist() == [7] and scores[0, 0] == pytest.approx(1.0, abs=1e-4)
+
+
+def test_delete_counts_only_present_ids_and_they_never_return(backend):
+    store = backend.open()
+    vectors = unit(10, 2)
+    store.upsert(np.arange(10), vectors)
+    assert store.delete(np.array([3, 4, 999])) == 2
+    assert store.delete(np.array([3])) == 0
+    ids, _ = store.search(vectors, k=10)
+    assert store.count() == 8
+    assert not {3, 4} & set(ids.ravel().tolist())
+
+
+def test_search_on_small_or_empty_store_pads_nothing_it_does_not_have(backend):
+    store = backend.open()
+    ids, scores = store.search(unit(2, 3), k=5)
+    assert ids.shape == (2, 0) and scores.shape == (2, 0)
+    store.upsert(np.array([1, 2]), unit(2, 4))
+    ids, _ = store.search(unit(1, 5), k=5)
+    assert sorted(ids[0].tolist()) == [1, 2]
+
+
+def test_wrong_shape_is_refused(backend):
+    store = backend.open()
+    with pytest.raises(ValueError):
+        store.upsert(np.array([1, 2]), unit(1, 6))
+    assert store.count() == 0
+
+
+def test_deletes_and_position_survive_a_reopen(backend):
+    """A restarted worker (another process, another host) must not see a deleted vector again."""
+    store = backend.open()
+    vectors = unit(6, 7)
+    store.upsert(np.arange(6), vectors)
+    store.delete(np.array([2]))
+    store.applied_seq = 41
+    reopened = backend.reopen(store)
+    ids, _ = reopened.search(vectors, k=6)
+    assert reopened.count() == 5 and reopened.applied_seq == 41
+    assert 2 not in ids.ravel().tolist()
+
+
+def test_a_rebuild_is_a_separate_collection_and_a_switch_never_resurrects(backend):
+    """Publishing a pair switches to a new build; the old build keeps its own state until dropped."""
+    old = backend.open(build="b1")
+    vectors = unit(5, 8)
+    old.upsert(np.arange(5), vectors)
+    old.delete(np.array([0]))                        # work 0 deleted while b1 served
+    new = backend.open(build="b2")                   # the rebuild is filled from the live set only
+    new.upsert(np.arange(1, 5), vectors[1:])
+    switched = backend.reopen(new)
+    ids, _ = switched.search(vectors, k=5)
+    assert switched.count() == 4 and 0 not in ids.ravel().tolist()
+    assert backend.open(build="b1").count() == 4     # b1 untouched by b2
+
+
+def test_another_encoders_collection_is_refused(backend):
+    store = backend.open(encoder_id="enc-a")
+    store.upsert(np.array([1]), unit(1, 9))
+    with pytest.raises(ValueError, match="encoder"):
+        backend.open(encoder_id="enc-a", dim=DIM * 2)
+    other = backend.open(encoder_id="enc-b")         # another encoder: its own, empty collection
+    assert other.count() == 0 and store.count() == 1
+
+
+def test_describe_names_backend_encoder_and_position(backend):
+    store = backend.open()
+    store.upsert(np.array([1, 2, 3]), unit(3, 10))
+    info = store.describe()
+    assert info["count"] == 3 and info["dim"] == DIM and info["encoder_id"] == "enc-a"
+    assert info["backend"] in HARNESSES and "applied_seq" in info
