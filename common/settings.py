@@ -83,6 +83,18 @@ class Settings(BaseSettings):
     def webhook_allow_host_set(self) -> frozenset[str]:
         return frozenset(h.strip().lower() for h in self.webhook_allow_hosts.split(",") if h.strip())
 
+    # Where shared files live (common.storage): empty = a folder under data_dir ("storage/"); or
+    # "s3://bucket/prefix" on any S3-compatible store (credentials from the usual AWS_* variables),
+    # which lets API, workers and trainer run on hosts that share no filesystem.
+    storage_url: str = ""
+    s3_endpoint_url: str = ""  # e.g. http://minio:9000; empty = AWS
+    # Vector engine: "faiss" (in-process, one machine) or "milvus" (pymilvus; a server or cluster URI such
+    # as http://milvus:19530, or a milvus-lite file path ending in .db: one process per file).
+    vector_backend: str = Field(default="faiss", pattern="^(faiss|milvus)$")
+    milvus_uri: str = ""  # empty = <data_dir>/milvus/worker-N.db (milvus-lite, one file per worker process)
+    milvus_token: str = ""
+    milvus_index_type: str = "FLAT"  # FLAT in tests; HNSW, AUTOINDEX, IVF_SQ8, ... on a server
+
     @property
     def storage_dir(self) -> Path:
         return self.data_dir / "storage"

@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 from common.db.session import new_session
 from common.settings import get_settings
-from common.storage import LocalStorage
+from common.storage import get_storage
 from core.encoder import load_encoder
 from indexing.embedding import embed_missing, images_missing_vectors
 from indexing.store import build_from_database
@@ -42,7 +42,7 @@ def rebuild_index(encoder_spec: str, out: Path | None = None, batch_size: int | 
     with new_session() as session:
         missing = len(images_missing_vectors(session, encoder.encoder_id))
         with tqdm(total=missing, desc="embedding source images", unit="img") as bar:
-            embed_missing(session, encoder, LocalStorage(settings.storage_dir), batch_size, bar.update)
+            embed_missing(session, encoder, get_storage(settings), batch_size, bar.update)
         index = build_from_database(session, encoder.encoder_id, encoder.dim)
     index.save(out)
     print(f"index {index.index_id}: {len(index)} vectors from {encoder.encoder_id} -> {out}")

@@ -17,7 +17,7 @@ from common.jobs import get_queue
 from common.recovery import recover
 from common.retention import sweep_expired_jobs
 from common.settings import get_settings
-from common.storage import LocalStorage
+from common.storage import get_storage
 from worker.deliveries import DeliveryLoop
 from worker.heartbeat import Heartbeat, Periodic
 from worker.runtime import Runtime, get_runtime, set_runtime
@@ -65,13 +65,13 @@ def main(argv: list[str] | None = None) -> None:
 
 def _recover(redis: Redis, queue, settings) -> None:
     with new_session() as session:
-        recover(session, redis, queue, LocalStorage(settings.storage_dir), max_attempts=settings.job_max_attempts,
+        recover(session, redis, queue, get_storage(settings), max_attempts=settings.job_max_attempts,
                 grace_s=settings.recovery_grace_s)
 
 
 def _sweep(settings) -> None:
     with new_session() as session:
-        sweep_expired_jobs(session, LocalStorage(settings.storage_dir), retention_days=settings.job_retention_days)
+        sweep_expired_jobs(session, get_storage(settings), retention_days=settings.job_retention_days)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from common.db import crud
 from common.settings import Settings
 from core.encoder import Encoder, load_encoder
 from core.index import VectorIndex
-from common.storage import LocalStorage
+from common.storage import get_storage
 from indexing.embedding import embed_missing
 from indexing.store import fingerprint, index_dirs, live_index_dir, open_index, sync_index
 
@@ -42,7 +42,7 @@ class Runtime:
         log.info("loaded encoder %s, index %s (%d vectors) from %s", encoder.encoder_id, index.index_id,
                  len(index), source)
         # Images registered while another encoder was active have no vector from this one yet.
-        caught_up = embed_missing(session, encoder, LocalStorage(settings.storage_dir), settings.embed_batch_size)
+        caught_up = embed_missing(session, encoder, get_storage(settings), settings.embed_batch_size)
         if caught_up:
             log.info("embedded %d images that lacked a vector from this encoder", caught_up)
         runtime.sync(session)

@@ -17,7 +17,7 @@ from common.db import crud
 from common.db.models import AttributionJob, JobStatus, Scope
 from common.db.session import new_session
 from common.jobs import enqueue_attribution
-from common.storage import LocalStorage
+from common.storage import Storage, key_for
 
 router = APIRouter(prefix="/attribute", tags=["attribution"])
 _FINISHED = (JobStatus.done, JobStatus.failed)
@@ -41,7 +41,7 @@ def create_attribution(
     # One file per job (not per content hash): a finished job deletes its query image, and that must
     # never remove the file of another job that submitted the same bytes.
     job_id = uuid.uuid4()
-    storage_key = LocalStorage.key_for("queries", job_id.hex, checked.extension)
+    storage_key = key_for("queries", job_id.hex, checked.extension)
     storage.put(storage_key, checked.data)
     job = crud.create_job(session, job_id=job_id, query_sha256=checked.sha256, storage_key=storage_key,
                           top_k=top_k,
@@ -62,7 +62,7 @@ def create_attribution(
     return attribution_public(request, job)
 
 
-def _fail_unqueued(session: Session, storage: LocalStorage, job: AttributionJob) -> None:
+def _fail_unqueued(session: Session, storage: Storage, job: AttributionJob) -> None:
     job.status, job.error = JobStatus.failed, "the job queue was unavailable when the job was submitted"
     session.commit()
     storage.delete(job.storage_key)

@@ -16,7 +16,7 @@ from common.db import crud
 from common.db.models import ApiKey, ImageState, Scope, SourceImage, Work
 from common.images import CheckedImage
 from common.jobs import enqueue_embed_work
-from common.storage import LocalStorage
+from common.storage import Storage, key_for
 
 router = APIRouter(prefix="/sources", tags=["sources"])
 log = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ def _existing_work_or_conflict(session, checked: dict[str, CheckedImage],
                   title="Duplicate images", duplicates={h: str(i.work_id) for h, i in existing.items()})
 
 
-def _store(storage: LocalStorage, work_id: uuid.UUID, image: CheckedImage) -> SourceImage:
+def _store(storage: Storage, work_id: uuid.UUID, image: CheckedImage) -> SourceImage:
     key = f"sources/{work_id}/{image.sha256}.{image.extension}"
     storage.put(key, image.data)
     return SourceImage(content_sha256=image.sha256, storage_key=key, media_type=image.media_type,
