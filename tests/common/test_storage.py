@@ -82,3 +82,29 @@ def test_storage_url_picks_the_backend(tmp_path):
     assert isinstance(storage_from("s3://bucket/prefix", "http://127.0.0.1:1", None), S3Storage)
     with pytest.raises(ValueError):
         S3Storage("s3:///no-bucket")
+
+
+def test_migration_to_s3_copies_everything_once_and_can_be_rerun(s3_server, tmp_path, monkeypatch, capsys):
+    from common.storage_migrate import main
+    local = LocalStorage(tmp_path / "data" / "storage")
+    keys = ["sources/w1/a.jpg", "queries/ab/abc.jpg", "artifacts/enc/weights.bin"]
+    for key in keys:
+        local.put(key, key.encode())
+    target_url = f"s3://{s3_server.new_bucket()}/attrib"
+    monkeypatch.setenv("ATTRIB_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("ATTRIB_STORAGE_URL", "")
+    from common.settings import get_settings
+    get_settings.cache_clear()
+    try:
+        assert main(["--to", target_url, "--endpoint-url", s3_server.endpoint]) == 0
+        assert "copied 3 objects" in capsys.readouterr().out
+        local.put("sources/w2/new.jpg", b"late")          # arrived while the first pass ran
+        assert main(["--to", target_url, "--endpoint-url", s3_server.endpoint]) == 0
+        second = capsys.readouterr().out
+        assert "copied 1 objects" in second and "3 were already at the target" in second
+    finally:
+        get_settings.cache_clear()
+    remote = S3Storage(target_url, endpoint_url=s3_server.endpoint)
+    assert sorted(k for p in ("sources", "queries", "artifacts") for k in remote.list(p)) == sorted(
+        keys + ["sources/w2/new.jpg"])
+    assert remote.get("sources/w1/a.jpg") == b"sources/w1/a.jpg"
