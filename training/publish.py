@@ -11,8 +11,10 @@ from sqlalchemy import select, update
 from common.audit import record
 from common.db.models import ModelPair
 from common.db.session import new_session
+from common.settings import get_settings
 from core.encoder import load_encoder
 from core.index import load_index
+from indexing import artifacts
 
 # The evaluation number that decides whether a new pair is better (service protocol, mean AP).
 GATE_METRIC = "map"
@@ -39,14 +41,26 @@ def publish_pair(encoder_spec: str, index_dir: Path, report: dict | None = None,
     with new_session() as session:
         active = session.scalar(select(ModelPair).where(ModelPair.active.is_(True)))
         refuse_if_worse(active, report, force)
-        pair = ModelPair(encoder_id=encoder.encoder_id, encoder_uri=str(encoder_spec),
-                         index_path=str(index_dir.resolve()), index_id=index.index_id, report=report)
+        encoder_uri, index_path = _shared_locations(encoder_spec, index_dir, index.index_id)
+        pair = ModelPair(encoder_id=encoder.encoder_id, encoder_uri=encoder_uri,
+                         index_path=index_path, index_id=index.index_id, report=report)
         session.add(pair)
         _activate(session, pair)
         record(session, action="model.publish", actor="cli", target=pair.id,
                detail={"encoder_id": pair.encoder_id, "index_id": pair.index_id, "forced": force})
         session.commit()
         return pair
+
+
+def _shared_locations(encoder_spec: str, index_dir: Path, index_id: str) -> tuple[str, str]:
+    """Local paths on one machine; with remote storage, upload both so workers on other hosts find them."""
+    settings = get_settings()
+    if not artifacts.uploads_artifacts(settings):
+        return str(encoder_spec), str(index_dir.resolve())
+    prefix = f"artifacts/pairs/{index_id}"
+    encoder_uri = (artifacts.upload_dir(settings, Path(encoder_spec), f"{prefix}/encoder")
+                   if Path(encoder_spec).is_dir() else str(encoder_spec))
+    return encoder_uri, artifacts.upload_dir(settings, index_dir, f"{prefix}/index")
 
 
 def refuse_if_worse(active: ModelPair | None, report: dict | None, force: bool) -> None:

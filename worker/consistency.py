@@ -15,6 +15,7 @@ from common.db.session import new_session
 from common.settings import Settings, get_settings
 from core.encoder import load_encoder
 from core.index import IndexCorrupt, IndexEncoderMismatch, VectorIndex, load_index
+from indexing.artifacts import resolve
 from indexing.store import build_from_database, index_dirs, live_index_dir, live_vector_ids
 
 
@@ -55,14 +56,14 @@ def _sample(ids: list[int], n: int = 10) -> str:
 
 def active_encoder_id_and_dim(session: Session, settings: Settings) -> tuple[str, int]:
     pair = crud.get_active_pair(session)
-    encoder = load_encoder(pair.encoder_uri if pair else settings.encoder, "cpu")
+    encoder = load_encoder(resolve(pair.encoder_uri, settings) if pair else settings.encoder, "cpu")
     return encoder.encoder_id, encoder.dim
 
 
 def saved_index_dir(session: Session, settings: Settings, encoder_id: str) -> Path | None:
     """The directory a starting worker would load: its live index, else the published pair's."""
     pair = crud.get_active_pair(session)
-    directories = index_dirs(settings.artifacts_dir, encoder_id, pair.index_path if pair else None)
+    directories = index_dirs(settings.artifacts_dir, encoder_id, resolve(pair.index_path, settings) if pair else None)
     return next((d for d in directories if (d / "index.json").exists()), None)
 
 

@@ -14,6 +14,7 @@ from common.settings import Settings
 from core.encoder import Encoder, load_encoder
 from core.index import VectorIndex
 from common.storage import get_storage
+from indexing.artifacts import resolve
 from indexing.embedding import embed_missing
 from indexing.store import fingerprint, index_dirs, live_index_dir, open_index, sync_index
 
@@ -35,8 +36,9 @@ class Runtime:
     @classmethod
     def load(cls, session: Session, settings: Settings, device: str = "cpu") -> "Runtime":
         pair = crud.get_active_pair(session)
-        encoder = load_encoder(pair.encoder_uri if pair else settings.encoder, device)
-        directories = index_dirs(settings.artifacts_dir, encoder.encoder_id, pair.index_path if pair else None)
+        encoder = load_encoder(resolve(pair.encoder_uri, settings) if pair else settings.encoder, device)
+        directories = index_dirs(settings.artifacts_dir, encoder.encoder_id,
+                                 resolve(pair.index_path, settings) if pair else None)
         index, source = open_index(directories, encoder.encoder_id, encoder.dim)
         runtime = cls(settings, encoder, index, pair.id if pair else None, source, device)
         log.info("loaded encoder %s, index %s (%d vectors) from %s", encoder.encoder_id, index.index_id,
