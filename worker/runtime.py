@@ -37,9 +37,7 @@ class Runtime:
     def load(cls, session: Session, settings: Settings, device: str = "cpu") -> "Runtime":
         pair = crud.get_active_pair(session)
         encoder = load_encoder(resolve(pair.encoder_uri, settings) if pair else settings.encoder, device)
-        directories = index_dirs(settings.artifacts_dir, encoder.encoder_id,
-                                 resolve(pair.index_path, settings) if pair else None)
-        index, source = open_index(directories, encoder.encoder_id, encoder.dim)
+        index, source = _open_vectors(settings, encoder, pair)
         runtime = cls(settings, encoder, index, pair.id if pair else None, source, device)
         log.info("loaded encoder %s, index %s (%d vectors) from %s", encoder.encoder_id, index.index_id,
                  len(index), source)
@@ -80,6 +78,17 @@ class Runtime:
     def describe(self) -> dict:
         return {"encoder_id": self.encoder.encoder_id, "index_id": self.index.index_id,
                 "index_size": len(self.index), "pair_id": self.pair_id, "loaded_from": self.loaded_from}
+
+
+def _open_vectors(settings: Settings, encoder: Encoder, pair) -> tuple:
+    """INTERIM backend choice until the vector-store seam (docs/design.md §3) lands here."""
+    if settings.vector_backend == "milvus":
+        from indexing.backends.milvus import MilvusIndexAdapter, open_milvus_store
+        store = open_milvus_store(settings, encoder_id=encoder.encoder_id, dim=encoder.dim)
+        return MilvusIndexAdapter(store), f"milvus:{store.name}"
+    directories = index_dirs(settings.artifacts_dir, encoder.encoder_id,
+                             resolve(pair.index_path, settings) if pair else None)
+    return open_index(directories, encoder.encoder_id, encoder.dim)
 
 
 _current: Runtime | None = None

@@ -18,7 +18,7 @@ from pymilvus.exceptions import MilvusException
 
 FORMAT = "attrib-milvus/1"
 _ENCODER, _DIM, _SEQ, _FORMAT = "attrib.encoder_id", "attrib.dim", "attrib.applied_seq", "attrib.format"
-_NAME_MAX = 255  # Milvus' collection-name limit
+_NAME_MAX = 255  # Milvus' collection-name limit (ours stay under 140: job rows keep it in 200 chars)
 
 
 class MilvusEncoderMismatch(ValueError):
@@ -33,7 +33,7 @@ def collection_name(encoder_id: str, build: str) -> str:
     """A name Milvus accepts (letters, digits, '_'), readable, and unique per (encoder, build) even when
     two encoder ids differ only in characters the cleaning drops (hence the hash)."""
     digest = hashlib.sha256(f"{encoder_id}\0{build}".encode()).hexdigest()[:12]
-    readable = re.sub(r"[^A-Za-z0-9]+", "_", f"{encoder_id}_{build}").strip("_")[:200]
+    readable = re.sub(r"[^A-Za-z0-9]+", "_", f"{encoder_id}_{build}").strip("_")[:120]
     return f"attrib_{readable}_{digest}"[:_NAME_MAX]
 
 
@@ -148,3 +148,76 @@ class MilvusStore:
     def drop(self) -> None:
         """Remove this collection (an old build after a pair switch, once no worker serves it)."""
         self.client.drop_collection(self.name)
+
+
+_clients: dict[str, MilvusClient] = {}
+_held_locks: list = []
+
+
+def lite_file_for_this_process(folder) -> str:
+    """A milvus-lite file this process alone may open: the first `worker-N.db` whose lock it can take.
+    The lock lives as long as the process, so a restarted worker reuses a free file (and the collection,
+    change-log position included, that it left there) and two live workers never share one."""
+    import fcntl
+    from itertools import count
+    from pathlib import Path
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for n in count():
+        lock = open(folder / f"worker-{n}.lock", "a")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            continue
+        _held_locks.append(lock)
+        return str(folder / f"worker-{n}.db")
+
+
+def client_for(settings) -> MilvusClient:
+    """One client per process and URI (a milvus-lite file cannot be opened twice, even by its own process)."""
+    uri = settings.milvus_uri or _clients.get("default-lite") or lite_file_for_this_process(
+        settings.data_dir / "milvus")
+    if not settings.milvus_uri:
+        _clients.setdefault("default-lite", uri)
+    if uri not in _clients:
+        _clients[uri] = connect(uri, settings.milvus_token)
+    return _clients[uri]
+
+
+def open_milvus_store(settings, *, encoder_id: str, dim: int, build: str = "live") -> MilvusStore:
+    return MilvusStore(client_for(settings), encoder_id=encoder_id, dim=dim, build=build,
+                       index_type=settings.milvus_index_type)
+
+
+class MilvusIndexAdapter:
+    """INTERIM (until the change-log seam replaces the diff sync in worker/runtime.py): a MilvusStore with
+    the surface of core.index.VectorIndex, so today's runtime runs unchanged on Milvus. Milvus persists
+    by itself, so `save` does nothing."""
+
+    def __init__(self, store: MilvusStore):
+        self.store, self.encoder_id, self.dim, self.index_id = store, store.encoder_id, store.dim, store.name
+
+    def __len__(self) -> int:
+        return self.store.count()
+
+    def ids(self) -> np.ndarray:
+        iterator = self.store.client.query_iterator(self.store.name, batch_size=10_000, filter="id >= 0",
+                                                    output_fields=["id"])
+        found = []
+        while batch := iterator.next():
+            found.extend(row["id"] for row in batch)
+        iterator.close()
+        return np.asarray(found, np.int64)
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        self.store.upsert(ids, vectors)
+
+    def remove(self, ids: np.ndarray) -> int:
+        return self.store.delete(ids)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.store.search(queries, k)
+
+    def save(self, directory) -> None:
+        return None
