@@ -56,13 +56,16 @@ class MilvusStore:
     """`indexing.vectorstore.VectorStore` over one Milvus collection."""
 
     def __init__(self, client: MilvusClient, *, encoder_id: str, dim: int, build: str = "live",
-                 index_type: str = "FLAT", index_params: dict | None = None, flush_before_read: bool = True):
+                 collection: str | None = None, index_type: str = "FLAT", index_params: dict | None = None,
+                 flush_before_read: bool = True):
+        """`collection` opens a named collection (the one a pair row names) instead of deriving the name;
+        its stored encoder must still be `encoder_id`."""
         self.client, self.encoder_id, self.dim, self.build = client, encoder_id, dim, build
         # milvus-lite scans unflushed (growing) rows slowly: ~0.7 s per request at 2,000 x 1280-d, against
         # ~0.05 s once flushed (measured here). So with lite, the first read after writes flushes. A server
         # indexes growing segments itself and flushes on its own schedule: pass False there.
         self.flush_before_read, self._unflushed = flush_before_read, False
-        self.name = collection_name(encoder_id, build)
+        self.name = collection or collection_name(encoder_id, build)
         self.index_type = index_type
         if client.has_collection(self.name):
             self._applied_seq = self._check_identity()

@@ -1,11 +1,15 @@
 """One contract, every vector backend (docs/design.md §3): what the worker relies on, whatever the engine.
 
-A backend joins by adding a `Harness` to `HARNESSES`: how to open a store for (encoder, build) and how to
-reopen it as a restarted worker would (from what the backend persisted, not from memory).
+A backend joins by adding a harness to `HARNESSES`: how to open a store for (encoder, build), how to
+reopen it as a restarted worker would (from what the backend persisted, not from memory), and how to open
+what a store persisted as if another encoder were serving (a pair row naming the wrong index).
 
 milvus-lite serves one process per data file, so the Milvus harness keeps one client per test (its own
 file under tmp_path) and reopens by closing that client and connecting again; nothing else opens the file.
 """
+import importlib.util
+import re
+
 import numpy as np
 import pytest
 
@@ -17,7 +21,42 @@ def unit(rows: int, seed: int) -> np.ndarray:
     return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
+class FaissHarness:
+    """Stores live in memory as a worker holds them; reopen = save and load from disk, as a restart does."""
+    checks_dim = False  # load_store checks the encoder id; a wrong dimension would only fail at search time
+
+    def __init__(self, tmp_path):
+        from indexing.backends import faiss as backend
+        self.backend, self.root, self.live = backend, tmp_path / "faiss", {}
+
+    def _dir(self, store):
+        return self.root / re.sub(r"[^A-Za-z0-9._-]+", "_", store.encoder_id) / store.build
+
+    def open(self, encoder_id: str = "enc-a", build: str = "live", dim: int = DIM):
+        if (encoder_id, build) not in self.live:
+            store = self.backend.empty_store(encoder_id, dim)
+            store.build = build
+            self.live[encoder_id, build] = store
+        return self.live[encoder_id, build]
+
+    def reopen(self, store):
+        store.save(self._dir(store))
+        loaded = self.backend.load_store(self._dir(store), store.encoder_id)
+        loaded.build = store.build
+        self.live[store.encoder_id, store.build] = loaded
+        return loaded
+
+    def open_existing(self, store, encoder_id: str, dim: int):
+        store.save(self._dir(store))
+        return self.backend.load_store(self._dir(store), encoder_id)
+
+    def close(self):
+        pass
+
+
 class MilvusHarness:
+    checks_dim = True
+
     def __init__(self, tmp_path):
         from indexing.backends import milvus
         self.milvus, self.uri = milvus, str(tmp_path / "vectors.db")
@@ -31,12 +70,16 @@ class MilvusHarness:
         self.client = self.milvus.connect(self.uri)
         return self.open(store.encoder_id, store.build, store.dim)
 
+    def open_existing(self, store, encoder_id: str, dim: int):
+        return self.milvus.MilvusStore(self.client, encoder_id=encoder_id, dim=dim, collection=store.name)
+
     def close(self):
         self.client.close()
 
 
 HARNESSES = {"milvus": MilvusHarness}
-# FAISS joins with one line once indexing/backends/faiss.py exists: HARNESSES["faiss"] = FaissHarness
+if importlib.util.find_spec("indexing.backends.faiss"):  # the FAISS store (branch scaleidx) once it is there
+    HARNESSES["faiss"] = FaissHarness
 
 
 @pytest.fixture(params=sorted(HARNESSES))
@@ -121,13 +164,21 @@ def test_a_rebuild_is_a_separate_collection_and_a_switch_never_resurrects(backen
     assert backend.open(build="b1").count() == 4     # b1 untouched by b2
 
 
-def test_another_encoders_collection_is_refused(backend):
+@pytest.mark.parametrize("encoder_id, dim", [("enc-b", DIM), ("enc-a", DIM * 2)], ids=["encoder", "dim"])
+def test_what_another_encoder_made_is_refused(backend, encoder_id, dim):
+    if dim != DIM and not backend.checks_dim:
+        pytest.skip("this backend checks the encoder id only")
     store = backend.open(encoder_id="enc-a")
     store.upsert(np.array([1]), unit(1, 9))
-    with pytest.raises(ValueError, match="encoder"):
-        backend.open(encoder_id="enc-a", dim=DIM * 2)
-    other = backend.open(encoder_id="enc-b")         # another encoder: its own, empty collection
-    assert other.count() == 0 and store.count() == 1
+    with pytest.raises(ValueError) as refused:
+        backend.open_existing(store, encoder_id, dim)
+    assert "enc-a" in str(refused.value)  # names the encoder that made it
+
+
+def test_each_encoder_has_its_own_store(backend):
+    first = backend.open(encoder_id="enc-a")
+    first.upsert(np.array([1]), unit(1, 9))
+    assert backend.open(encoder_id="enc-b").count() == 0 and first.count() == 1
 
 
 def test_describe_names_backend_encoder_and_position(backend):
