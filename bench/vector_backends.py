@@ -8,6 +8,7 @@ the backends one by one, so load from other processes on a shared machine hits b
 column is the number to read. Writes JSON + a markdown table under bench/results/vectors/."""
 import argparse
 import json
+import os
 import platform
 import statistics
 import tempfile
@@ -17,13 +18,24 @@ from pathlib import Path
 
 import numpy as np
 
-from core.index import VectorIndex
 from indexing.backends.milvus import MilvusStore, connect
 
 
 def unit(rows: int, dim: int, rng) -> np.ndarray:
     v = rng.standard_normal((rows, dim)).astype(np.float32)
     return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def faiss_store(dim: int):
+    """The FAISS VectorStore (indexing/backends/faiss.py) where it exists, else today's exact index."""
+    try:
+        from indexing.backends.faiss import empty_store
+        return empty_store("bench", dim)
+    except ImportError:
+        from core.index import VectorIndex
+        index = VectorIndex("bench", dim)
+        index.upsert, index.delete = index.add, index.remove
+        return index
 
 
 def timed(fn) -> float:
@@ -35,10 +47,10 @@ def timed(fn) -> float:
 def measure(n: int, dim: int, queries: int, k: int, workdir: Path, seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)
     vectors, ids = unit(n, dim, rng), np.arange(n, dtype=np.int64)
-    faiss_index = VectorIndex("bench", dim)
+    faiss_index = faiss_store(dim)
     client = connect(str(workdir / f"bench-{n}.db"))
     milvus = MilvusStore(client, encoder_id="bench", dim=dim, build=f"n{n}")
-    insert = {"faiss": timed(lambda: faiss_index.add(ids, vectors)),
+    insert = {"faiss": timed(lambda: faiss_index.upsert(ids, vectors)),
               "milvus": timed(lambda: milvus.upsert(ids, vectors))}
     probes = unit(queries, dim, rng)
     single = {"faiss": [], "milvus": []}
@@ -55,7 +67,7 @@ def measure(n: int, dim: int, queries: int, k: int, workdir: Path, seed: int = 0
     batch = {"faiss": timed(lambda: faiss_index.search(probes[:32], k)),
              "milvus": timed(lambda: milvus.search(probes[:32], k))}
     gone = ids[: max(1, n // 100)]
-    delete = {"faiss": timed(lambda: faiss_index.remove(gone)), "milvus": timed(lambda: milvus.delete(gone))}
+    delete = {"faiss": timed(lambda: faiss_index.delete(gone)), "milvus": timed(lambda: milvus.delete(gone))}
     client.drop_collection(milvus.name)
     client.close()
     row = {"n": n, "dim": dim, "k": k, "queries": queries, "topk_agreement": agree / (queries * k)}
@@ -71,7 +83,8 @@ def measure(n: int, dim: int, queries: int, k: int, workdir: Path, seed: int = 0
 
 def markdown(report: dict) -> str:
     lines = [f"# FAISS vs Milvus (milvus-lite) on one machine\n",
-             f"{report['machine']}, {report['when']}. Shared, noisy machine (other jobs running); "
+             f"{report['machine']}, {report['when']}. Shared, noisy machine (other jobs running; 1-min load "
+             f"average {report['load_average_1min']['before']:.0f} before, {report['load_average_1min']['after']:.0f} after); "
              f"queries interleaved between backends. Exact search on both (FAISS IDMap2,Flat; Milvus FLAT).\n",
              "| n | dim | backend | insert vec/s | search p50 ms | p95 ms | 32-query batch ms | delete 1% ms |",
              "|---|---|---|---|---|---|---|---|"]
@@ -96,11 +109,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--k", type=int, default=40)
     parser.add_argument("--out", type=Path, default=Path("bench/results/vectors"))
     args = parser.parse_args(argv)
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as workdir:
         rows = [measure(n, args.dim, args.queries, args.k, Path(workdir)) for n in args.sizes]
     report = {"machine": f"{platform.node()} ({platform.processor() or platform.machine()}, "
-                         f"{__import__('os').cpu_count()} cores)",
-              "when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "rows": rows}
+                         f"{os.cpu_count()} cores)",
+              "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+              "load_average_1min": {"before": load_before[0], "after": os.getloadavg()[0]}, "rows": rows}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "vector_backends.json").write_text(json.dumps(report, indent=2))
     (args.out / "vector_backends.md").write_text(markdown(report))
