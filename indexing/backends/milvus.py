@@ -96,7 +96,18 @@ class MilvusStore:
         return int(props.get(_SEQ, 0))
 
     @property
+    def index_id(self) -> str:
+        """What results record as the index that answered (job rows keep it): the collection's name."""
+        return self.name
+
+    @property
     def applied_seq(self) -> int:
+        return self._applied_seq
+
+    def reload_position(self) -> int:
+        """Re-read the stored position: on a shared server another worker may have applied more since."""
+        props = self.client.describe_collection(self.name).get("properties", {})
+        self._applied_seq = int(props.get(_SEQ, 0))
         return self._applied_seq
 
     @applied_seq.setter
@@ -212,7 +223,7 @@ class MilvusIndexAdapter:
     by itself, so `save` does nothing."""
 
     def __init__(self, store: MilvusStore):
-        self.store, self.encoder_id, self.dim, self.index_id = store, store.encoder_id, store.dim, store.name
+        self.store, self.encoder_id, self.dim, self.index_id = store, store.encoder_id, store.dim, store.index_id
 
     def __len__(self) -> int:
         return self.store.count()

@@ -150,6 +150,19 @@ def test_deletes_and_position_survive_a_reopen(backend):
     assert 2 not in ids.ravel().tolist()
 
 
+def test_milvus_position_is_shared_through_the_collection(tmp_path):
+    """Two workers on one server share a collection: each re-reads where the other left it."""
+    from indexing.backends.milvus import MilvusStore, connect
+    client = connect(str(tmp_path / "shared.db"))
+    try:
+        first = MilvusStore(client, encoder_id="enc-a", dim=DIM)
+        second = MilvusStore(client, encoder_id="enc-a", dim=DIM)
+        first.applied_seq = 17
+        assert second.applied_seq == 0 and second.reload_position() == 17 and second.index_id == first.name
+    finally:
+        client.close()
+
+
 def test_a_rebuild_is_a_separate_collection_and_a_switch_never_resurrects(backend):
     """Publishing a pair switches to a new build; the old build keeps its own state until dropped."""
     old = backend.open(build="b1")
