@@ -9,22 +9,24 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.problem_types import type_for_status
 from common.images import ImageRejected
 
 PROBLEM_JSON = "application/problem+json"
 
 
 class Problem(Exception):
-    def __init__(self, status: int, detail: str, title: str | None = None, type_: str = "about:blank",
+    def __init__(self, status: int, detail: str, title: str | None = None, type_: str | None = None,
                  headers: dict[str, str] | None = None, **extra):
         self.status, self.detail, self.type = status, detail, type_
         self.title = title or HTTPStatus(status).phrase
         self.headers, self.extra = headers, extra
 
 
-def problem_response(request: Request, status: int, title: str, detail: str, type_: str = "about:blank",
+def problem_response(request: Request, status: int, title: str, detail: str, type_: str | None = None,
                      headers: dict[str, str] | None = None, **extra) -> JSONResponse:
-    body = {"type": type_, "title": title, "status": status, "detail": detail,
+    """`type_` defaults to the status's entry in the catalogue (app/problem_types.py), which resolves."""
+    body = {"type": type_ or type_for_status(status), "title": title, "status": status, "detail": detail,
             "instance": request.url.path, **extra}
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 

@@ -1,6 +1,7 @@
 """One settings object for the API, the worker, the trainer and Alembic (env prefix ATTRIB_)."""
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -46,6 +47,14 @@ class Settings(BaseSettings):
     rate_limit_window_s: int = Field(default=60, ge=1)
     # How long a response is replayed for a repeated Idempotency-Key.
     idempotency_ttl_s: int = 24 * 3600
+
+    # Refuse (409) a second live work with the same external_ref for one rights holder, so a catalogue
+    # import can be re-run without creating duplicates. Off by default: some catalogues reuse refs.
+    unique_external_ref: bool = False
+
+    # Logs of the API and the workers: "json" (one object a line, with request, job and key ids) or "text".
+    log_format: Literal["json", "text"] = "text"
+    log_level: str = "INFO"
 
     # A worker retries a job this often before marking it failed.
     job_max_attempts: int = 3

@@ -45,6 +45,7 @@ class Scope(str, enum.Enum):
     admin = "admin"            # keys, retraining, everything
     registrar = "registrar"    # register, list and delete the works of its own rights holder
     attributor = "attributor"  # submit and read its own attribution jobs
+    metrics = "metrics"        # read /metrics only (a Prometheus scraper needs no admin key)
 
 
 class JobStatus(str, enum.Enum):
@@ -70,6 +71,9 @@ class ApiKey(Base):
 
 class Work(Base):
     __tablename__ = "works"
+    # Listing pages by (created_at, id) keyset; imports look works up by their external reference.
+    __table_args__ = (Index("ix_works_created_at_id", "created_at", "id"),
+                      Index("ix_works_rights_holder_external_ref", "rights_holder", "external_ref"))
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     title: Mapped[str] = mapped_column(String(300))
@@ -123,6 +127,8 @@ class Embedding(Base):
 
 class AttributionJob(Base):
     __tablename__ = "attribution_jobs"
+    # A key's own jobs, newest first, a page at a time (GET /attribute).
+    __table_args__ = (Index("ix_attribution_jobs_client_key_id_created_at", "client_key_id", "created_at", "id"),)
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     status: Mapped[JobStatus] = mapped_column(

@@ -17,6 +17,7 @@ from common.db import crud
 from common.db.models import AttributionJob, JobStatus, Scope
 from common.db.session import new_session
 from common.jobs import enqueue_attribution
+from common.logging_config import bind
 from common.storage import Storage, key_for
 
 router = APIRouter(prefix="/attribute", tags=["attribution"])
@@ -48,6 +49,7 @@ def create_attribution(
                           training_use=allow_training and settings.collect_queries_for_training,
                           client_key_id=key.id, callback_url=callback_url)
     session.commit()
+    bind(job_id=job.id)
     try:
         enqueue_attribution(queue, str(job.id))
     except RedisError as exc:
