@@ -70,6 +70,8 @@ def build_openapi(app: FastAPI) -> dict:
     for name in ("HTTPValidationError", "ValidationError"):
         schemas.pop(name, None)
     schemas.update(Problem=_PROBLEM, FieldError=_FIELD_ERROR, ValidationProblem=_VALIDATION_PROBLEM)
+    for component in schemas.values():
+        _mark_uploads_binary(component)
     for path, operations in schema["paths"].items():
         for method, operation in operations.items():
             _declare_problems(path, method, operation)
@@ -118,6 +120,19 @@ def _declare_headers(method: str, operation: dict) -> None:
     for status, response in operation["responses"].items():
         if status.startswith("2"):
             response["headers"] = {**response.get("headers", {}), **_REPLAYED, **(_LOCATION if located else {})}
+
+
+def _mark_uploads_binary(node) -> None:
+    """FastAPI describes an upload as OpenAPI 3.1's `contentMediaType` only; generators (openapi-python-
+    client among them) recognise a file by `format: binary`, and without it send the file as a string."""
+    if isinstance(node, dict):
+        if node.get("type") == "string" and node.get("contentMediaType") == "application/octet-stream":
+            node["format"] = "binary"
+        for child in node.values():
+            _mark_uploads_binary(child)
+    elif isinstance(node, list):
+        for child in node:
+            _mark_uploads_binary(child)
 
 
 def _limit_wait(operation: dict) -> None:

@@ -10,7 +10,7 @@ from sqlalchemy import Select
 
 from app.api.deps import SessionDep
 from app.api.routes.attributions import attribution_public
-from app.problems import Problem
+from app.problems import Problem, invalid_parameter
 from app.schemas import AttributionsPublic, JobFilters
 from app.security import AttributorKey
 from common.db import listing
@@ -33,14 +33,11 @@ def read_attributions(key: AttributorKey, request: Request, session: SessionDep,
     """Your attribution jobs, newest first (admins: everyone's, or one key's with `key_id`)."""
     query = listing.jobs_query(client_key_id=_listed_key(key, filters.key_id), status=filters.status,
                                created=CreatedRange(filters.created_after, filters.created_before))
+    _check_cursor(filters.cursor)
     if filters.format == "csv":
-        _check_cursor(filters.cursor)
         return StreamingResponse(_csv_rows(query, filters.cursor), media_type="text/csv; charset=utf-8",
                                  headers={"Content-Disposition": 'attachment; filename="attributions.csv"'})
-    try:
-        page = listing.list_jobs_page(session, query=query, cursor=filters.cursor, limit=filters.limit)
-    except listing.BadCursor as exc:
-        raise Problem(422, str(exc), title="Invalid request parameters") from exc
+    page = listing.list_jobs_page(session, query=query, cursor=filters.cursor, limit=filters.limit)
     return AttributionsPublic(data=[attribution_public(request, job) for job in page.rows],
                               next_cursor=page.next_cursor)
 
@@ -59,7 +56,7 @@ def _check_cursor(cursor: str | None) -> None:
         try:
             listing.Cursor.decode(cursor)
         except listing.BadCursor as exc:
-            raise Problem(422, str(exc), title="Invalid request parameters") from exc
+            raise invalid_parameter(["query", "cursor"], str(exc)) from exc
 
 
 def _csv_rows(query: Select, cursor: str | None) -> Iterator[str]:

@@ -7,7 +7,7 @@ from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile,
 from redis.exceptions import RedisError
 
 from app.api.deps import QueueDep, SessionDep, SettingsDep, StorageDep
-from app.problems import Problem
+from app.problems import Problem, invalid_parameter
 from app.schemas import WorkFilters, WorkPublic, WorksPublic, WorkUpdate
 from app.security import RegistrarKey, owns_rights_holder
 from app.uploads import read_checked_image
@@ -116,8 +116,10 @@ def read_sources(key: RegistrarKey, session: SessionDep, filters: Annotated[Work
         works = listing.list_works_offset(session, query=query, offset=filters.offset, limit=filters.limit)
         return WorksPublic(data=[work_public(w) for w in works], count=count, offset=filters.offset,
                            limit=filters.limit, next_cursor=None)
-    page = _page_or_422(lambda: listing.list_works_page(session, query=query, cursor=filters.cursor,
-                                                         limit=filters.limit))
+    try:
+        page = listing.list_works_page(session, query=query, cursor=filters.cursor, limit=filters.limit)
+    except listing.BadCursor as exc:
+        raise invalid_parameter(["query", "cursor"], str(exc)) from exc
     return WorksPublic(data=[work_public(w) for w in page.rows], count=count, offset=None, limit=filters.limit,
                        next_cursor=page.next_cursor)
 
@@ -131,13 +133,6 @@ def _listed_rights_holder(key: ApiKey, requested: str | None) -> str | None:
     return key.rights_holder
 
 
-def _page_or_422(read):
-    try:
-        return read()
-    except listing.BadCursor as exc:
-        raise Problem(422, str(exc), title="Invalid request parameters") from exc
-
-
 @router.patch("/{work_id}", response_model=WorkPublic)
 def update_source(key: RegistrarKey, session: SessionDep, settings: SettingsDep, work_id: uuid.UUID,
                   body: WorkUpdate) -> WorkPublic:
@@ -145,7 +140,7 @@ def update_source(key: RegistrarKey, session: SessionDep, settings: SettingsDep,
     work = _get_or_404(session, key, work_id)
     changes = body.model_dump(exclude_unset=True)
     if changes.get("title", "") is None:
-        raise Problem(422, "title cannot be removed", title="Invalid request parameters")
+        raise invalid_parameter(["body", "title"], "a work keeps a title; it cannot be set to null")
     if changes.get("external_ref") is not None:
         _check_external_ref_free(session, settings, work.rights_holder, changes["external_ref"], exclude=work.id)
     for field, value in changes.items():
