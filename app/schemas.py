@@ -1,9 +1,9 @@
 """Request and response shapes of the HTTP API."""
 import uuid
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from common.db.models import DeliveryStatus, ImageState, JobStatus
 
@@ -66,6 +66,14 @@ class PageParams(BaseModel):
     limit: int = Field(default=20, ge=1, le=100)
     created_after: datetime | None = Field(default=None, description="created at or after (ISO 8601)")
     created_before: datetime | None = Field(default=None, description="created before (ISO 8601)")
+
+    @field_validator("created_after", "created_before")
+    @classmethod
+    def in_utc(cls, value: datetime | None) -> datetime | None:
+        """Stored times are UTC (SQLite keeps them without an offset): compare in UTC; naive means UTC."""
+        if value is None:
+            return None
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
 
 
 class WorkFilters(PageParams):

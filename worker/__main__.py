@@ -10,16 +10,17 @@ import uuid
 
 import torch
 from redis import Redis
-from rq import SimpleWorker
 
 from common.db.session import new_session
 from common.jobs import get_queue
+from common.logging_config import configure_logging
 from common.recovery import recover
 from common.retention import sweep_expired_jobs
 from common.settings import get_settings
 from common.storage import get_storage
 from worker.deliveries import DeliveryLoop
 from worker.heartbeat import Heartbeat, Periodic
+from worker.logged_worker import LoggedWorker
 from worker.runtime import Runtime, get_runtime, set_runtime
 
 log = logging.getLogger("worker")
@@ -36,7 +37,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     settings = get_settings()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    configure_logging(service="worker", log_format=settings.log_format, level=settings.log_level)
     torch.set_num_threads(settings.torch_threads)
     with new_session() as session:
         set_runtime(Runtime.load(session, settings, args.device))
@@ -54,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
     for thread in side_threads:
         thread.start()
     try:
-        SimpleWorker([queue], connection=redis, name=name).work(burst=args.burst, with_scheduler=False,
+        LoggedWorker([queue], connection=redis, name=name).work(burst=args.burst, with_scheduler=False,
                                                               logging_level="WARNING")
     finally:
         for thread in side_threads:

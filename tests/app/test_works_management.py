@@ -68,6 +68,10 @@ def test_created_range(anonymous_client, tenants):
     assert ids(get("/v1/sources", headers=acme, params={"created_after": (now + timedelta(hours=1)).isoformat()})) == []
     assert ids(get("/v1/sources", headers=acme, params={"created_before": (now - timedelta(hours=1)).isoformat()})) == []
     assert get("/v1/sources", headers=acme, params={"created_after": "yesterday"}).status_code == 422
+    # An offset other than UTC means the same instant (SQLite stores UTC without an offset).
+    half_an_hour_ago = (now - timedelta(minutes=30)).astimezone(timezone(timedelta(hours=2))).isoformat()
+    assert len(ids(get("/v1/sources", headers=acme, params={"created_after": half_an_hour_ago}))) == 5
+    assert ids(get("/v1/sources", headers=acme, params={"created_before": half_an_hour_ago})) == []
 
 
 @pytest.mark.parametrize("service_env", ["sqlite", "postgresql"], indirect=True)
