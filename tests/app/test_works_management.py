@@ -119,6 +119,7 @@ def test_patch_refuses_bad_fields_and_changes_nothing(anonymous_client, tenants,
     assert (after["title"], after["rights_holder"]) == (work["title"], "ACME")
 
 
+@pytest.mark.parametrize("service_env", ["sqlite", "postgresql"], indirect=True)
 def test_external_ref_unique_per_rights_holder_when_enabled(anonymous_client, make_key, monkeypatch):
     from common.settings import get_settings
     monkeypatch.setenv("ATTRIB_UNIQUE_EXTERNAL_REF", "true")
@@ -146,3 +147,32 @@ def test_external_refs_may_repeat_by_default(anonymous_client, make_key):
     acme = auth(make_key("registrar", "ACME"))
     assert register(anonymous_client, acme, "dog", external_ref="REF-1").status_code == 201
     assert register(anonymous_client, acme, "cat", external_ref="REF-1").status_code == 201
+
+
+@pytest.mark.parametrize("service_env", ["postgresql"], indirect=True)
+def test_concurrent_writers_of_one_external_ref_take_turns(service_env):
+    """Two imports checking the same reference at once must not both find it free: the second waits
+    for the first's transaction (PostgreSQL advisory lock), then sees its work."""
+    import threading
+    import uuid as uuid_module
+    from common.db import crud, listing
+    from common.db.session import new_session
+    first = new_session()
+    listing.lock_external_ref(first, rights_holder="ACME", external_ref="REF-9")
+    crud.create_work(first, work_id=uuid_module.uuid4(), title="t", rights_holder="ACME", external_ref="REF-9",
+                     licence=None, images=[])
+    seen = []
+
+    def second_writer():
+        with new_session() as second:
+            listing.lock_external_ref(second, rights_holder="ACME", external_ref="REF-9")
+            seen.append(listing.find_live_work_by_external_ref(second, rights_holder="ACME", external_ref="REF-9"))
+
+    thread = threading.Thread(target=second_writer)
+    thread.start()
+    thread.join(timeout=1.0)
+    assert thread.is_alive() and seen == []  # blocked while the first transaction is open
+    first.commit()
+    first.close()
+    thread.join(timeout=10)
+    assert seen and seen[0] is not None
