@@ -77,6 +77,7 @@ def build_openapi(app: FastAPI) -> dict:
             _declare_problems(path, method, operation)
             _declare_headers(method, operation)
             _limit_wait(operation)
+            _lift_deprecation(operation)
     return schema
 
 
@@ -133,6 +134,14 @@ def _mark_uploads_binary(node) -> None:
     elif isinstance(node, list):
         for child in node:
             _mark_uploads_binary(child)
+
+
+def _lift_deprecation(operation: dict) -> None:
+    """A deprecated query field (the old `offset`) is marked on the parameter, where docs and
+    generators look, not only inside its schema."""
+    for parameter in operation.get("parameters", []):
+        if parameter.get("schema", {}).get("deprecated"):
+            parameter["deprecated"] = True
 
 
 def _limit_wait(operation: dict) -> None:

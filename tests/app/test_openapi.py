@@ -29,6 +29,8 @@ def test_document_validates_with_named_operations(schema):
             "read_attributions", "read_models", "read_problem_type"} <= set(ids)
     assert all(path.startswith(("/v1/", "/problems", "/healthz", "/readyz")) for path in schema["paths"])
     assert "HTTPValidationError" not in schema["components"]["schemas"]
+    offset = next(p for p in schema["paths"]["/v1/sources"]["get"]["parameters"] if p["name"] == "offset")
+    assert offset["deprecated"] is True
 
 
 def test_every_problem_is_declared_as_problem_json(schema):
