@@ -10,7 +10,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Select, and_, func, or_, select
+from sqlalchemy import Select, func, or_, select
 from sqlalchemy.orm import Session, selectinload
 
 from common.db.models import AttributionJob, JobStatus, Match, Work
@@ -68,12 +68,14 @@ def _page(session: Session, query: Select, model, *, cursor: str | None, limit: 
     """One page after `cursor`, ordered by (created_at, id); one extra row tells whether more follow."""
     if cursor is not None:
         at = Cursor.decode(cursor)
+        # The leading inequality alone lets the database start the index range at the cursor; the OR
+        # alone would make it scan from the first row (pages got slower the deeper they were).
         if newest_first:
-            query = query.where(or_(model.created_at < at.created_at,
-                                    and_(model.created_at == at.created_at, model.id < at.id)))
+            query = query.where(model.created_at <= at.created_at,
+                                or_(model.created_at < at.created_at, model.id < at.id))
         else:
-            query = query.where(or_(model.created_at > at.created_at,
-                                    and_(model.created_at == at.created_at, model.id > at.id)))
+            query = query.where(model.created_at >= at.created_at,
+                                or_(model.created_at > at.created_at, model.id > at.id))
     order = (model.created_at.desc(), model.id.desc()) if newest_first else (model.created_at, model.id)
     rows = list(session.scalars(query.order_by(*order).limit(limit + 1)))
     more = len(rows) > limit

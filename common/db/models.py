@@ -71,9 +71,17 @@ class ApiKey(Base):
 
 class Work(Base):
     __tablename__ = "works"
-    # Listing pages by (created_at, id) keyset; imports look works up by their external reference.
-    __table_args__ = (Index("ix_works_created_at_id", "created_at", "id"),
-                      Index("ix_works_rights_holder_external_ref", "rights_holder", "external_ref"))
+    # Pages of live works by (created_at, id) keyset, all of them (admins) or one rights holder's
+    # (partial: deleted works are never listed); imports look works up by their external reference.
+    __table_args__ = (Index("ix_works_live_page", "created_at", "id",
+                            postgresql_where=text("deleted_at IS NULL"), sqlite_where=text("deleted_at IS NULL")),
+                      Index("ix_works_live_holder_page", "rights_holder", "created_at", "id",
+                            postgresql_where=text("deleted_at IS NULL"), sqlite_where=text("deleted_at IS NULL")),
+                      Index("ix_works_rights_holder_external_ref", "rights_holder", "external_ref"),
+                      # Deleted works only: an index over every live row (all NULL) lured SQLite's planner
+                      # away from the page indexes above into sorting the whole table.
+                      Index("ix_works_deleted_at", "deleted_at", postgresql_where=text("deleted_at IS NOT NULL"),
+                            sqlite_where=text("deleted_at IS NOT NULL")))
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     title: Mapped[str] = mapped_column(String(300))
@@ -81,7 +89,7 @@ class Work(Base):
     external_ref: Mapped[str | None] = mapped_column(String(500))
     licence: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    deleted_at: Mapped[datetime | None] = mapped_column(index=True)
+    deleted_at: Mapped[datetime | None]
 
     images: Mapped[list["SourceImage"]] = relationship(
         back_populates="work", order_by="SourceImage.id", cascade="all, delete-orphan")

@@ -5,25 +5,34 @@ Revises: 0003
 Create Date: 2026-11-26
 """
 from alembic import op
+import sqlalchemy as sa
 
 revision = '0007'
 down_revision = '0003'
 branch_labels = None
 depends_on = None
 
+_LIVE = sa.text('deleted_at IS NULL')
+_DELETED = sa.text('deleted_at IS NOT NULL')
+
 
 def upgrade() -> None:
-    with op.batch_alter_table('works', schema=None) as batch_op:
-        batch_op.create_index('ix_works_created_at_id', ['created_at', 'id'], unique=False)
-        batch_op.create_index('ix_works_rights_holder_external_ref', ['rights_holder', 'external_ref'], unique=False)
-    with op.batch_alter_table('attribution_jobs', schema=None) as batch_op:
-        batch_op.create_index('ix_attribution_jobs_client_key_id_created_at',
-                              ['client_key_id', 'created_at', 'id'], unique=False)
+    op.drop_index('ix_works_deleted_at', table_name='works')
+    op.create_index('ix_works_deleted_at', 'works', ['deleted_at'], unique=False,
+                    postgresql_where=_DELETED, sqlite_where=_DELETED)
+    op.create_index('ix_works_live_page', 'works', ['created_at', 'id'], unique=False,
+                    postgresql_where=_LIVE, sqlite_where=_LIVE)
+    op.create_index('ix_works_live_holder_page', 'works', ['rights_holder', 'created_at', 'id'], unique=False,
+                    postgresql_where=_LIVE, sqlite_where=_LIVE)
+    op.create_index('ix_works_rights_holder_external_ref', 'works', ['rights_holder', 'external_ref'], unique=False)
+    op.create_index('ix_attribution_jobs_client_key_id_created_at', 'attribution_jobs',
+                    ['client_key_id', 'created_at', 'id'], unique=False)
 
 
 def downgrade() -> None:
-    with op.batch_alter_table('attribution_jobs', schema=None) as batch_op:
-        batch_op.drop_index('ix_attribution_jobs_client_key_id_created_at')
-    with op.batch_alter_table('works', schema=None) as batch_op:
-        batch_op.drop_index('ix_works_rights_holder_external_ref')
-        batch_op.drop_index('ix_works_created_at_id')
+    op.drop_index('ix_attribution_jobs_client_key_id_created_at', table_name='attribution_jobs')
+    op.drop_index('ix_works_rights_holder_external_ref', table_name='works')
+    op.drop_index('ix_works_live_holder_page', table_name='works', postgresql_where=_LIVE, sqlite_where=_LIVE)
+    op.drop_index('ix_works_live_page', table_name='works', postgresql_where=_LIVE, sqlite_where=_LIVE)
+    op.drop_index('ix_works_deleted_at', table_name='works', postgresql_where=_DELETED, sqlite_where=_DELETED)
+    op.create_index('ix_works_deleted_at', 'works', ['deleted_at'], unique=False)
