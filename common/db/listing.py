@@ -145,5 +145,6 @@ def jobs_query(*, client_key_id: uuid.UUID | None = None, status: JobStatus | No
 
 def list_jobs_page(session: Session, *, query: Select, cursor: str | None, limit: int) -> Page:
     """Newest first, with matches and their works loaded for the response."""
-    loaded = query.options(selectinload(AttributionJob.matches).selectinload(Match.work))
+    loaded = query.options(selectinload(AttributionJob.matches).selectinload(Match.work),
+                           selectinload(AttributionJob.deliveries))
     return _page(session, loaded, AttributionJob, cursor=cursor, limit=limit, newest_first=True)

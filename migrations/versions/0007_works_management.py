@@ -1,14 +1,14 @@
 """works management: keyset-pagination and external-reference indexes; a key's jobs by time
 
 Revision ID: 0007
-Revises: 0003
+Revises: 0008
 Create Date: 2026-11-26
 """
 from alembic import op
 import sqlalchemy as sa
 
 revision = '0007'
-down_revision = '0003'
+down_revision = '0008'  # re-chained after main's 0008 (webhooks, audit) landed
 branch_labels = None
 depends_on = None
 

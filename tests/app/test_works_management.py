@@ -108,6 +108,9 @@ def test_patch_changes_metadata_of_own_works_only(anonymous_client, tenants):
     cleared = anonymous_client.patch(url, headers=admin, json={"external_ref": None}).json()
     assert cleared["external_ref"] is None and cleared["licence"] == "CC-BY-4.0"
     assert anonymous_client.get(url, headers=acme).json()["title"] == "Cat, 2nd edition"
+    audit = anonymous_client.get("/v1/audit", headers=admin, params={"action": "work.update"}).json()["data"]
+    assert [(e["target"], e["detail"]) for e in audit][::-1] == [
+        (work["id"], {"title": "Cat, 2nd edition", "licence": "CC-BY-4.0"}), (work["id"], {"external_ref": None})]
 
 
 @pytest.mark.parametrize("body", [{"title": None}, {"title": ""}, {"rights_holder": "Other"}, {"title": "x" * 301}])

@@ -145,6 +145,7 @@ def update_source(key: RegistrarKey, session: SessionDep, settings: SettingsDep,
         _check_external_ref_free(session, settings, work.rights_holder, changes["external_ref"], exclude=work.id)
     for field, value in changes.items():
         setattr(work, field, value)
+    record(session, action="work.update", key=key, target=work_id, detail=changes)
     session.commit()
     return work_public(work)
 
