@@ -53,7 +53,8 @@ class WorksPublic(BaseModel):
     data: list[WorkPublic]
     next_cursor: str | None = Field(default=None, description="pass as `cursor` for the next page; null on the last")
     count: int | None = Field(default=None, description="number of live works matching the filters, only with "
-                                                        "`with_count=true` (it costs a full count)")
+                                                        "`with_count=true` or the deprecated `offset` (it costs "
+                                                        "a full count)")
     offset: int | None = Field(default=None, description="the deprecated `offset` echoed back")
     limit: int
 

@@ -88,8 +88,9 @@ def test_cursor_pages_cover_every_work_once_and_count_only_on_request(anonymous_
     assert pages == 3 and len(seen) == len(set(seen)) == 6
     assert seen == ids(get("/v1/sources", headers=admin, params={"limit": 100}))  # oldest first, stable
     assert get("/v1/sources", headers=admin, params={"with_count": True, "limit": 1}).json()["count"] == 6
-    # The deprecated offset pages still work.
+    # The deprecated offset pages still work, with the count clients of the first API read.
     assert ids(get("/v1/sources", headers=admin, params={"offset": 4, "limit": 2})) == seen[4:]
+    assert get("/v1/sources", headers=admin, params={"offset": 0}).json()["count"] == 6
     bad = get("/v1/sources", headers=admin, params={"cursor": "not-a-cursor"})
     assert bad.status_code == 422 and bad.headers["content-type"] == "application/problem+json"
 

@@ -111,7 +111,9 @@ def read_sources(key: RegistrarKey, session: SessionDep, filters: Annotated[Work
     query = listing.works_query(rights_holder=_listed_rights_holder(key, filters.rights_holder),
                                 external_ref=filters.external_ref, title=filters.title, q=filters.q,
                                 created=CreatedRange(filters.created_after, filters.created_before))
-    count = listing.count_rows(session, query=query) if filters.with_count else None
+    # The deprecated offset pages keep their count, so clients of the first API read what they always did.
+    wants_count = filters.with_count or filters.offset is not None
+    count = listing.count_rows(session, query=query) if wants_count else None
     if filters.offset is not None:
         works = listing.list_works_offset(session, query=query, offset=filters.offset, limit=filters.limit)
         return WorksPublic(data=[work_public(w) for w in works], count=count, offset=filters.offset,
