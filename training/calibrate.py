@@ -28,7 +28,9 @@ from core.encoder import Encoder, load_artefact, load_encoder
 from training.candidates import CandidateTable, table_ece
 from training.data import list_images
 from training.features import FeatureCache, extract_set_features, open_rgb
-from training.pseudo_pairs import POOL, QUERIES, Registry, augmented_queries, pseudo_pair_candidates
+from training.pseudo_pairs import (
+    POOL, QUERIES, Registry, augmented_queries, drift_to_traffic, pseudo_pair_candidates,
+)
 
 HELD_OUT = 0.25
 
@@ -146,6 +148,12 @@ def calibrate_artefact(artefact: str | Path, labelled: str | None = None, works_
     return calibration
 
 
+def pseudo_pair_source(queries: int, traffic: int, registry: Registry) -> str:
+    drift = f"drifted to the top-1 scores of {traffic} recent queries" if traffic else "no traffic yet, not drifted"
+    return (f"pseudo-pairs: {queries} augmented source images ({drift}), {len(registry.works)} stored vectors "
+            f"of {len(set(registry.works.tolist()))} registered works")
+
+
 def verdict_candidates(encoder_id: str) -> CandidateTable | None:
     """Hook for reviewers' verdicts (design.md §8), the preferred fitting data once they exist: each
     confirmed verdict's stored `query_vector` searched against the pair's vectors gives a row (truth = the
@@ -161,7 +169,7 @@ def calibrate_serving(queries: int = QUERIES, pool: int = POOL, seed: int = 0,
     from common.db.session import new_session
     from common.settings import get_settings
     from training.publish import publish_calibration
-    from training.stored_registry import stored_registry_sample
+    from training.stored_registry import recent_top_scores, stored_registry_sample
     with new_session() as session:
         active = crud.get_active_pair(session)
         spec, based_on = (active.encoder_uri, active.id) if active else (get_settings().encoder, None)
@@ -172,9 +180,10 @@ def calibrate_serving(queries: int = QUERIES, pool: int = POOL, seed: int = 0,
         source = f"verdicts: {len(table)} reviewed queries"
     else:
         registry, rows, images = stored_registry_sample(encoder.encoder_id, encoder.dim, queries, pool, seed)
-        table = pseudo_pair_candidates(augmented_queries(encoder, images, seed), rows, registry, hits)
-        source = (f"pseudo-pairs: {len(rows)} augmented source images, {len(registry.works)} stored vectors "
-                  f"of {len(set(registry.works.tolist()))} registered works")
+        traffic = recent_top_scores(encoder.encoder_id)
+        drifted = drift_to_traffic(augmented_queries(encoder, images, seed), registry, traffic, seed)
+        table = pseudo_pair_candidates(drifted, rows, registry, hits)
+        source = pseudo_pair_source(len(rows), len(traffic), registry)
     calibration = fit_and_check(table, source, top_k, seed)
     pair = publish_calibration(calibration, encoder, based_on) if publish else None
     return calibration, pair

@@ -6,7 +6,7 @@ import numpy as np
 from PIL import Image
 from sqlalchemy import select
 
-from common.db.models import Embedding, SourceImage, Work
+from common.db.models import AttributionJob, Embedding, JobStatus, Match, SourceImage, Work
 from common.db.session import new_session
 from common.settings import get_settings
 from common.storage import LocalStorage
@@ -33,6 +33,16 @@ def stored_registry_sample(encoder_id: str, dim: int, queries: int, pool: int,
     storage = LocalStorage(get_settings().storage_dir)
     images = [_decode(storage.get(listed[r][2])) for r in query_rows]
     return registry, [position[listed[r][0]] for r in query_rows], images
+
+
+def recent_top_scores(encoder_id: str, limit: int = 2000) -> np.ndarray:
+    """Rank-1 scores of the latest finished queries answered by this encoder: unlabelled traffic."""
+    with new_session() as session:
+        scores = session.scalars(
+            select(Match.score).join(AttributionJob, AttributionJob.id == Match.job_id)
+            .where(Match.rank == 1, AttributionJob.encoder_id == encoder_id, AttributionJob.status == JobStatus.done)
+            .order_by(AttributionJob.finished_at.desc()).limit(limit)).all()
+    return np.asarray(scores, np.float64)
 
 
 def _decode(data: bytes) -> Image.Image:
