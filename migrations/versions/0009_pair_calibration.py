@@ -1,14 +1,14 @@
 """calibration served with each model pair; jobs name the pair and calibration they used
 
 Revision ID: 0009
-Revises: 0003
+Revises: 0008
 Create Date: 2026-11-26
 """
 from alembic import op
 import sqlalchemy as sa
 
 revision = '0009'
-down_revision = '0003'
+down_revision = '0008'
 branch_labels = None
 depends_on = None
 
