@@ -9,7 +9,7 @@ from sqlalchemy import select
 from common.db.models import AttributionJob, Embedding, JobStatus, Match, SourceImage, Work
 from common.db.session import new_session
 from common.settings import get_settings
-from common.storage import LocalStorage
+from common.storage import get_storage
 from indexing.store import fetch_vectors
 from training.pseudo_pairs import Registry, sample_rows
 
@@ -30,7 +30,7 @@ def stored_registry_sample(encoder_id: str, dim: int, queries: int, pool: int,
     position = {int(image_id): i for i, image_id in enumerate(ids.tolist())}
     work_of = {image_id: str(work_id) for image_id, work_id, _ in listed}
     registry = Registry(vectors, np.array([work_of[int(i)] for i in ids], dtype=object))
-    storage = LocalStorage(get_settings().storage_dir)
+    storage = get_storage(get_settings())
     images = [_decode(storage.get(listed[r][2])) for r in query_rows]
     return registry, [position[listed[r][0]] for r in query_rows], images
 
