@@ -131,6 +131,13 @@ class DeliveryPublic(BaseModel):
     delivered_at: datetime | None = None
 
 
+class CalibrationPublic(BaseModel):
+    """Whether the shares are calibrated, and on what (design.md §7); also shown per pair by GET /models."""
+    fitted_on: str = Field(description="'uncalibrated', or the data the two share scalars were fitted on")
+    ece: float | None = Field(default=None, description="held-out expected calibration error of the top "
+                                                        "share when fitted, in [0, 1]")
+
+
 class AttributionPublic(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [_ATTRIBUTION_EXAMPLE]})
 
@@ -144,6 +151,8 @@ class AttributionPublic(BaseModel):
     encoder_id: str | None = None
     index_id: str | None = None
     index_size: int | None = None
+    pair_id: int | None = Field(default=None, description="the published pair that answered (none: the default)")
+    calibration: CalibrationPublic | None = Field(default=None, description="what the shares were calibrated on")
     matches: list[MatchPublic] | None = Field(default=None, description="ranked works, when done")
     unattributed: float | None = Field(default=None, description="share no returned work receives")
     deliveries: list[DeliveryPublic] | None = Field(default=None, description="webhook deliveries, with callback_url")

@@ -1,6 +1,8 @@
 """`python -m training publish` / `rollback`: make an (encoder, index) pair the active one, in one
 database transaction. Running workers compare the active pair before every job and switch to it
-without a restart; results then report the new encoder and index ids."""
+without a restart; results then report the new encoder and index ids, and the pair (and so the
+calibration) that answered. A new calibration of the same encoder and index is a new pair too
+(publish_calibration), so rollback also undoes a calibration."""
 import argparse
 import json
 from datetime import datetime, timezone
@@ -12,7 +14,8 @@ from common.audit import record
 from common.db.models import ModelPair
 from common.db.session import new_session
 from common.settings import get_settings
-from core.encoder import load_encoder
+from core.calibration import Calibration
+from core.encoder import Encoder, load_encoder
 from core.index import load_index
 from indexing import artifacts
 
@@ -22,6 +25,10 @@ GATE_METRIC = "map"
 
 class WorsePairRefused(RuntimeError):
     """The candidate evaluates worse than the active pair and publishing was not forced."""
+
+
+class ActivePairChanged(RuntimeError):
+    """Another pair was published while a calibration was being fitted for the previous one."""
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -42,12 +49,37 @@ def publish_pair(encoder_spec: str, index_dir: Path, report: dict | None = None,
         active = session.scalar(select(ModelPair).where(ModelPair.active.is_(True)))
         refuse_if_worse(active, report, force)
         encoder_uri, index_path = _shared_locations(encoder_spec, index_dir, index.index_id)
+        calibration = encoder.calibration.to_dict() if encoder.calibration.fitted else None
         pair = ModelPair(encoder_id=encoder.encoder_id, encoder_uri=encoder_uri,
-                         index_path=index_path, index_id=index.index_id, report=report)
+                         index_path=index_path, index_id=index.index_id, report=report, calibration=calibration)
         session.add(pair)
         _activate(session, pair)
         record(session, action="model.publish", actor="cli", target=pair.id,
                detail={"encoder_id": pair.encoder_id, "index_id": pair.index_id, "forced": force})
+        session.commit()
+        return pair
+
+
+def publish_calibration(calibration: Calibration, encoder: Encoder, based_on: int | None) -> ModelPair:
+    """Activate a copy of pair `based_on` (None: the configured encoder, no pair yet) that carries this
+    calibration. Refused if the active pair is no longer `based_on`: the fit belongs to that encoder."""
+    from common.settings import get_settings
+    with new_session() as session:
+        active = session.scalar(select(ModelPair).where(ModelPair.active.is_(True)).with_for_update())
+        if (active.id if active else None) != based_on:
+            raise ActivePairChanged(f"the active pair is now {active.id if active else None}, not {based_on}; "
+                                    "calibrate again")
+        if active is not None and active.encoder_id != encoder.encoder_id:
+            raise ActivePairChanged(f"pair {active.id} serves {active.encoder_id}, not {encoder.encoder_id}")
+        pair = ModelPair(encoder_id=encoder.encoder_id,
+                         encoder_uri=active.encoder_uri if active else get_settings().encoder,
+                         index_path=active.index_path if active else None,
+                         index_id=active.index_id if active else None,
+                         report=active.report if active else None, calibration=calibration.to_dict())
+        session.add(pair)
+        _activate(session, pair)
+        record(session, action="model.calibrate", actor="cli", target=pair.id,
+               detail={"encoder_id": pair.encoder_id, "based_on": based_on, "fitted_on": calibration.fitted_on})
         session.commit()
         return pair
 

@@ -90,11 +90,12 @@ def _attribute(session: Session, job: AttributionJob) -> None:
     ids, scores = index.search(query, min(job.top_k * settings.image_hits_per_work, 1000))
     ids, scores = ids[0], scores[0]
     work_of_image = crud.live_work_of_images(session, image_ids=ids.tolist())
-    ranked, unattributed = rank_works(ids, scores, work_of_image, job.top_k, encoder.calibration)
+    ranked, unattributed = rank_works(ids, scores, work_of_image, job.top_k, runtime.calibration)
     session.execute(delete(Match).where(Match.job_id == job.id))  # a retry replaces, never duplicates
     session.add_all(Match(job_id=job.id, rank=r, work_id=w.work_id, score=w.score, share=w.share,
                           best_image_id=w.best_image_id) for r, w in enumerate(ranked, start=1))
     job.encoder_id, job.index_id, job.index_size = encoder.encoder_id, index.index_id, len(index)
+    job.pair_id, job.calibration = runtime.pair_id, runtime.calibration.applied()
     job.unattributed, job.status, job.error = unattributed, JobStatus.done, None
     job.finished_at = datetime.now(timezone.utc)
     outbox.add_job_finished(session, job=job)  # the webhook row commits with the result, or not at all

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from common.db import crud
 from common.settings import Settings
+from core.calibration import Calibration
 from core.encoder import Encoder, load_encoder
 from core.index import VectorIndex
 from common.storage import get_storage
@@ -29,6 +30,7 @@ class Runtime:
     pair_id: int | None
     loaded_from: str
     device: str = "cpu"
+    calibration: Calibration = field(default_factory=Calibration)  # the pair's, else the encoder's (design §7)
     _fingerprint: tuple | None = field(default=None, repr=False)
     _saved_at: float = field(default=0.0, repr=False)
     _dirty: bool = field(default=False, repr=False)
@@ -38,7 +40,8 @@ class Runtime:
         pair = crud.get_active_pair(session)
         encoder = load_encoder(resolve(pair.encoder_uri, settings) if pair else settings.encoder, device)
         index, source = _open_vectors(settings, encoder, pair)
-        runtime = cls(settings, encoder, index, pair.id if pair else None, source, device)
+        calibration = Calibration.from_dict(pair.calibration) if pair and pair.calibration else encoder.calibration
+        runtime = cls(settings, encoder, index, pair.id if pair else None, source, device, calibration)
         log.info("loaded encoder %s, index %s (%d vectors) from %s", encoder.encoder_id, index.index_id,
                  len(index), source)
         # Images registered while another encoder was active have no vector from this one yet.
@@ -77,7 +80,8 @@ class Runtime:
 
     def describe(self) -> dict:
         return {"encoder_id": self.encoder.encoder_id, "index_id": self.index.index_id,
-                "index_size": len(self.index), "pair_id": self.pair_id, "loaded_from": self.loaded_from}
+                "index_size": len(self.index), "pair_id": self.pair_id, "loaded_from": self.loaded_from,
+                "calibration": self.calibration.summary()}
 
 
 def _open_vectors(settings: Settings, encoder: Encoder, pair) -> tuple:

@@ -153,6 +153,10 @@ class AttributionJob(Base):
     index_id: Mapped[str | None] = mapped_column(String(200))
     index_size: Mapped[int | None] = mapped_column(BigInteger)
     unattributed: Mapped[float | None] = mapped_column(Float)
+    # The pair that answered and the calibration its shares used ({inv_tau, bias, fitted_on, ece}): a
+    # later calibration is a new pair, so this result never changes silently (design.md §7).
+    pair_id: Mapped[int | None] = mapped_column(BigIntId, ForeignKey("model_pairs.id", ondelete="SET NULL"))
+    calibration: Mapped[dict | None] = mapped_column(JSON)
     client_key_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("api_keys.id"), index=True)
     # The client allowed this query image to be used as unlabeled training data.
     training_use: Mapped[bool] = mapped_column(default=False)
@@ -196,6 +200,9 @@ class ModelPair(Base):
     index_path: Mapped[str | None] = mapped_column(String(500))
     index_id: Mapped[str | None] = mapped_column(String(200))
     report: Mapped[dict | None] = mapped_column(JSON)
+    # Share calibration served with this pair (core.calibration.Calibration.to_dict()); NULL: the
+    # encoder artefact's, else the packaged default. A new calibration is a new pair row.
+    calibration: Mapped[dict | None] = mapped_column(JSON)
     active: Mapped[bool] = mapped_column(default=False, index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     activated_at: Mapped[datetime | None]

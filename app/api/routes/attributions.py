@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from app.api.deps import QueueDep, SessionDep, SettingsDep, StorageDep
 from app.api.routes.webhooks import checked_callback_url
 from app.problems import Problem
-from app.schemas import AttributionPublic, DeliveryPublic, MatchPublic
+from app.schemas import AttributionPublic, CalibrationPublic, DeliveryPublic, MatchPublic
 from app.security import AttributorKey
 from app.uploads import read_checked_image
 from common.db import crud
@@ -106,7 +106,8 @@ def attribution_public(request: Request, job: AttributionJob) -> AttributionPubl
     return AttributionPublic(
         id=job.id, status=job.status, status_url=_status_url(request, job.id), created_at=job.created_at,
         finished_at=job.finished_at, error=job.error, top_k=job.top_k, encoder_id=job.encoder_id,
-        index_id=job.index_id, index_size=job.index_size,
+        index_id=job.index_id, index_size=job.index_size, pair_id=job.pair_id,
+        calibration=CalibrationPublic.model_validate(job.calibration) if job.calibration else None,
         matches=_live_matches(job) if done else None,
         unattributed=_unattributed(job) if done else None,
         deliveries=[DeliveryPublic.model_validate(d) for d in job.deliveries] if job.callback_url else None)
