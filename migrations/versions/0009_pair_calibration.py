@@ -8,7 +8,7 @@ from alembic import op
 import sqlalchemy as sa
 
 revision = '0009'
-down_revision = '0008'
+down_revision = '0007'  # re-chained: 0008 (webhooks) -> 0007 (works management) -> 0009
 branch_labels = None
 depends_on = None
 

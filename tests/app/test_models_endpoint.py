@@ -7,6 +7,7 @@ from common.jobs import heartbeat_key
 from common.db.session import new_session
 from tests.conftest import auth
 
+CALIBRATION = {"inv_tau": 26.8, "bias": -35.1, "fitted": True, "fitted_on": "pseudo-pairs", "ece": 0.045}
 REPORT = {"map": 0.71, "serving_map": 0.69, "eval_set": "crossdomain", "serving": "/srv/artifacts/encoders/old"}
 
 
@@ -17,7 +18,7 @@ def publish_two_pairs() -> None:
         session.add(ModelPair(encoder_id="enc-a@1", encoder_uri="/srv/a", index_id="idx-a", report=None,
                               active=False, created_at=earlier, activated_at=earlier))
         session.add(ModelPair(encoder_id="enc-b@2", encoder_uri="/srv/b", index_id="idx-b", report=REPORT,
-                              active=True, activated_at=datetime.now(timezone.utc)))
+                              calibration=CALIBRATION, active=True, activated_at=datetime.now(timezone.utc)))
         session.commit()
 
 
@@ -35,6 +36,9 @@ def test_models_show_serving_and_previous_pairs(anonymous_client, make_key, redi
     assert body["serving"]["activated_at"] and body["serving"]["created_at"]
     assert body["serving"]["evaluation"] == {"map": 0.71, "serving_map": 0.69, "eval_set": "crossdomain"}
     assert [p["encoder_id"] for p in body["previous"]] == ["enc-a@1"]
-    assert body["workers"] == [{"encoder_id": "enc-b@2", "index_id": "idx-b", "index_size": 12, "pair_id": 2}]
+    assert body["serving"]["calibration"] == {"fitted_on": "pseudo-pairs", "ece": 0.045}
+    assert body["previous"][0]["calibration"] is None  # published before it was fitted
+    assert body["workers"] == [{"encoder_id": "enc-b@2", "index_id": "idx-b", "index_size": 12, "pair_id": 2,
+                                "calibration": None}]
     assert "/srv" not in anonymous_client.get("/v1/models", headers=attributor).text
     assert anonymous_client.get("/v1/models", headers=admin).json()["serving"]["evaluation"] == REPORT

@@ -8,8 +8,10 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from app.api.deps import RedisDep, SessionDep, SettingsDep
+from app.schemas import CalibrationPublic
 from app.security import CurrentKey
 from common.db.models import ApiKey, ModelPair, Scope
+from core.calibration import Calibration
 from common.jobs import heartbeat_key
 
 router = APIRouter(prefix="/models", tags=["models"])
@@ -25,7 +27,8 @@ class ModelPairPublic(BaseModel):
     activated_at: datetime | None = Field(description="when it last became the serving pair")
     evaluation: dict | None = Field(description="the evaluation summary recorded at publication "
                                                 "(numbers only unless the caller is an admin)")
-    calibration: dict | None = Field(default=None, description="calibration of the shares, where recorded")
+    calibration: CalibrationPublic | None = Field(
+        default=None, description="what the pair's shares were fitted on (null: the encoder's own or the default)")
 
 
 class WorkerModelPublic(BaseModel):
@@ -33,6 +36,7 @@ class WorkerModelPublic(BaseModel):
     index_id: str | None = None
     index_size: int | None = None
     pair_id: int | None = None
+    calibration: CalibrationPublic | None = None
 
 
 class ModelsPublic(BaseModel):
@@ -57,7 +61,7 @@ def _pair_public(pair: ModelPair, key: ApiKey) -> ModelPairPublic:
     return ModelPairPublic(id=pair.id, encoder_id=pair.encoder_id, index_id=pair.index_id, active=pair.active,
                            created_at=pair.created_at, activated_at=pair.activated_at,
                            evaluation=_evaluation(pair.report, key),
-                           calibration=getattr(pair, "calibration", None))
+                           calibration=Calibration.from_dict(pair.calibration).summary() if pair.calibration else None)
 
 
 def _evaluation(report: dict | None, key: ApiKey) -> dict | None:
