@@ -1,5 +1,6 @@
 """`Idempotency-Key` on POST: a retried request gets the first response back, never a second work or
-job. Responses are kept in Redis per (API key id, path, idempotency key) for `idempotency_ttl_s`.
+job. Responses are kept in Redis per (API key id, path, idempotency key) for `idempotency_ttl_s`;
+the path is taken without its /v1 prefix, so a retry on the other spelling is the same request.
 The request body is not compared: reusing a key for a different upload returns the first result.
 Only successful (2xx) responses are kept, so a request refused for bad input can be corrected and sent
 again with the same key. A repeat that arrives while the first is still running gets 409."""
@@ -13,6 +14,7 @@ from redis.exceptions import RedisError
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import redis_for_url
+from app.api.main import API_PREFIX
 from app.problems import problem_response
 from common.apikeys import authenticate
 from common.db.session import new_session
@@ -35,8 +37,13 @@ def _caller_key_id(request: Request) -> str | None:
     return str(key.id) if key else None
 
 
+def canonical_path(path: str) -> str:
+    """`/v1/attribute` and `/attribute` are one resource (the unversioned paths are aliases)."""
+    return path[len(API_PREFIX):] if path.startswith(API_PREFIX + "/") else path
+
+
 def _storage_key(key_id: str, path: str, idempotency_key: str) -> str:
-    scope = hashlib.sha256(f"{key_id}|{path}|{idempotency_key}".encode()).hexdigest()
+    scope = hashlib.sha256(f"{key_id}|{canonical_path(path)}|{idempotency_key}".encode()).hexdigest()
     return f"attrib:idem:{scope}"
 
 

@@ -9,22 +9,33 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.problem_types import type_for_status
 from common.images import ImageRejected
 
 PROBLEM_JSON = "application/problem+json"
 
 
 class Problem(Exception):
-    def __init__(self, status: int, detail: str, title: str | None = None, type_: str = "about:blank",
+    def __init__(self, status: int, detail: str, title: str | None = None, type_: str | None = None,
                  headers: dict[str, str] | None = None, **extra):
         self.status, self.detail, self.type = status, detail, type_
         self.title = title or HTTPStatus(status).phrase
         self.headers, self.extra = headers, extra
 
 
-def problem_response(request: Request, status: int, title: str, detail: str, type_: str = "about:blank",
+def invalid_parameter(loc: list, msg: str) -> Problem:
+    """A 422 about one named parameter, shaped like FastAPI's own validation problems."""
+    return Problem(422, f"{'.'.join(map(str, loc))}: {msg}", title="Invalid request parameters",
+                   errors=[{"loc": loc, "msg": msg}])
+
+
+def problem_response(request: Request, status: int, title: str, detail: str, type_: str | None = None,
                      headers: dict[str, str] | None = None, **extra) -> JSONResponse:
-    body = {"type": type_, "title": title, "status": status, "detail": detail,
+    """`type_` defaults to the status's entry in the catalogue (app/problem_types.py), which resolves.
+    Every 422 carries `errors` (the schema declares it required), even when no single field is at fault."""
+    if status == 422:
+        extra.setdefault("errors", [{"loc": [], "msg": detail}])
+    body = {"type": type_ or type_for_status(status), "title": title, "status": status, "detail": detail,
             "instance": request.url.path, **extra}
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
@@ -36,7 +47,8 @@ async def _on_problem(request: Request, exc: Problem) -> JSONResponse:
 async def _on_image_rejected(request: Request, exc: ImageRejected) -> JSONResponse:
     titles = {413: "Image too large", 415: "Unsupported image format"}
     return problem_response(request, exc.status, titles.get(exc.status, "Invalid image"), exc.detail,
-                            f"/problems/{exc.reason.replace('_', '-')}", reason=exc.reason)
+                            f"/problems/{exc.reason.replace('_', '-')}", reason=exc.reason,
+                            **({"errors": [{"loc": ["body"], "msg": exc.detail}]} if exc.status == 422 else {}))
 
 
 async def _on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

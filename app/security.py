@@ -1,6 +1,6 @@
 """Who is calling: a bearer API key, checked against its stored hash, rate-limited, with a scope.
 `admin` may do everything; `registrar` manages its own rights holder's works; `attributor` submits
-and reads its own attribution jobs."""
+and reads its own attribution jobs; `metrics` may only be scraped by Prometheus."""
 from typing import Annotated
 
 from fastapi import Depends
@@ -10,6 +10,7 @@ from app.api.deps import RedisDep, SessionDep, SettingsDep
 from app.problems import Problem
 from app.ratelimit import enforce_rate_limit
 from common.apikeys import authenticate
+from common.logging_config import bind
 from common.db.models import ApiKey, Scope
 
 _bearer = HTTPBearer(auto_error=False, description="API key: `Authorization: Bearer atk_…`")
@@ -24,6 +25,7 @@ def get_current_key(session: SessionDep, redis: RedisDep, settings: SettingsDep,
     key = authenticate(session, secret=credentials.credentials)
     if key is None:
         raise Problem(401, "the API key is unknown or revoked", title="Invalid API key", headers=_CHALLENGE)
+    bind(key_id=key.id)
     enforce_rate_limit(redis, str(key.id), settings.rate_limit_requests, settings.rate_limit_window_s)
     return key
 
@@ -45,6 +47,7 @@ def require(*scopes: Scope):
 AdminKey = Annotated[ApiKey, Depends(require())]
 RegistrarKey = Annotated[ApiKey, Depends(require(Scope.registrar))]
 AttributorKey = Annotated[ApiKey, Depends(require(Scope.attributor))]
+MetricsKey = Annotated[ApiKey, Depends(require(Scope.metrics))]
 
 
 def owns_rights_holder(key: ApiKey, rights_holder: str) -> bool:

@@ -5,7 +5,7 @@ import argparse
 from common.db.session import new_session
 from common.retention import sweep_expired_jobs
 from common.settings import get_settings
-from common.storage import LocalStorage
+from common.storage import get_storage
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -15,7 +15,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="retention in days (default ATTRIB_JOB_RETENTION_DAYS; 0 keeps everything)")
     args = parser.parse_args(argv)
     with new_session() as session:
-        deleted = sweep_expired_jobs(session, LocalStorage(settings.storage_dir), retention_days=args.days)
+        deleted = sweep_expired_jobs(session, get_storage(settings), retention_days=args.days)
     print(f"deleted {deleted} finished jobs older than {args.days:g} days" if args.days > 0
           else "retention is off (0 days): nothing deleted")
     return 0

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from common import outbox
 from common.db.models import AttributionJob, ImageState, JobStatus, SourceImage, Work
 from common.jobs import enqueue_attribution, enqueue_embed_work, heartbeat_key
-from common.storage import LocalStorage
+from common.storage import Storage
 
 log = logging.getLogger(__name__)
 _ALIVE = {"queued", "started", "deferred", "scheduled"}
@@ -36,7 +36,7 @@ def worker_alive(redis: Redis, queue_name: str, worker_name: str | None) -> bool
     return bool(worker_name) and bool(redis.exists(heartbeat_key(queue_name, worker_name)))
 
 
-def recover(session: Session, redis: Redis, queue: Queue, storage: LocalStorage, *, max_attempts: int,
+def recover(session: Session, redis: Redis, queue: Queue, storage: Storage, *, max_attempts: int,
             grace_s: float = 20.0) -> dict[str, int]:
     """One pass. Several workers may run it at once: a job is taken from a dead worker by a
     compare-and-set update, and enqueueing by row id is idempotent."""
@@ -50,7 +50,7 @@ def recover(session: Session, redis: Redis, queue: Queue, storage: LocalStorage,
     return counts
 
 
-def _recover_running(session: Session, redis: Redis, queue: Queue, storage: LocalStorage,
+def _recover_running(session: Session, redis: Redis, queue: Queue, storage: Storage,
                      max_attempts: int) -> int:
     """A job whose worker stopped beating died with it: retry it, or fail it with the reason."""
     running = session.execute(select(AttributionJob.id, AttributionJob.worker, AttributionJob.attempts,

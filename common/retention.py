@@ -10,13 +10,13 @@ from sqlalchemy.orm import Session
 
 from common.audit import record
 from common.db.models import AttributionJob, JobStatus, Match, WebhookDelivery
-from common.storage import LocalStorage
+from common.storage import Storage
 
 log = logging.getLogger(__name__)
 _BATCH = 500
 
 
-def sweep_expired_jobs(session: Session, storage: LocalStorage, *, retention_days: float,
+def sweep_expired_jobs(session: Session, storage: Storage, *, retention_days: float,
                        now: datetime | None = None) -> int:
     """Delete expired finished jobs in batches; returns how many. 0 days means keep forever."""
     if retention_days <= 0:

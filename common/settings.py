@@ -1,6 +1,7 @@
 """One settings object for the API, the worker, the trainer and Alembic (env prefix ATTRIB_)."""
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -54,6 +55,14 @@ class Settings(BaseSettings):
     # How long a response is replayed for a repeated Idempotency-Key.
     idempotency_ttl_s: int = 24 * 3600
 
+    # Refuse (409) a second live work with the same external_ref for one rights holder, so a catalogue
+    # import can be re-run without creating duplicates. Off by default: some catalogues reuse refs.
+    unique_external_ref: bool = False
+
+    # Logs of the API and the workers: "json" (one object a line, with request, job and key ids) or "text".
+    log_format: Literal["json", "text"] = "text"
+    log_level: str = "INFO"
+
     # A worker retries a job this often before marking it failed.
     job_max_attempts: int = 3
 
@@ -89,6 +98,18 @@ class Settings(BaseSettings):
     @property
     def webhook_allow_host_set(self) -> frozenset[str]:
         return frozenset(h.strip().lower() for h in self.webhook_allow_hosts.split(",") if h.strip())
+
+    # Where shared files live (common.storage): empty = a folder under data_dir ("storage/"); or
+    # "s3://bucket/prefix" on any S3-compatible store (credentials from the usual AWS_* variables),
+    # which lets API, workers and trainer run on hosts that share no filesystem.
+    storage_url: str = ""
+    s3_endpoint_url: str = ""  # e.g. http://minio:9000; empty = AWS
+    # Vector engine: "faiss" (in-process, one machine) or "milvus" (pymilvus; a server or cluster URI such
+    # as http://milvus:19530, or a milvus-lite file path ending in .db: one process per file).
+    vector_backend: str = Field(default="faiss", pattern="^(faiss|milvus)$")
+    milvus_uri: str = ""  # empty = <data_dir>/milvus/worker-N.db (milvus-lite, one file per worker process)
+    milvus_token: str = ""
+    milvus_index_type: str = "FLAT"  # FLAT in tests; HNSW, AUTOINDEX, IVF_SQ8, ... on a server
 
     @property
     def storage_dir(self) -> Path:

@@ -1,17 +1,27 @@
-"""File storage for uploaded images: source images under their work (`sources/<work id>/<sha256>.jpg`),
-query images under their job (`queries/<2 hex>/<job id>.jpg`). Nothing is shared between works or
-jobs, so deleting one never removes another's file. Writes go to a temporary file and are renamed
-into place, so a crash never leaves a half-written image."""
+"""Storage of everything shared between hosts (docs/design.md §4): uploaded source images under their work
+(`sources/<work id>/<sha256>.jpg`), query images under their job (`queries/<2 hex>/<job id>.jpg`), encoder
+artefacts (`artifacts/...`) and index snapshots (`snapshots/...`).
+
+Two backends behind one interface: `LocalStorage` (a folder, the default) and `S3Storage` (any S3-compatible
+endpoint, through fsspec/s3fs), picked by `get_storage(settings)` from `ATTRIB_STORAGE_URL`. Only the local
+backend has `path()`; code that needs a real file (FAISS memory-mapping a snapshot, torch loading an
+artefact) asks `local_copy`, so API, workers and trainer can run on hosts that share no filesystem.
+Writes are atomic on both: a temporary file renamed into place locally, a single PUT on S3 (an object is
+visible whole or not at all), so a crash never leaves a half-written image."""
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
+from functools import lru_cache
 from pathlib import Path
 from typing import Protocol
+from urllib.parse import urlparse
 
 
 class Storage(Protocol):
-    """Every byte shared between hosts goes through this (docs/design.md §4). Keys are '/'-separated."""
+    """Every byte shared between hosts goes through this (docs/design.md §4). Keys are '/'-separated.
+    `put` replaces an existing key; `get` of a missing key raises FileNotFoundError; `list(prefix)` yields
+    the keys below a folder-like prefix in sorted order; deleting a missing key or prefix is not an error."""
 
     def put(self, key: str, data: bytes) -> None: ...
     def get(self, key: str) -> bytes: ...
@@ -21,21 +31,34 @@ class Storage(Protocol):
     def delete_prefix(self, prefix: str) -> None: ...
 
 
+def key_for(kind: str, name: str, extension: str) -> str:
+    """`queries/ab/abcdef....jpg`: two hex characters fan files out over folders (or S3 key prefixes)."""
+    return f"{kind}/{name[:2]}/{name}.{extension}"
+
+
+def _check_key(key: str) -> str:
+    """Keys come from our own code, but a key that climbs out of the root must never reach a backend."""
+    parts = key.strip("/").split("/")
+    if not key or key.startswith("/") or any(part in ("", ".", "..") for part in parts):
+        raise ValueError(f"invalid storage key {key!r}")
+    return key
+
+
 class LocalStorage:
     def __init__(self, root: Path):
         self.root = Path(root)
 
-    @staticmethod
-    def key_for(kind: str, name: str, extension: str) -> str:
-        return f"{kind}/{name[:2]}/{name}.{extension}"
+    key_for = staticmethod(key_for)
+
+    def __repr__(self) -> str:
+        return f"LocalStorage({str(self.root)!r})"
 
     def path(self, key: str) -> Path:
-        return self.root / key
+        """The file itself; only for code that knows it holds local storage (see `local_copy`)."""
+        return self.root / _check_key(key)
 
     def put(self, key: str, data: bytes) -> None:
         target = self.path(key)
-        if target.exists():
-            return
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".upload-")
         with os.fdopen(fd, "wb") as f:
@@ -52,23 +75,97 @@ class LocalStorage:
         return self.path(key).is_file()
 
     def list(self, prefix: str) -> Iterator[str]:
-        base = self.path(prefix)
+        base = self.root / prefix.strip("/") if prefix.strip("/") else self.root
         if base.is_dir():
             for path in sorted(base.rglob("*")):
                 if path.is_file() and not path.name.startswith(".upload-"):
                     yield path.relative_to(self.root).as_posix()
 
     def delete_prefix(self, prefix: str) -> None:
-        shutil.rmtree(self.path(prefix), ignore_errors=True)
+        shutil.rmtree(self.path(prefix.strip("/")), ignore_errors=True)
 
 
-def local_copy(storage: Storage, key: str, cache_dir: Path) -> Path:
-    """A local file holding the object at `key` (docs/design.md §4), for readers that need a path (FAISS
-    memory-maps a snapshot): local storage's own file, else a cached download. Keys of immutable
-    objects only: a cached copy is never refreshed."""
+class S3Storage:
+    """Keys below `s3://bucket/prefix` on any S3-compatible endpoint. Credentials come the usual way
+    (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, a profile, or an instance role), never from our settings.
+    Listing caches are off: another host may have written or deleted a key a moment ago."""
+
+    def __init__(self, url: str, *, endpoint_url: str | None = None):
+        import s3fs  # only processes configured for S3 pay for importing it
+
+        parsed = urlparse(url)
+        if parsed.scheme != "s3" or not parsed.netloc:
+            raise ValueError(f"not an s3:// URL: {url!r}")
+        self.url = url.rstrip("/")
+        self.base = f"{parsed.netloc}/{parsed.path.strip('/')}".rstrip("/")
+        client_kwargs = {"endpoint_url": endpoint_url} if endpoint_url else {}
+        self.fs = s3fs.S3FileSystem(client_kwargs=client_kwargs, use_listings_cache=False,
+                                    skip_instance_cache=True)
+
+    def __repr__(self) -> str:
+        return f"S3Storage({self.url!r})"
+
+    def _full(self, key: str) -> str:
+        return f"{self.base}/{_check_key(key)}"
+
+    def put(self, key: str, data: bytes) -> None:
+        self.fs.pipe_file(self._full(key), data)
+
+    def get(self, key: str) -> bytes:
+        return self.fs.cat_file(self._full(key))
+
+    def delete(self, key: str) -> None:
+        try:
+            self.fs.rm_file(self._full(key))
+        except FileNotFoundError:
+            pass
+
+    def exists(self, key: str) -> bool:
+        return self.fs.isfile(self._full(key))
+
+    def list(self, prefix: str) -> Iterator[str]:
+        folder = f"{self.base}/{prefix.strip('/')}".rstrip("/")
+        try:
+            found = self.fs.find(folder + "/")
+        except FileNotFoundError:
+            return
+        for full in sorted(found):
+            yield full[len(self.base) + 1:]
+
+    def delete_prefix(self, prefix: str) -> None:
+        keys = [self._full(key) for key in self.list(_check_key(prefix.strip("/")))]
+        if keys:
+            self.fs.rm(keys)
+
+
+def get_storage(settings) -> "LocalStorage | S3Storage":
+    """The configured storage: `ATTRIB_STORAGE_URL` (s3://bucket/prefix, or a local folder / file:// URL),
+    else a folder under the data directory."""
+    return storage_from(settings.storage_url, settings.s3_endpoint_url, settings.storage_dir)
+
+
+@lru_cache(maxsize=16)
+def storage_from(url: str, endpoint_url: str = "", default_dir: Path | None = None) -> "LocalStorage | S3Storage":
+    """One instance per configuration (an S3 client holds a connection pool; jobs reuse it)."""
+    if not url:
+        if default_dir is None:
+            raise ValueError("no storage URL and no default folder")
+        return LocalStorage(default_dir)
+    if url.startswith("s3://"):
+        return S3Storage(url, endpoint_url=endpoint_url or None)
+    return LocalStorage(Path(url.removeprefix("file://")))
+
+
+def local_copy(storage, key: str, cache_dir: Path) -> Path:
+    """A local file with the bytes of `key`: the file itself for local storage, otherwise a download cached
+    under `cache_dir` (written atomically, reused while present); FileNotFoundError if the key is missing. Use it for immutable keys only (snapshots
+    and artefacts get a new key per version), since a cached copy is never refreshed."""
     if isinstance(storage, LocalStorage):
-        return storage.path(key)
-    target = Path(cache_dir) / key
+        path = storage.path(key)
+        if not path.is_file():
+            raise FileNotFoundError(f"no stored object {key!r}")
+        return path
+    target = Path(cache_dir) / _check_key(key)
     if not target.is_file():
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".download-")
@@ -76,3 +173,12 @@ def local_copy(storage: Storage, key: str, cache_dir: Path) -> Path:
             f.write(storage.get(key))
         os.replace(tmp, target)
     return target
+
+
+def local_copy_prefix(storage, prefix: str, cache_dir: Path) -> Path:
+    """A local folder holding every key below `prefix` (an exported encoder artefact, an index directory)."""
+    if isinstance(storage, LocalStorage):
+        return storage.path(prefix.strip("/"))
+    for key in storage.list(prefix):
+        local_copy(storage, key, cache_dir)
+    return Path(cache_dir) / prefix.strip("/")

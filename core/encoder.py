@@ -17,7 +17,7 @@ from PIL import Image
 from torch import nn
 
 from core.backbones import LITE0_PREPROCESS, Preprocess, load_packaged_lite0, packaged_lite0_weights_path
-from core.calibration import Calibration
+from core.calibration import Calibration, packaged_calibration
 from core.transforms import eval_transform
 
 ARTEFACT_FORMAT = "attrib-encoder/1"
@@ -74,7 +74,8 @@ def builtin_lite0_encoder_id() -> str:
 
 
 def _load_builtin_lite0(device: str) -> Encoder:
-    return Encoder(builtin_lite0_encoder_id(), load_packaged_lite0(), LITE0_PREPROCESS, 1280, Calibration(), device)
+    encoder_id = builtin_lite0_encoder_id()
+    return Encoder(encoder_id, load_packaged_lite0(), LITE0_PREPROCESS, 1280, packaged_calibration(encoder_id), device)
 
 
 class _OpenClipImageTower(nn.Module):
@@ -97,8 +98,9 @@ def load_open_clip_encoder(model_name: str, pretrained: str, device: str = "cpu"
         interpolation=config.get("interpolation", "bicubic"))
     tag = file_digest(pretrained) if Path(pretrained).is_file() else pretrained
     dim = model.visual.output_dim if hasattr(model.visual, "output_dim") else model.text_projection.shape[1]
-    return Encoder(f"open_clip-{model_name}@{tag}", _OpenClipImageTower(model), preprocess, int(dim),
-                   Calibration(), device)
+    encoder_id = f"open_clip-{model_name}@{tag}"
+    return Encoder(encoder_id, _OpenClipImageTower(model), preprocess, int(dim), packaged_calibration(encoder_id),
+                   device)
 
 
 def _first(size) -> int:

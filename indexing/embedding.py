@@ -9,13 +9,13 @@ from sqlalchemy.orm import Session
 from common.db import crud
 from common.db.models import Embedding, ImageState, SourceImage, Work
 from common.images import decode_rgb
-from common.storage import LocalStorage
+from common.storage import Storage
 from core.encoder import Encoder
 
 log = logging.getLogger(__name__)
 
 
-def read_images(storage: LocalStorage, images: list[SourceImage]) -> tuple[list[SourceImage], list[Image.Image]]:
+def read_images(storage: Storage, images: list[SourceImage]) -> tuple[list[SourceImage], list[Image.Image]]:
     """Decode each stored image; one that cannot be read is marked failed, not fatal for the batch."""
     ok_rows, decoded = [], []
     for row in images:
@@ -38,7 +38,7 @@ def write_vectors(session: Session, rows: list[SourceImage], vectors: np.ndarray
     crud.record_vector_changes(session, op="upsert", image_ids=[row.id for row in rows], encoder_id=encoder_id)
 
 
-def embed_source_images(session: Session, encoder: Encoder, storage: LocalStorage,
+def embed_source_images(session: Session, encoder: Encoder, storage: Storage,
                         images: list[SourceImage], batch_size: int) -> int:
     """Embed and store vectors for `images`; returns how many were embedded. Caller commits."""
     rows, decoded = read_images(storage, images)
@@ -69,7 +69,7 @@ def count_missing_vectors(session: Session, encoder_id: str) -> int:
     return int(session.scalar(select(func.count()).select_from(_missing(encoder_id).subquery())))
 
 
-def embed_missing(session: Session, encoder: Encoder, storage: LocalStorage, batch_size: int,
+def embed_missing(session: Session, encoder: Encoder, storage: Storage, batch_size: int,
                   progress=None) -> int:
     """Embed every live image lacking this encoder's vector, committing batch by batch so an
     interrupted run keeps what it did and a rerun resumes where it stopped (what has a vector is

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from common.db.session import new_session
 from common.settings import Settings
-from common.storage import LocalStorage
+from common.storage import get_storage
 from indexing.backends.faiss import FaissStore, IndexParams, load_store
 from indexing.follower import SyncResult, sync_store
 from indexing.snapshots import WriterLock, load_snapshot, write_snapshot
@@ -27,15 +27,18 @@ class LiveStore:
     def __init__(self, store: FaissStore, loaded_from: str, settings: Settings):
         self.store, self.loaded_from, self.settings = store, loaded_from, settings
         self.params: IndexParams = index_params(settings)
-        self.storage = LocalStorage(settings.storage_dir)
+        self.storage = get_storage(settings)
         self.snapshot_seq = store.applied_seq if loaded_from.startswith("snapshots/") else -1
         self._lock = threading.Lock()
 
     @classmethod
     def open(cls, session: Session, settings: Settings, encoder_id: str, dim: int,
              pair_index_path: str | None) -> "LiveStore":
-        """Warm start from a snapshot or the published index (memory-mapped), else cold from the database."""
-        storage = LocalStorage(settings.storage_dir)
+        """Warm start from a snapshot or the published index (memory-mapped), else cold from the database.
+        On Milvus the engine persists the vectors and their log position itself: open and replay the tail."""
+        if settings.vector_backend == "milvus":
+            return cls._open_milvus(session, settings, encoder_id, dim)
+        storage = get_storage(settings)
         found = load_snapshot(storage, encoder_id, settings.cache_dir)
         if found is None and pair_index_path:
             found = _load_published(Path(pair_index_path), encoder_id)
@@ -44,6 +47,19 @@ class LiveStore:
         live = cls(*found, settings)
         live.sync(session)
         return live
+
+    @classmethod
+    def _open_milvus(cls, session: Session, settings: Settings, encoder_id: str, dim: int) -> "LiveStore":
+        from indexing.backends.milvus import open_milvus_store  # only Milvus deployments import pymilvus
+        store = open_milvus_store(settings, encoder_id=encoder_id, dim=dim)
+        live = cls(store, f"milvus:{store.name}", settings)
+        live.sync(session)
+        return live
+
+    @property
+    def snapshots(self) -> bool:
+        """FAISS stores are snapshotted and rebuilt here; a Milvus collection persists and indexes itself."""
+        return isinstance(self.store, FaissStore)
 
     def sync(self, session: Session) -> SyncResult:
         with self._lock:
@@ -56,6 +72,8 @@ class LiveStore:
     def snapshot(self, lock: WriterLock | None, rebuild: bool = True) -> str | None:
         """Writer: rebuild the base if needed, then save a snapshot if anything changed since the last.
         Other workers: switch to a newer base another worker published. Runs off the job thread."""
+        if not self.snapshots:
+            return None
         if lock is not None and not lock.acquire():
             self.refresh()
             return None

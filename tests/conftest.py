@@ -141,3 +141,20 @@ def start_worker(service_env, tmp_path):
     yield start
     for worker in started:
         worker.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """One standalone S3-compatible server (moto_server) for the session, stopped at the end; tests take
+    their own bucket with `s3_server.new_bucket()`. Credentials are moto's dummies, set for this process."""
+    from tests.s3server import CREDENTIALS, start_s3_server
+    saved = {key: os.environ.get(key) for key in CREDENTIALS}
+    os.environ.update(CREDENTIALS)
+    server = start_s3_server(tmp_path_factory.mktemp("s3") / "moto.log")
+    yield server
+    server.stop()
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value

@@ -59,6 +59,27 @@ def test_trainer_is_on_demand_under_a_profile():
         assert not services[name].get("profiles"), f"{name} must start with a plain `up`"
 
 
+DISTRIBUTED = {"milvus-etcd", "object-store", "object-store-init", "milvus"}
+
+
+def test_distributed_profile_runs_milvus_with_its_etcd_and_object_store():
+    services = _load(COMPOSE)["services"]
+    assert {name for name, s in services.items() if s.get("profiles") == ["distributed"]} == DISTRIBUTED
+    milvus = services["milvus"]
+    assert milvus["image"].startswith("milvusdb/milvus:v2.") and milvus["command"][-1] == "standalone"
+    assert set(milvus["depends_on"]) == {"milvus-etcd", "object-store"}
+    assert milvus["environment"]["ETCD_ENDPOINTS"] == "milvus-etcd:2379"
+    assert milvus["environment"]["MINIO_ADDRESS"] == "object-store:9000"
+    assert "local/attrib" in " ".join(services["object-store-init"]["entrypoint"])
+
+
+def test_backends_are_chosen_by_the_shared_environment_and_default_to_one_machine():
+    env = _load(COMPOSE)["x-attrib-env"]
+    assert env["ATTRIB_VECTOR_BACKEND"] == "${ATTRIB_VECTOR_BACKEND:-faiss}"
+    assert env["ATTRIB_STORAGE_URL"] == "${ATTRIB_STORAGE_URL:-}"
+    assert env["AWS_ACCESS_KEY_ID"] is None  # passed through only when set: never a default secret
+
+
 def _volume_sources(service: dict) -> dict[str, str]:
     """target -> source of a service's volumes, short or long syntax."""
     out = {}
@@ -158,7 +179,7 @@ def test_docker_compose_config(files):
     if cli is None:
         pytest.skip("no docker compose client installed")
     args = [a for f in files for a in ("-f", str(f))]
-    result = subprocess.run([*cli, *args, "--profile", "trainer", "config", "--quiet"],
+    result = subprocess.run([*cli, *args, "--profile", "trainer", "--profile", "distributed", "config", "--quiet"],
                             cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
 

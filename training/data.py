@@ -15,14 +15,22 @@ def list_images(root: str | Path) -> list[Path]:
 
 
 def _stored_rows(query) -> list[tuple]:
-    """Run a select whose last column is a storage key; keep rows whose file exists, key -> Path."""
+    """Run a select whose last column is a storage key; keep rows whose object exists, key -> local Path
+    (the stored file itself, or a cached download when storage is remote: the trainer may run elsewhere)."""
     from common.db.session import new_session
     from common.settings import get_settings
-    from common.storage import LocalStorage
-    storage = LocalStorage(get_settings().storage_dir)
+    from common.storage import get_storage, local_copy
+    settings = get_settings()
+    storage, cache = get_storage(settings), settings.data_dir / "cache" / "storage"
     with new_session() as session:
         rows = session.execute(query).all()
-    return [(*row[:-1], storage.path(row[-1])) for row in rows if storage.path(row[-1]).is_file()]
+    found = []
+    for row in rows:
+        try:
+            found.append((*row[:-1], local_copy(storage, row[-1], cache)))
+        except FileNotFoundError:
+            continue  # deleted since the row was read, or never stored: not a training image
+    return found
 
 
 def registered_source_paths() -> list[Path]:

@@ -5,25 +5,33 @@
         [--supervised-train PAIRS_SET] --out var/eval/run1
     python -m training evaluate abc/test_imagenet_seen.json --image-root abc/ --distractors laion.txt ...
 
-Feature extraction (training.features) is kept apart from scoring (score_features)."""
+Feature extraction (training.features) is kept apart from scoring (score_features). Beside AP/Recall,
+each encoder's shares (its own calibration, computed as the service does) get calibration metrics:
+ECE of the top share with a bootstrap interval, reliability bins, Brier scores (training.share_eval,
+training.calibration_metrics)."""
 import argparse
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from core.calibration import Calibration
 from core.encoder import load_encoder
 from training.eval_data import EvalSet, read_eval_set
 from training.features import FeatureCache, SetFeatures, extract_set_features
+from training.calibration_metrics import calibration_by_type
 from training.metrics import abc_query_metrics, mean_percent, service_query_metrics
 from training.report import write_report
+from training.share_eval import service_candidates, service_outcomes
 from training.supervised import apply_linear_pair, fit_linear_pair
 
 ZERO_SHOT = "builtin:efficientnet-lite0"
 
 
-def score_features(features: SetFeatures) -> dict:
-    """Per query type (and 'all'): mean AbC and service metrics in %, and the query counts."""
+def score_features(features: SetFeatures, calibration: Calibration | None = None, top_k: int = 10,
+                   hits_per_work: int = 4) -> dict:
+    """Per query type (and 'all'): mean AbC and service metrics in %, the query counts, and (given the
+    encoder's calibration) how well the service's shares are calibrated."""
     abc, service = {}, {}
     for concept, by_type in features.queries.items():
         for qtype, queries in by_type.items():
@@ -33,9 +41,14 @@ def score_features(features: SetFeatures) -> dict:
                 for table, row in ((abc, row_abc), (service, row_service)):
                     table.setdefault(qtype, []).append(row)
                     table.setdefault("all", []).append(row)
-    return {"abc": {t: mean_percent(rows) for t, rows in sorted(abc.items())},
-            "service": {t: mean_percent(rows) for t, rows in sorted(service.items())},
-            "n_queries": {t: len(rows) for t, rows in sorted(abc.items())}}
+    scored = {"abc": {t: mean_percent(rows) for t, rows in sorted(abc.items())},
+              "service": {t: mean_percent(rows) for t, rows in sorted(service.items())},
+              "n_queries": {t: len(rows) for t, rows in sorted(abc.items())}}
+    if calibration is not None:
+        table, types = service_candidates(features, top_k * hits_per_work)
+        scored["calibration"] = {"calibration": calibration.to_dict(), "by_type": calibration_by_type(
+            service_outcomes(table, types, calibration, top_k))}
+    return scored
 
 
 def load_distractor_features(specs: list[str]) -> dict[str, np.ndarray]:
@@ -56,7 +69,8 @@ def evaluate(eval_set: EvalSet, encoder_specs: list[str], out_dir: str | Path,
     for spec in encoder_specs:
         encoder = load_encoder(spec, device)
         features = extract_set_features(encoder, eval_set, cache, distractor_features.get(spec))
-        results[_label(spec)] = {"spec": spec, "encoder_id": encoder.encoder_id, **score_features(features)}
+        results[_label(spec)] = {"spec": spec, "encoder_id": encoder.encoder_id,
+                                 **score_features(features, encoder.calibration)}
     if supervised_train is not None:
         results["supervised-linear"] = supervised_baseline(eval_set, supervised_train, cache, device,
                                                            distractor_features.get(ZERO_SHOT), supervised_steps)

@@ -17,6 +17,21 @@ class FeatureCache:
     def __init__(self):
         self._rows: dict[tuple[str, str], np.ndarray] = {}
 
+    def save(self, path: str | Path) -> None:
+        """One .npz of every row, so a benchmark re-run embeds nothing it has seen."""
+        keys = list(self._rows)
+        np.savez(path, keys=np.array([f"{e}\t{p}" for e, p in keys]),
+                 rows=np.stack([self._rows[k] for k in keys]) if keys else np.zeros((0, 0), np.float32))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "FeatureCache":
+        cache = cls()
+        if Path(path).is_file():
+            data = np.load(path)
+            for key, row in zip(data["keys"].tolist(), data["rows"]):
+                cache._rows[tuple(key.split("\t", 1))] = row
+        return cache
+
     def embed_paths(self, encoder: Encoder, paths: list[Path], batch_size: int = 16,
                     desc: str = "embed") -> np.ndarray:
         """[n, dim] float32 in `paths` order; only files not seen with this encoder are embedded."""
@@ -24,14 +39,14 @@ class FeatureCache:
         for start in tqdm(range(0, len(missing), batch_size), desc=f"{desc} [{encoder.encoder_id}]",
                           unit="batch", disable=not missing):
             chunk = missing[start:start + batch_size]
-            for path, row in zip(chunk, encoder.embed([_open_rgb(p) for p in chunk], batch_size)):
+            for path, row in zip(chunk, encoder.embed([open_rgb(p) for p in chunk], batch_size)):
                 self._rows[(encoder.encoder_id, path)] = row
         if not paths:
             return np.zeros((0, encoder.dim), np.float32)
         return np.stack([self._rows[(encoder.encoder_id, str(p))] for p in paths])
 
 
-def _open_rgb(path: str) -> Image.Image:
+def open_rgb(path: str) -> Image.Image:
     with Image.open(path) as image:
         return image.convert("RGB")
 

@@ -45,3 +45,21 @@ def _save(fig, path: str | Path) -> Path:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def plot_reliability(panels: dict[str, dict[str, list[dict]]], title: str, path: str | Path) -> Path:
+    """panels: query type -> label -> reliability bins ({share, accuracy, n}); the diagonal is perfect."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels) + 2, 3.6), sharey=True, squeeze=False)
+    for ax, (panel, curves) in zip(axes[0], panels.items()):
+        ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
+        for label, bins in curves.items():
+            ax.plot([b["share"] for b in bins], [b["accuracy"] for b in bins], marker="o", label=label)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.02)
+        ax.set_xlabel("mean top share")
+        ax.set_title(panel, fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("top work right (fraction)")
+    axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, path)

@@ -1,6 +1,8 @@
 """`python -m training publish` / `rollback`: make an (encoder, index) pair the active one, in one
 database transaction. Running workers compare the active pair before every job and switch to it
-without a restart; results then report the new encoder and index ids."""
+without a restart; results then report the new encoder and index ids, and the pair (and so the
+calibration) that answered. A new calibration of the same encoder and index is a new pair too
+(publish_calibration), so rollback also undoes a calibration."""
 import argparse
 import json
 from datetime import datetime, timezone
@@ -11,7 +13,10 @@ from sqlalchemy import select, update
 from common.audit import record
 from common.db.models import ModelPair
 from common.db.session import new_session
-from core.encoder import load_encoder
+from common.settings import get_settings
+from core.calibration import Calibration
+from core.encoder import Encoder, load_encoder
+from indexing import artifacts
 from indexing.backends.faiss import load_store
 
 # The evaluation number that decides whether a new pair is better (service protocol, mean AP).
@@ -20,6 +25,10 @@ GATE_METRIC = "map"
 
 class WorsePairRefused(RuntimeError):
     """The candidate evaluates worse than the active pair and publishing was not forced."""
+
+
+class ActivePairChanged(RuntimeError):
+    """Another pair was published while a calibration was being fitted for the previous one."""
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -39,14 +48,51 @@ def publish_pair(encoder_spec: str, index_dir: Path, report: dict | None = None,
     with new_session() as session:
         active = session.scalar(select(ModelPair).where(ModelPair.active.is_(True)))
         refuse_if_worse(active, report, force)
-        pair = ModelPair(encoder_id=encoder.encoder_id, encoder_uri=str(encoder_spec),
-                         index_path=str(index_dir.resolve()), index_id=index.index_id, report=report)
+        encoder_uri, index_path = _shared_locations(encoder_spec, index_dir, index.index_id)
+        calibration = encoder.calibration.to_dict() if encoder.calibration.fitted else None
+        pair = ModelPair(encoder_id=encoder.encoder_id, encoder_uri=encoder_uri,
+                         index_path=index_path, index_id=index.index_id, report=report, calibration=calibration)
         session.add(pair)
         _activate(session, pair)
         record(session, action="model.publish", actor="cli", target=pair.id,
                detail={"encoder_id": pair.encoder_id, "index_id": pair.index_id, "forced": force})
         session.commit()
         return pair
+
+
+def publish_calibration(calibration: Calibration, encoder: Encoder, based_on: int | None) -> ModelPair:
+    """Activate a copy of pair `based_on` (None: the configured encoder, no pair yet) that carries this
+    calibration. Refused if the active pair is no longer `based_on`: the fit belongs to that encoder."""
+    from common.settings import get_settings
+    with new_session() as session:
+        active = session.scalar(select(ModelPair).where(ModelPair.active.is_(True)).with_for_update())
+        if (active.id if active else None) != based_on:
+            raise ActivePairChanged(f"the active pair is now {active.id if active else None}, not {based_on}; "
+                                    "calibrate again")
+        if active is not None and active.encoder_id != encoder.encoder_id:
+            raise ActivePairChanged(f"pair {active.id} serves {active.encoder_id}, not {encoder.encoder_id}")
+        pair = ModelPair(encoder_id=encoder.encoder_id,
+                         encoder_uri=active.encoder_uri if active else get_settings().encoder,
+                         index_path=active.index_path if active else None,
+                         index_id=active.index_id if active else None,
+                         report=active.report if active else None, calibration=calibration.to_dict())
+        session.add(pair)
+        _activate(session, pair)
+        record(session, action="model.calibrate", actor="cli", target=pair.id,
+               detail={"encoder_id": pair.encoder_id, "based_on": based_on, "fitted_on": calibration.fitted_on})
+        session.commit()
+        return pair
+
+
+def _shared_locations(encoder_spec: str, index_dir: Path, index_id: str) -> tuple[str, str]:
+    """Local paths on one machine; with remote storage, upload both so workers on other hosts find them."""
+    settings = get_settings()
+    if not artifacts.uploads_artifacts(settings):
+        return str(encoder_spec), str(index_dir.resolve())
+    prefix = f"artifacts/pairs/{index_id}"
+    encoder_uri = (artifacts.upload_dir(settings, Path(encoder_spec), f"{prefix}/encoder")
+                   if Path(encoder_spec).is_dir() else str(encoder_spec))
+    return encoder_uri, artifacts.upload_dir(settings, index_dir, f"{prefix}/index")
 
 
 def refuse_if_worse(active: ModelPair | None, report: dict | None, force: bool) -> None:

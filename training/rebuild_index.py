@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 from common.db.session import new_session
 from common.settings import get_settings
-from common.storage import LocalStorage
+from common.storage import get_storage
 from core.encoder import load_encoder
 from indexing.embedding import count_missing_vectors, embed_missing
 from indexing.store import build_from_database, index_params
@@ -43,7 +43,7 @@ def rebuild_index(encoder_spec: str, out: Path | None = None, batch_size: int | 
         # Batches commit as they go: after a crash, a rerun skips what has a vector and resumes.
         missing = count_missing_vectors(session, encoder.encoder_id)
         with tqdm(total=missing, desc="embedding source images", unit="img") as bar:
-            embed_missing(session, encoder, LocalStorage(settings.storage_dir), batch_size, bar.update)
+            embed_missing(session, encoder, get_storage(settings), batch_size, bar.update)
         store = build_from_database(session, encoder.encoder_id, encoder.dim, index_params(settings))
     store.save(out)
     print(f"index {store.index_id} ({store.factory}): {store.count()} vectors from {encoder.encoder_id} -> {out}")

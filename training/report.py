@@ -1,7 +1,8 @@
-"""Evaluation report writers: JSON (everything), a markdown table, Recall@K plots (PNG)."""
+"""Evaluation report writers: JSON (everything), markdown tables, Recall@K and reliability plots (PNG)."""
 import json
 from pathlib import Path
 
+from training.calibration_report import calibration_table, reliability_png
 from training.metrics import RECALL_KS
 from training.plots import plot_recall_curves
 
@@ -21,7 +22,15 @@ def markdown_table(report: dict) -> str:
                 values = " | ".join(f"{metrics[c]:.1f}" for c in COLUMNS)
                 lines.append(f"| {label} | {protocol} | {qtype} | {result['n_queries'][qtype]} | {values} |")
     ids = [f"- {label}: `{r['encoder_id']}`" for label, r in report["encoders"].items()]
+    calibrated = _calibration_rows(report)
+    if calibrated:
+        lines += ["", "Calibration of the top share (service protocol, each encoder's own calibration; ECE over "
+                  "10 equal-mass bins with a bootstrap 95% interval, in points):", "", calibration_table(calibrated)]
     return "\n".join(lines + ["", "Encoders:", *ids, ""])
+
+
+def _calibration_rows(report: dict) -> dict:
+    return {label: r["calibration"] for label, r in report["encoders"].items() if "calibration" in r}
 
 
 def write_report(report: dict, out_dir: str | Path) -> dict[str, Path]:
@@ -37,4 +46,7 @@ def write_report(report: dict, out_dir: str | Path) -> dict[str, Path]:
                 panels.setdefault(qtype, {})[label] = {k: metrics[f"recall@{k}"] for k in RECALL_KS}
         paths[f"{protocol}_png"] = plot_recall_curves(
             panels, f"{report['dataset']}: {protocol} protocol", out_dir / f"recall_{protocol}.png")
+    if _calibration_rows(report):
+        paths["reliability_png"] = reliability_png(_calibration_rows(report), f"{report['dataset']}: reliability",
+                                                   out_dir / "reliability.png")
     return paths

@@ -16,6 +16,7 @@ from pathlib import Path
 from common.db import crud
 from common.db.session import new_session
 from common.settings import get_settings
+from indexing.artifacts import resolve
 from training.calibrate import calibrate_artefact
 from training.config import PRESETS, apply_overrides, load_config
 from training.data import registered_works
@@ -51,7 +52,7 @@ def registry_eval_set() -> EvalSet:
 def serving_encoder_spec() -> str:
     with new_session() as session:
         pair = crud.get_active_pair(session)
-    return pair.encoder_uri if pair else get_settings().encoder
+    return resolve(pair.encoder_uri, get_settings()) if pair else get_settings().encoder
 
 
 def gate_value(entry: dict) -> float:

@@ -10,17 +10,18 @@ import uuid
 
 import torch
 from redis import Redis
-from rq import SimpleWorker
 
 from common.db.session import new_session
 from common.jobs import get_queue
+from common.logging_config import configure_logging
 from common.recovery import recover
 from common.retention import sweep_expired_jobs
 from common.settings import get_settings
-from common.storage import LocalStorage
+from common.storage import get_storage
 from worker.deliveries import DeliveryLoop
 from indexing.snapshots import WriterLock
 from worker.heartbeat import Heartbeat, Periodic
+from worker.logged_worker import LoggedWorker
 from worker.runtime import Runtime, get_runtime, set_runtime
 
 log = logging.getLogger("worker")
@@ -37,7 +38,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     settings = get_settings()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    configure_logging(service="worker", log_format=settings.log_format, level=settings.log_level)
     torch.set_num_threads(settings.torch_threads)
     with new_session() as session:
         set_runtime(Runtime.load(session, settings, args.device))
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
     for thread in side_threads:
         thread.start()
     try:
-        SimpleWorker([queue], connection=redis, name=name).work(burst=args.burst, with_scheduler=False,
+        LoggedWorker([queue], connection=redis, name=name).work(burst=args.burst, with_scheduler=False,
                                                               logging_level="WARNING")
     finally:
         for thread in side_threads:
@@ -70,13 +71,13 @@ def main(argv: list[str] | None = None) -> None:
 
 def _recover(redis: Redis, queue, settings) -> None:
     with new_session() as session:
-        recover(session, redis, queue, LocalStorage(settings.storage_dir), max_attempts=settings.job_max_attempts,
+        recover(session, redis, queue, get_storage(settings), max_attempts=settings.job_max_attempts,
                 grace_s=settings.recovery_grace_s)
 
 
 def _sweep(settings) -> None:
     with new_session() as session:
-        sweep_expired_jobs(session, LocalStorage(settings.storage_dir), retention_days=settings.job_retention_days)
+        sweep_expired_jobs(session, get_storage(settings), retention_days=settings.job_retention_days)
 
 
 if __name__ == "__main__":

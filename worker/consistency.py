@@ -15,7 +15,8 @@ from common.db.models import Embedding, ImageState, SourceImage, Work
 from common.db.session import new_session
 from common.settings import Settings, get_settings
 from core.encoder import load_encoder
-from common.storage import LocalStorage
+from common.storage import get_storage
+from indexing.artifacts import resolve
 from indexing.backends.faiss import FaissStore, load_store
 from indexing.follower import sync_store
 from indexing.snapshots import load_snapshot, write_snapshot
@@ -60,19 +61,20 @@ def _sample(ids: list[int], n: int = 10) -> str:
 
 def active_encoder_id_and_dim(session: Session, settings: Settings) -> tuple[str, int]:
     pair = crud.get_active_pair(session)
-    encoder = load_encoder(pair.encoder_uri if pair else settings.encoder, "cpu")
+    encoder = load_encoder(resolve(pair.encoder_uri, settings) if pair else settings.encoder, "cpu")
     return encoder.encoder_id, encoder.dim
 
 
 def saved_store(session: Session, settings: Settings, encoder_id: str) -> tuple[FaissStore | None, str | None]:
     """What a starting worker would load: the newest snapshot, else the published pair's index.
     Raises IndexCorrupt/IndexEncoderMismatch for a published index that cannot be served."""
-    found = load_snapshot(LocalStorage(settings.storage_dir), encoder_id, settings.cache_dir)
+    found = load_snapshot(get_storage(settings), encoder_id, settings.cache_dir)
     if found is not None:
         return found
     pair = crud.get_active_pair(session)
-    if pair is not None and pair.index_path and (Path(pair.index_path) / "index.json").exists():
-        return load_store(Path(pair.index_path), encoder_id, mmap=True), pair.index_path
+    index_path = resolve(pair.index_path, settings) if pair is not None and pair.index_path else None
+    if index_path and (Path(index_path) / "index.json").exists():
+        return load_store(Path(index_path), encoder_id, mmap=True), str(index_path)
     return None, None
 
 
@@ -118,7 +120,7 @@ def repair(session: Session, settings: Settings, encoder_id: str, dim: int) -> t
     crud.record_vector_changes(session, op="delete", image_ids=sorted(set(orphans)), encoder_id=None)
     session.commit()
     store = build_from_database(session, encoder_id, dim, index_params(settings))
-    return store, write_snapshot(LocalStorage(settings.storage_dir), store)
+    return store, write_snapshot(get_storage(settings), store)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,7 +14,7 @@ from common.db import crud
 from common.db.models import AttributionJob, JobStatus, Match
 from common.db.session import new_session
 from common.images import decode_rgb
-from common.storage import LocalStorage
+from common.storage import get_storage
 from core.ranking import rank_works
 from worker import runtime as runtime_module
 from indexing.embedding import embed_source_images
@@ -32,7 +32,7 @@ def embed_work(work_id: str) -> int:
     """Embed a work's pending images with the active encoder and add them to this worker's index."""
     with new_session() as session:
         runtime = _current_runtime(session)
-        storage = LocalStorage(runtime.settings.storage_dir)
+        storage = get_storage(runtime.settings)
         images = crud.pending_images(session, work_id=uuid.UUID(work_id))
         _fault_delay(runtime.settings.fault_job_delay_s)
         embedded = embed_source_images(session, runtime.encoder, storage, images,
@@ -86,15 +86,16 @@ def _attribute(session: Session, job: AttributionJob) -> None:
     runtime = _current_runtime(session)
     runtime.sync(session)
     settings, encoder, store = runtime.settings, runtime.encoder, runtime.store
-    query = encoder.embed([decode_rgb(LocalStorage(settings.storage_dir).get(job.storage_key))])
+    query = encoder.embed([decode_rgb(get_storage(settings).get(job.storage_key))])
     ids, scores = store.search(query, min(job.top_k * settings.image_hits_per_work, 1000))
     ids, scores = ids[0], scores[0]
     work_of_image = crud.live_work_of_images(session, image_ids=ids.tolist())
-    ranked, unattributed = rank_works(ids, scores, work_of_image, job.top_k, encoder.calibration)
+    ranked, unattributed = rank_works(ids, scores, work_of_image, job.top_k, runtime.calibration)
     session.execute(delete(Match).where(Match.job_id == job.id))  # a retry replaces, never duplicates
     session.add_all(Match(job_id=job.id, rank=r, work_id=w.work_id, score=w.score, share=w.share,
                           best_image_id=w.best_image_id) for r, w in enumerate(ranked, start=1))
     job.encoder_id, job.index_id, job.index_size = encoder.encoder_id, store.index_id, store.count()
+    job.pair_id, job.calibration = runtime.pair_id, runtime.calibration.applied()
     job.unattributed, job.status, job.error = unattributed, JobStatus.done, None
     job.finished_at = datetime.now(timezone.utc)
     outbox.add_job_finished(session, job=job)  # the webhook row commits with the result, or not at all
@@ -119,4 +120,4 @@ def _record_failure(session: Session, job_id: str, exc: Exception) -> None:
 def _forget_query_image(job: AttributionJob) -> None:
     """A query image (one file per job) is deleted once the job ends, unless kept (opt-in) for training."""
     if not job.training_use:
-        LocalStorage(runtime_module.get_runtime().settings.storage_dir).delete(job.storage_key)
+        get_storage(runtime_module.get_runtime().settings).delete(job.storage_key)

@@ -5,18 +5,20 @@ Loaded once at worker start (not per job), checked before every job: if an admin
 log (indexing.follower), so works registered through any worker become searchable here; snapshots
 and rebuilds run in indexing.live, off the job thread."""
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy.orm import Session
 
 from common.db import crud
 from common.settings import Settings
-from common.storage import LocalStorage
+from common.storage import get_storage
+from core.calibration import Calibration
 from core.encoder import Encoder, load_encoder
-from indexing.backends.faiss import FaissStore
+from indexing.artifacts import resolve
 from indexing.embedding import embed_missing
 from indexing.live import LiveStore
 from indexing.snapshots import WriterLock
+from indexing.vectorstore import VectorStore
 
 log = logging.getLogger(__name__)
 
@@ -28,21 +30,24 @@ class Runtime:
     live: LiveStore
     pair_id: int | None
     device: str = "cpu"
+    calibration: Calibration = field(default_factory=Calibration)  # the pair's, else the encoder's (design §7)
 
     @classmethod
     def load(cls, session: Session, settings: Settings, device: str = "cpu") -> "Runtime":
         pair = crud.get_active_pair(session)
-        encoder = load_encoder(pair.encoder_uri if pair else settings.encoder, device)
+        encoder = load_encoder(resolve(pair.encoder_uri, settings) if pair else settings.encoder, device)
+        calibration = Calibration.from_dict(pair.calibration) if pair and pair.calibration else encoder.calibration
         # Images registered while another encoder was active have no vector from this one yet.
-        caught_up = embed_missing(session, encoder, LocalStorage(settings.storage_dir), settings.embed_batch_size)
+        caught_up = embed_missing(session, encoder, get_storage(settings), settings.embed_batch_size)
         if caught_up:
             log.info("embedded %d images that lacked a vector from this encoder", caught_up)
-        live = LiveStore.open(session, settings, encoder.encoder_id, encoder.dim, pair.index_path if pair else None)
+        index_path = resolve(pair.index_path, settings) if pair else None
+        live = LiveStore.open(session, settings, encoder.encoder_id, encoder.dim, index_path)
         log.info("loaded encoder %s, index %s from %s", encoder.encoder_id, live.store.describe(), live.loaded_from)
-        return cls(settings, encoder, live, pair.id if pair else None, device)
+        return cls(settings, encoder, live, pair.id if pair else None, device, calibration)
 
     @property
-    def store(self) -> FaissStore:
+    def store(self) -> VectorStore:
         return self.live.store
 
     @property
@@ -66,7 +71,8 @@ class Runtime:
     def describe(self) -> dict:
         store = self.store.describe()
         return {"encoder_id": self.encoder.encoder_id, "index_id": store["index_id"], "index_size": store["count"],
-                "index": store, "pair_id": self.pair_id, "loaded_from": self.loaded_from}
+                "index": store, "pair_id": self.pair_id, "loaded_from": self.loaded_from,
+                "calibration": self.calibration.summary()}
 
 
 _current: Runtime | None = None

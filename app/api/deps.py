@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from common.db.session import new_session
 from common.jobs import get_queue
 from common.settings import Settings, get_settings
-from common.storage import LocalStorage
+from common.storage import Storage, get_storage as build_storage
 
 
 def get_db() -> Iterator[Session]:
@@ -33,12 +33,12 @@ def get_job_queue(redis: Annotated[Redis, Depends(get_redis)],
     return get_queue(redis, settings.queue_name)
 
 
-def get_storage(settings: Annotated[Settings, Depends(get_settings)]) -> LocalStorage:
-    return LocalStorage(settings.storage_dir)
+def get_storage(settings: Annotated[Settings, Depends(get_settings)]) -> Storage:
+    return build_storage(settings)
 
 
 SessionDep = Annotated[Session, Depends(get_db)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 RedisDep = Annotated[Redis, Depends(get_redis)]
 QueueDep = Annotated[Queue, Depends(get_job_queue)]
-StorageDep = Annotated[LocalStorage, Depends(get_storage)]
+StorageDep = Annotated[Storage, Depends(get_storage)]

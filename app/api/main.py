@@ -1,11 +1,23 @@
+"""Every resource lives under /v1; the unversioned paths of the first API stay as aliases, hidden from
+the schema (clients generated from it use /v1). Probes and problem pages are unversioned only."""
 from fastapi import APIRouter
 
-from app.api.routes import attributions, audit, health, keys, sources, webhooks
+from app.api.routes import attributions, audit, health, jobs, keys, models, problems, sources, webhooks
+
+API_PREFIX = "/v1"
+
+resources = APIRouter()
+resources.include_router(sources.router)
+resources.include_router(jobs.router)
+resources.include_router(attributions.router)
+resources.include_router(keys.router)
+resources.include_router(webhooks.router)
+resources.include_router(audit.router)
+resources.include_router(models.router)
 
 api_router = APIRouter()
-api_router.include_router(sources.router)
-api_router.include_router(attributions.router)
-api_router.include_router(keys.router)
-api_router.include_router(webhooks.router)
-api_router.include_router(audit.router)
+# /v1 first: url_for (status URLs, Location) then names the versioned path.
+api_router.include_router(resources, prefix=API_PREFIX)
+api_router.include_router(resources, include_in_schema=False)
+api_router.include_router(problems.router)
 api_router.include_router(health.router)

@@ -45,6 +45,7 @@ class Scope(str, enum.Enum):
     admin = "admin"            # keys, retraining, everything
     registrar = "registrar"    # register, list and delete the works of its own rights holder
     attributor = "attributor"  # submit and read its own attribution jobs
+    metrics = "metrics"        # read /metrics only (a Prometheus scraper needs no admin key)
 
 
 class JobStatus(str, enum.Enum):
@@ -70,6 +71,17 @@ class ApiKey(Base):
 
 class Work(Base):
     __tablename__ = "works"
+    # Pages of live works by (created_at, id) keyset, all of them (admins) or one rights holder's
+    # (partial: deleted works are never listed); imports look works up by their external reference.
+    __table_args__ = (Index("ix_works_live_page", "created_at", "id",
+                            postgresql_where=text("deleted_at IS NULL"), sqlite_where=text("deleted_at IS NULL")),
+                      Index("ix_works_live_holder_page", "rights_holder", "created_at", "id",
+                            postgresql_where=text("deleted_at IS NULL"), sqlite_where=text("deleted_at IS NULL")),
+                      Index("ix_works_rights_holder_external_ref", "rights_holder", "external_ref"),
+                      # Deleted works only: an index over every live row (all NULL) lured SQLite's planner
+                      # away from the page indexes above into sorting the whole table.
+                      Index("ix_works_deleted_at", "deleted_at", postgresql_where=text("deleted_at IS NOT NULL"),
+                            sqlite_where=text("deleted_at IS NOT NULL")))
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     title: Mapped[str] = mapped_column(String(300))
@@ -77,7 +89,7 @@ class Work(Base):
     external_ref: Mapped[str | None] = mapped_column(String(500))
     licence: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    deleted_at: Mapped[datetime | None] = mapped_column(index=True)
+    deleted_at: Mapped[datetime | None]
 
     images: Mapped[list["SourceImage"]] = relationship(
         back_populates="work", order_by="SourceImage.id", cascade="all, delete-orphan")
@@ -144,6 +156,8 @@ class ChangelogHead(Base):
 
 class AttributionJob(Base):
     __tablename__ = "attribution_jobs"
+    # A key's own jobs, newest first, a page at a time (GET /attribute).
+    __table_args__ = (Index("ix_attribution_jobs_client_key_id_created_at", "client_key_id", "created_at", "id"),)
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     status: Mapped[JobStatus] = mapped_column(
@@ -160,6 +174,10 @@ class AttributionJob(Base):
     index_id: Mapped[str | None] = mapped_column(String(200))
     index_size: Mapped[int | None] = mapped_column(BigInteger)
     unattributed: Mapped[float | None] = mapped_column(Float)
+    # The pair that answered and the calibration its shares used ({inv_tau, bias, fitted_on, ece}): a
+    # later calibration is a new pair, so this result never changes silently (design.md §7).
+    pair_id: Mapped[int | None] = mapped_column(BigIntId, ForeignKey("model_pairs.id", ondelete="SET NULL"))
+    calibration: Mapped[dict | None] = mapped_column(JSON)
     client_key_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("api_keys.id"), index=True)
     # The client allowed this query image to be used as unlabeled training data.
     training_use: Mapped[bool] = mapped_column(default=False)
@@ -203,6 +221,9 @@ class ModelPair(Base):
     index_path: Mapped[str | None] = mapped_column(String(500))
     index_id: Mapped[str | None] = mapped_column(String(200))
     report: Mapped[dict | None] = mapped_column(JSON)
+    # Share calibration served with this pair (core.calibration.Calibration.to_dict()); NULL: the
+    # encoder artefact's, else the packaged default. A new calibration is a new pair row.
+    calibration: Mapped[dict | None] = mapped_column(JSON)
     active: Mapped[bool] = mapped_column(default=False, index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     activated_at: Mapped[datetime | None]

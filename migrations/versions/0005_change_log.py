@@ -8,7 +8,7 @@ from alembic import op
 import sqlalchemy as sa
 
 revision = '0005'
-down_revision = '0008'
+down_revision = '0009'  # chain: 0003 -> 0008 -> 0007 -> 0009 -> 0005
 branch_labels = None
 depends_on = None
 

@@ -11,7 +11,7 @@ from common.db.session import new_session
 from tests.conftest import REPO, auth
 from tests.factories import photo_bytes
 
-OPEN_PATHS = {"/healthz", "/readyz"}
+OPEN_PATHS = {"/healthz", "/readyz", "/problems", "/problems/{slug}"}
 
 
 def register(client, headers, subject="dog", rights_holder=None):
@@ -31,7 +31,8 @@ def test_every_endpoint_but_health_needs_a_key(anonymous_client):
         for method in operations:
             url = path.replace("{work_id}", "00000000-0000-4000-8000-000000000000") \
                       .replace("{job_id}", "00000000-0000-4000-8000-000000000000") \
-                      .replace("{key_id}", "00000000-0000-4000-8000-000000000000")
+                      .replace("{key_id}", "00000000-0000-4000-8000-000000000000") \
+                      .replace("{slug}", "not-found")
             response = anonymous_client.request(method.upper(), url)
             if path in OPEN_PATHS:
                 assert response.status_code != 401
@@ -60,8 +61,10 @@ def test_registrars_only_touch_their_own_rights_holder(anonymous_client, make_ke
     assert register(anonymous_client, acme, "cat", rights_holder="Other").status_code == 403
     assert anonymous_client.get(f"/sources/{work['id']}", headers=other).status_code == 404
     assert anonymous_client.delete(f"/sources/{work['id']}", headers=other).status_code == 404
-    assert anonymous_client.get("/sources", headers=other).json()["count"] == 0
-    assert anonymous_client.get("/sources", headers=acme, params={"rights_holder": "Other"}).json()["count"] == 1
+    assert anonymous_client.get("/sources", headers=other).json()["data"] == []
+    # Naming another rights holder is refused, not silently replaced by the key's own.
+    assert anonymous_client.get("/sources", headers=acme, params={"rights_holder": "Other"}).status_code == 403
+    assert len(anonymous_client.get("/sources", headers=acme, params={"rights_holder": "ACME"}).json()["data"]) == 1
     assert anonymous_client.get(f"/sources/{work['id']}", headers=acme).status_code == 200
     assert submit(anonymous_client, acme).status_code == 403
 

@@ -43,3 +43,20 @@ def test_top_k_truncates_and_remainder_is_unattributed():
 def test_no_hits():
     ranked, unattributed = rank_works(np.array([], np.int64), np.array([]), {}, 5, Calibration())
     assert ranked == [] and unattributed == 1.0
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_calibration_never_changes_the_ranking(seed):
+    """Top-1 and the whole order depend on scores only; calibrations change shares (design.md §7)."""
+    rng = np.random.default_rng(seed)
+    ids = np.arange(40)
+    scores = np.sort(rng.uniform(0.2, 0.9, 40))[::-1]
+    scores[5:8] = scores[5]  # ties between works must stay in the same order too
+    works = {i: f"w{rng.integers(0, 12)}" for i in ids.tolist()}
+    calibrations = [Calibration(), Calibration(inv_tau=1.0), Calibration(inv_tau=80.0, bias=-300.0),
+                    Calibration(inv_tau=5.0, bias=50.0)]
+    rankings = [rank_works(ids, scores, works, top_k=10, calibration=c)[0] for c in calibrations]
+    orders = [[(w.work_id, w.score, w.best_image_id) for w in ranked] for ranked in rankings]
+    assert all(order == orders[0] for order in orders) and len(orders[0]) == 10
+    shares = [[w.share for w in ranked] for ranked in rankings]
+    assert len({tuple(np.round(s, 6)) for s in shares}) == len(calibrations)  # the shares did change

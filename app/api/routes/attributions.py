@@ -10,14 +10,15 @@ from sqlalchemy.orm import Session
 from app.api.deps import QueueDep, SessionDep, SettingsDep, StorageDep
 from app.api.routes.webhooks import checked_callback_url
 from app.problems import Problem
-from app.schemas import AttributionPublic, DeliveryPublic, MatchPublic
+from app.schemas import AttributionPublic, CalibrationPublic, DeliveryPublic, MatchPublic
 from app.security import AttributorKey
 from app.uploads import read_checked_image
 from common.db import crud
 from common.db.models import AttributionJob, JobStatus, Scope
 from common.db.session import new_session
 from common.jobs import enqueue_attribution
-from common.storage import LocalStorage
+from common.logging_config import bind
+from common.storage import Storage, key_for
 
 router = APIRouter(prefix="/attribute", tags=["attribution"])
 _FINISHED = (JobStatus.done, JobStatus.failed)
@@ -41,13 +42,14 @@ def create_attribution(
     # One file per job (not per content hash): a finished job deletes its query image, and that must
     # never remove the file of another job that submitted the same bytes.
     job_id = uuid.uuid4()
-    storage_key = LocalStorage.key_for("queries", job_id.hex, checked.extension)
+    storage_key = key_for("queries", job_id.hex, checked.extension)
     storage.put(storage_key, checked.data)
     job = crud.create_job(session, job_id=job_id, query_sha256=checked.sha256, storage_key=storage_key,
                           top_k=top_k,
                           training_use=allow_training and settings.collect_queries_for_training,
                           client_key_id=key.id, callback_url=callback_url)
     session.commit()
+    bind(job_id=job.id)
     try:
         enqueue_attribution(queue, str(job.id))
     except RedisError as exc:
@@ -62,7 +64,7 @@ def create_attribution(
     return attribution_public(request, job)
 
 
-def _fail_unqueued(session: Session, storage: LocalStorage, job: AttributionJob) -> None:
+def _fail_unqueued(session: Session, storage: Storage, job: AttributionJob) -> None:
     job.status, job.error = JobStatus.failed, "the job queue was unavailable when the job was submitted"
     session.commit()
     storage.delete(job.storage_key)
@@ -104,7 +106,8 @@ def attribution_public(request: Request, job: AttributionJob) -> AttributionPubl
     return AttributionPublic(
         id=job.id, status=job.status, status_url=_status_url(request, job.id), created_at=job.created_at,
         finished_at=job.finished_at, error=job.error, top_k=job.top_k, encoder_id=job.encoder_id,
-        index_id=job.index_id, index_size=job.index_size,
+        index_id=job.index_id, index_size=job.index_size, pair_id=job.pair_id,
+        calibration=CalibrationPublic.model_validate(job.calibration) if job.calibration else None,
         matches=_live_matches(job) if done else None,
         unattributed=_unattributed(job) if done else None,
         deliveries=[DeliveryPublic.model_validate(d) for d in job.deliveries] if job.callback_url else None)

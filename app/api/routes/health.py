@@ -7,7 +7,7 @@ from sqlalchemy import text
 
 from app.api.deps import RedisDep, SessionDep, SettingsDep
 from app.problems import Problem
-from app.security import AdminKey
+from app.security import MetricsKey
 from common.jobs import heartbeat_key
 
 router = APIRouter(tags=["health"])
@@ -47,6 +47,6 @@ def _live_workers(redis, queue_name: str) -> list[dict]:
 
 
 @router.get("/metrics", include_in_schema=False)
-def read_metrics(_: AdminKey) -> Response:
-    """Prometheus metrics of this API process."""
+def read_metrics(_: MetricsKey) -> Response:
+    """Prometheus metrics of this API process (an admin key or a `metrics`-scope key)."""
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

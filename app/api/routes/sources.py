@@ -1,22 +1,23 @@
-"""Registering, listing and deleting works (source concepts) and their images."""
+"""Registering, listing, changing and deleting works (source concepts) and their images."""
 import logging
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Query, Response, UploadFile, status
+from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile, status
 from redis.exceptions import RedisError
 
 from app.api.deps import QueueDep, SessionDep, SettingsDep, StorageDep
-from app.problems import Problem
-from app.schemas import WorkPublic, WorksPublic
+from app.problems import Problem, invalid_parameter
+from app.schemas import WorkFilters, WorkPublic, WorksPublic, WorkUpdate
 from app.security import RegistrarKey, owns_rights_holder
 from app.uploads import read_checked_image
 from common.audit import record
-from common.db import crud
+from common.db import crud, listing
+from common.db.listing import CreatedRange
 from common.db.models import ApiKey, ImageState, Scope, SourceImage, Work
 from common.images import CheckedImage
 from common.jobs import enqueue_embed_work
-from common.storage import LocalStorage
+from common.storage import Storage, key_for
 
 router = APIRouter(prefix="/sources", tags=["sources"])
 log = logging.getLogger(__name__)
@@ -30,7 +31,7 @@ def work_public(work: Work) -> WorkPublic:
              responses={200: {"model": WorkPublic, "description": "identical images already registered"}})
 def create_source(
     key: RegistrarKey, session: SessionDep, settings: SettingsDep, storage: StorageDep, queue: QueueDep,
-    response: Response,
+    request: Request, response: Response,
     images: Annotated[list[UploadFile], File(description="one or more images of the work")],
     title: Annotated[str, Form(min_length=1, max_length=300)],
     rights_holder: Annotated[str | None, Form(min_length=1, max_length=200,
@@ -48,6 +49,8 @@ def create_source(
         response.status_code = status.HTTP_200_OK
         return work_public(_existing_work_or_conflict(session, checked, existing))
     # Files live under their work's id, so deleting a work can never remove another work's file.
+    if external_ref is not None:
+        _check_external_ref_free(session, settings, rights_holder, external_ref)
     work_id = uuid.uuid4()
     work = crud.create_work(session, work_id=work_id, title=title, rights_holder=rights_holder,
                             external_ref=external_ref, licence=licence,
@@ -56,6 +59,7 @@ def create_source(
            detail={"title": title, "rights_holder": rights_holder, "images": len(checked)})
     session.commit()
     _enqueue_quietly(queue, str(work.id))
+    response.headers["Location"] = str(request.url_for("read_source", work_id=work.id))
     return work_public(work)
 
 
@@ -81,10 +85,10 @@ def _existing_work_or_conflict(session, checked: dict[str, CheckedImage],
     if len(existing) == len(checked) and len(work_ids) == 1:
         return crud.get_work(session, work_id=work_ids.pop())
     raise Problem(409, "some of these images are already registered for this rights holder in other works",
-                  title="Duplicate images", duplicates={h: str(i.work_id) for h, i in existing.items()})
+                  title="Duplicate images", type_="/problems/duplicate-images", duplicates={h: str(i.work_id) for h, i in existing.items()})
 
 
-def _store(storage: LocalStorage, work_id: uuid.UUID, image: CheckedImage) -> SourceImage:
+def _store(storage: Storage, work_id: uuid.UUID, image: CheckedImage) -> SourceImage:
     key = f"sources/{work_id}/{image.sha256}.{image.extension}"
     storage.put(key, image.data)
     return SourceImage(content_sha256=image.sha256, storage_key=key, media_type=image.media_type,
@@ -101,14 +105,66 @@ def _enqueue_quietly(queue, work_id: str) -> None:
 
 
 @router.get("", response_model=WorksPublic)
-def read_sources(key: RegistrarKey, session: SessionDep, offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
-                 limit: Annotated[int, Query(ge=1, le=100)] = 20,
-                 rights_holder: Annotated[str | None, Query(max_length=200)] = None) -> WorksPublic:
-    """List live works, oldest first (a registrar sees only its own rights holder's)."""
-    if key.scope != Scope.admin:
-        rights_holder = key.rights_holder
-    works, total = crud.list_works(session, offset=offset, limit=limit, rights_holder=rights_holder)
-    return WorksPublic(data=[work_public(w) for w in works], count=total, offset=offset, limit=limit)
+def read_sources(key: RegistrarKey, session: SessionDep, filters: Annotated[WorkFilters, Query()]) -> WorksPublic:
+    """List live works, oldest first, a page at a time (a registrar sees only its own rights holder's).
+    Pass `next_cursor` back as `cursor` for the next page; `offset` still works but is deprecated."""
+    query = listing.works_query(rights_holder=_listed_rights_holder(key, filters.rights_holder),
+                                external_ref=filters.external_ref, title=filters.title, q=filters.q,
+                                created=CreatedRange(filters.created_after, filters.created_before))
+    # The deprecated offset pages keep their count, so clients of the first API read what they always did.
+    wants_count = filters.with_count or filters.offset is not None
+    count = listing.count_rows(session, query=query) if wants_count else None
+    if filters.offset is not None:
+        works = listing.list_works_offset(session, query=query, offset=filters.offset, limit=filters.limit)
+        return WorksPublic(data=[work_public(w) for w in works], count=count, offset=filters.offset,
+                           limit=filters.limit, next_cursor=None)
+    try:
+        page = listing.list_works_page(session, query=query, cursor=filters.cursor, limit=filters.limit)
+    except listing.BadCursor as exc:
+        raise invalid_parameter(["query", "cursor"], str(exc)) from exc
+    return WorksPublic(data=[work_public(w) for w in page.rows], count=count, offset=None, limit=filters.limit,
+                       next_cursor=page.next_cursor)
+
+
+def _listed_rights_holder(key: ApiKey, requested: str | None) -> str | None:
+    """Admins may filter by any rights holder; a registrar naming another one is refused, not ignored."""
+    if key.scope == Scope.admin:
+        return requested
+    if requested is not None and requested != key.rights_holder:
+        raise Problem(403, f"this key lists works of {key.rights_holder!r} only", title="Forbidden")
+    return key.rights_holder
+
+
+@router.patch("/{work_id}", response_model=WorkPublic)
+def update_source(key: RegistrarKey, session: SessionDep, settings: SettingsDep, work_id: uuid.UUID,
+                  body: WorkUpdate) -> WorkPublic:
+    """Change a work's title, external reference or licence (images are changed by registering anew)."""
+    work = _get_or_404(session, key, work_id)
+    changes = body.model_dump(exclude_unset=True)
+    if changes.get("title", "") is None:
+        raise invalid_parameter(["body", "title"], "a work keeps a title; it cannot be set to null")
+    if changes.get("external_ref") is not None:
+        _check_external_ref_free(session, settings, work.rights_holder, changes["external_ref"], exclude=work.id)
+    for field, value in changes.items():
+        setattr(work, field, value)
+    record(session, action="work.update", key=key, target=work_id, detail=changes)
+    session.commit()
+    return work_public(work)
+
+
+def _check_external_ref_free(session, settings, rights_holder: str, external_ref: str,
+                             exclude: uuid.UUID | None = None) -> None:
+    """With ATTRIB_UNIQUE_EXTERNAL_REF, one live work per (rights holder, external_ref): a re-run
+    import is told which work already holds the reference instead of creating a second one."""
+    if not settings.unique_external_ref:
+        return
+    listing.lock_external_ref(session, rights_holder=rights_holder, external_ref=external_ref)
+    holder = listing.find_live_work_by_external_ref(session, rights_holder=rights_holder,
+                                                    external_ref=external_ref, exclude=exclude)
+    if holder is not None:
+        raise Problem(409, f"external_ref {external_ref!r} already belongs to work {holder.id}; "
+                           "change that work with PATCH instead", title="Duplicate external_ref",
+                      type_="/problems/duplicate-external-ref", work_id=str(holder.id))
 
 
 @router.get("/{work_id}", response_model=WorkPublic)

@@ -1,0 +1,110 @@
+"""One storage contract (docs/design.md §4), two backends: a local folder and S3 over HTTP against a standalone
+moto_server (tests/s3server.py). Whatever holds the bytes, callers see the same behaviour."""
+import pytest
+
+from common.storage import LocalStorage, S3Storage, local_copy, local_copy_prefix, storage_from
+
+
+@pytest.fixture(params=["local", "s3"])
+def storage(request, tmp_path):
+    if request.param == "local":
+        return LocalStorage(tmp_path / "storage")
+    server = request.getfixturevalue("s3_server")
+    return S3Storage(f"s3://{server.new_bucket()}/attrib", endpoint_url=server.endpoint)
+
+
+def test_put_get_exists_delete(storage):
+    storage.put("sources/w1/abc.jpg", b"\xff\xd8image")
+    assert storage.get("sources/w1/abc.jpg") == b"\xff\xd8image"
+    assert storage.exists("sources/w1/abc.jpg") and not storage.exists("sources/w1")
+    storage.delete("sources/w1/abc.jpg")
+    storage.delete("sources/w1/abc.jpg")  # deleting twice is not an error
+    assert not storage.exists("sources/w1/abc.jpg")
+    with pytest.raises(FileNotFoundError):
+        storage.get("sources/w1/abc.jpg")
+
+
+def test_put_replaces(storage):
+    storage.put("snapshots/enc/latest.json", b"one")
+    storage.put("snapshots/enc/latest.json", b"two")
+    assert storage.get("snapshots/enc/latest.json") == b"two"
+
+
+def test_list_is_sorted_and_stays_inside_its_folder(storage):
+    for key in ["sources/w1/b.jpg", "sources/w1/a.jpg", "sources/w10/c.jpg", "queries/ab/abc.jpg"]:
+        storage.put(key, b"x")
+    assert list(storage.list("sources/w1")) == ["sources/w1/a.jpg", "sources/w1/b.jpg"]
+    assert list(storage.list("sources/w1/")) == ["sources/w1/a.jpg", "sources/w1/b.jpg"]
+    assert list(storage.list("sources")) == ["sources/w1/a.jpg", "sources/w1/b.jpg", "sources/w10/c.jpg"]
+    assert list(storage.list("nothing/here")) == []
+
+
+def test_delete_prefix_removes_one_work_only(storage):
+    for key in ["sources/w1/a.jpg", "sources/w1/b.jpg", "sources/w10/c.jpg"]:
+        storage.put(key, b"x")
+    storage.delete_prefix("sources/w1")
+    storage.delete_prefix("sources/absent")
+    assert list(storage.list("sources")) == ["sources/w10/c.jpg"]
+
+
+@pytest.mark.parametrize("key", ["../escape.jpg", "/etc/passwd", "sources/../../x", "", "a//b"])
+def test_keys_that_leave_the_root_are_refused(storage, key):
+    with pytest.raises(ValueError):
+        storage.put(key, b"x")
+
+
+def test_local_copy_gives_a_readable_file(storage, tmp_path):
+    storage.put("artifacts/enc/weights.bin", b"w" * 100)
+    storage.put("artifacts/enc/config.json", b"{}")
+    path = local_copy(storage, "artifacts/enc/weights.bin", tmp_path / "cache")
+    assert path.read_bytes() == b"w" * 100
+    folder = local_copy_prefix(storage, "artifacts/enc", tmp_path / "cache")
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "weights.bin"]
+    with pytest.raises(FileNotFoundError):
+        local_copy(storage, "artifacts/enc/missing.bin", tmp_path / "cache")
+
+
+def test_s3_writes_are_visible_to_another_client_at_once(s3_server):
+    """Two hosts = two clients: no listing cache may hide a key another host just wrote or deleted."""
+    url = f"s3://{s3_server.new_bucket()}/p"
+    writer = S3Storage(url, endpoint_url=s3_server.endpoint)
+    reader = S3Storage(url, endpoint_url=s3_server.endpoint)
+    assert list(reader.list("sources")) == []
+    writer.put("sources/w/a.jpg", b"x")
+    assert list(reader.list("sources")) == ["sources/w/a.jpg"] and reader.exists("sources/w/a.jpg")
+    writer.delete("sources/w/a.jpg")
+    assert list(reader.list("sources")) == [] and not reader.exists("sources/w/a.jpg")
+
+
+def test_storage_url_picks_the_backend(tmp_path):
+    assert isinstance(storage_from("", "", tmp_path), LocalStorage)
+    assert storage_from(f"file://{tmp_path}/x", "", None).root == tmp_path / "x"
+    assert isinstance(storage_from("s3://bucket/prefix", "http://127.0.0.1:1", None), S3Storage)
+    with pytest.raises(ValueError):
+        S3Storage("s3:///no-bucket")
+
+
+def test_migration_to_s3_copies_everything_once_and_can_be_rerun(s3_server, tmp_path, monkeypatch, capsys):
+    from common.storage_migrate import main
+    local = LocalStorage(tmp_path / "data" / "storage")
+    keys = ["sources/w1/a.jpg", "queries/ab/abc.jpg", "artifacts/enc/weights.bin"]
+    for key in keys:
+        local.put(key, key.encode())
+    target_url = f"s3://{s3_server.new_bucket()}/attrib"
+    monkeypatch.setenv("ATTRIB_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("ATTRIB_STORAGE_URL", "")
+    from common.settings import get_settings
+    get_settings.cache_clear()
+    try:
+        assert main(["--to", target_url, "--endpoint-url", s3_server.endpoint]) == 0
+        assert "copied 3 objects" in capsys.readouterr().out
+        local.put("sources/w2/new.jpg", b"late")          # arrived while the first pass ran
+        assert main(["--to", target_url, "--endpoint-url", s3_server.endpoint]) == 0
+        second = capsys.readouterr().out
+        assert "copied 1 objects" in second and "3 were already at the target" in second
+    finally:
+        get_settings.cache_clear()
+    remote = S3Storage(target_url, endpoint_url=s3_server.endpoint)
+    assert sorted(k for p in ("sources", "queries", "artifacts") for k in remote.list(p)) == sorted(
+        keys + ["sources/w2/new.jpg"])
+    assert remote.get("sources/w1/a.jpg") == b"sources/w1/a.jpg"
