@@ -15,7 +15,7 @@ from bench.scale_data import exact_top_k
 from common.db.models import ChangelogHead, Embedding, ImageState, SourceImage, VectorChange, Work
 from common.db.schema import reset_schema
 from common.db.session import make_engine
-from common.storage import LocalStorage
+from common.storage import storage_from
 from indexing.backends.faiss import FaissStore, IndexParams, build_store
 from indexing.follower import sync_store
 from indexing.snapshots import write_snapshot
@@ -125,7 +125,7 @@ def warm_start_and_sharing(store: FaissStore, queries: np.ndarray, workdir: Path
     """Write a snapshot, then start two probe processes at once that map it and serve queries."""
     root = workdir / "storage"
     started = time.perf_counter()
-    write_snapshot(LocalStorage(root), store)
+    write_snapshot(storage_from(str(root)), store)
     written = time.perf_counter() - started
     np.save(workdir / "queries.npy", queries[:50])
     command = [sys.executable, "-m", "bench.scale_probe", str(root), store.encoder_id,

@@ -23,10 +23,10 @@ def main(argv: list[str]) -> None:
     root, encoder_id, queries_path = Path(argv[0]), argv[1], Path(argv[2])
     hold = float(argv[argv.index("--hold") + 1]) if "--hold" in argv else 0.0
     started = time.perf_counter()
-    from common.storage import LocalStorage
+    from common.storage import storage_from
     from indexing.snapshots import load_snapshot
     imported = time.perf_counter()
-    store, _ = load_snapshot(LocalStorage(root), encoder_id, root.parent / "cache")
+    store, _ = load_snapshot(storage_from(str(root)), encoder_id, root.parent / "cache")
     loaded = time.perf_counter()
     queries = np.load(queries_path)
     for query in queries:
