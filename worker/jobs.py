@@ -95,6 +95,7 @@ def _attribute(session: Session, job: AttributionJob) -> None:
     session.add_all(Match(job_id=job.id, rank=r, work_id=w.work_id, score=w.score, share=w.share,
                           best_image_id=w.best_image_id) for r, w in enumerate(ranked, start=1))
     job.encoder_id, job.index_id, job.index_size = encoder.encoder_id, index.index_id, len(index)
+    job.query_vector = query[0].astype("<f4").tobytes()  # for reviewers' verdicts (design §8)
     job.unattributed, job.status, job.error = unattributed, JobStatus.done, None
     job.finished_at = datetime.now(timezone.utc)
     outbox.add_job_finished(session, job=job)  # the webhook row commits with the result, or not at all

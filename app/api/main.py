@@ -1,10 +1,12 @@
 from fastapi import APIRouter
 
-from app.api.routes import attributions, audit, health, keys, sources, webhooks
+from app.api.routes import attributions, audit, evidence, health, keys, sources, verdicts, webhooks
 
 api_router = APIRouter()
 api_router.include_router(sources.router)
 api_router.include_router(attributions.router)
+api_router.include_router(evidence.router)
+api_router.include_router(verdicts.router)
 api_router.include_router(keys.router)
 api_router.include_router(webhooks.router)
 api_router.include_router(audit.router)
