@@ -5,7 +5,7 @@ import uuid
 from datetime import datetime
 
 from fastapi import APIRouter, status
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
 from app.api.deps import SessionDep, StorageDep
 from app.problems import Problem
@@ -31,8 +31,6 @@ class VerdictCreate(BaseModel):
 
 
 class VerdictPublic(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
-
     id: int
     job_id: uuid.UUID | None
     work_id: uuid.UUID | None
@@ -44,8 +42,9 @@ class VerdictPublic(BaseModel):
 
 
 def verdict_public(row) -> VerdictPublic:
-    return VerdictPublic.model_validate(row, from_attributes=True).model_copy(
-        update={"query_image_kept": row.query_storage_key is not None})
+    return VerdictPublic(id=row.id, job_id=row.job_id, work_id=row.work_id, verdict=row.verdict,
+                         reviewer_key_id=row.reviewer_key_id, created_at=row.created_at,
+                         encoder_id=row.encoder_id, query_image_kept=row.query_storage_key is not None)
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=VerdictPublic)
