@@ -2,6 +2,7 @@
 from fastapi import FastAPI
 
 from app.api.main import api_router
+from app.console import install_console
 from app.idempotency import install_idempotency
 from app.metrics import install_metrics
 from app.problems import install_problem_handlers
@@ -18,6 +19,7 @@ def create_app() -> FastAPI:
     install_request_limits(app)
     install_metrics(app)
     app.include_router(api_router)
+    install_console(app)
     return app
 
 
