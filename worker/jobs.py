@@ -86,7 +86,7 @@ def _attribute(session: Session, job: AttributionJob) -> None:
     runtime = _current_runtime(session)
     runtime.sync(session)
     settings, encoder, index = runtime.settings, runtime.encoder, runtime.index
-    query = encoder.embed([decode_rgb(get_storage(settings).get(job.storage_key))])
+    query = encoder.embed([decode_rgb(get_storage(settings).get(job.storage_key))], role="query")
     ids, scores = index.search(query, min(job.top_k * settings.image_hits_per_work, 1000))
     ids, scores = ids[0], scores[0]
     work_of_image = crud.live_work_of_images(session, image_ids=ids.tolist())
