@@ -123,12 +123,10 @@ def benchmark_report(eval_set_path: str, serving_spec: str, artefact: Path, out_
     return {"serving": {"map": old}, "candidate": {"map": new}, "eval_set": eval_set_path}
 
 
-def main(argv: list[str]) -> int:
+def fit_candidate(args: argparse.Namespace, stamp: str) -> tuple[Path, dict, dict[str, np.ndarray], str]:
+    """Steps 1-3: read, split, fit, gate. Returns the artefact, the gate report, the maps, the base id."""
     from training.retrain import serving_encoder_spec
-    args = parse_args(argv)
     settings = get_settings()
-    torch.set_num_threads(settings.torch_threads)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
     serving_spec = serving_encoder_spec()
     base = load_encoder(serving_spec)
     with new_session() as session:
@@ -151,12 +149,22 @@ def main(argv: list[str]) -> int:
                "map": (report["held_out"]["candidate"]["map"] or 0) / 100,
                "serving_map": (report["held_out"]["serving"]["map"] or 0) / 100}
     (artefact / "gate.json").write_text(json.dumps(report, indent=2))
+    return artefact, report, maps, base.encoder_id
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    settings = get_settings()
+    torch.set_num_threads(settings.torch_threads)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+    artefact, report, maps, base_encoder_id = fit_candidate(args, stamp)
+    passed, reasons = report["passed"], report["reasons"]
     print(json.dumps({k: report[k] for k in ("held_out", "unreviewed", "passed", "reasons")}, indent=2))
     if args.no_publish or not (passed or args.force):
         if not passed:
             print("refused: " + "; ".join(reasons) + " (--force to publish anyway)")
         return 0 if passed else 1
-    return publish_candidate(artefact, base.encoder_id, maps, report, settings, stamp)
+    return publish_candidate(artefact, base_encoder_id, maps, report, settings, stamp)
 
 
 def publish_candidate(artefact: Path, base_encoder_id: str, maps, report: dict, settings, stamp: str) -> int:
