@@ -17,7 +17,7 @@ THUMBNAIL_QUALITY = 80
 
 def make_thumbnail(data: bytes, side: int = THUMBNAIL_SIDE) -> bytes:
     """Image bytes that passed `check_image` -> an upright RGB JPEG whose longer side is at most `side`."""
-    image = decode_rgb(data)
+    image = decode_rgb(data, draft_size=(side, side))
     image.thumbnail((side, side), Image.Resampling.LANCZOS)
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=THUMBNAIL_QUALITY, optimize=True)

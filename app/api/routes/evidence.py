@@ -4,6 +4,7 @@ Who sees which source thumbnail: admins every one; registrars their own rights h
 image some job returned as a match; attributors only images returned as a match in their own jobs (no
 browsing of catalogues). Anything else answers 404, exactly like a missing image."""
 import hashlib
+import logging
 import uuid
 
 from fastapi import APIRouter, Request, Response
@@ -17,6 +18,7 @@ from common.storage import LocalStorage
 from common.thumbnails import THUMBNAIL_SIDE, make_thumbnail, query_thumbnail_key, source_thumbnail_key
 
 router = APIRouter(tags=["evidence"])
+log = logging.getLogger(__name__)
 _JPEG = {200: {"content": {"image/jpeg": {}}, "description": f"a JPEG, longer side <= {THUMBNAIL_SIDE} px"}}
 # Private: a thumbnail is access-controlled, so shared caches must not keep it.
 _CACHE = "private, max-age=86400"
@@ -56,8 +58,12 @@ def read_query_thumbnail(key: CurrentKey, request: Request, session: SessionDep,
 
 
 def store_query_thumbnail(storage: LocalStorage, job_id: uuid.UUID, data: bytes) -> None:
-    """Called at submission: the query image goes once the job ends, its thumbnail stays with the job."""
-    storage.put(query_thumbnail_key(job_id), make_thumbnail(data))
+    """Called at submission: the query image goes once the job ends, its thumbnail stays with the job.
+    Evidence, not the job: a thumbnail that cannot be made never fails the submission."""
+    try:
+        storage.put(query_thumbnail_key(job_id), make_thumbnail(data))
+    except Exception:
+        log.exception("no query thumbnail for job %s", job_id)
 
 
 def _jpeg(request: Request, storage: LocalStorage, thumbnail_key: str, etag_seed: str) -> Response:
