@@ -81,3 +81,13 @@ def test_query_thumbnail_kept_for_owner_and_reviewers(anonymous_client, make_key
     assert anonymous_client.get(url, headers=mine).status_code == 200
     assert anonymous_client.get(url, headers=reviewer).status_code == 200
     assert anonymous_client.get(url, headers=other).status_code == 404
+
+
+def test_huge_image_id_is_a_client_error(anonymous_client, make_key):
+    """Found by the fuzz run: image_id=2**63 overflowed the database integer and answered 500."""
+    from fastapi.testclient import TestClient
+    from app.main import create_app
+    with TestClient(create_app(), raise_server_exceptions=False) as client:
+        response = client.get(f"/sources/{'0' * 8}-0000-4000-8000-{'0' * 12}/images/{2**63}/thumbnail",
+                              headers=auth(make_key("admin")))
+    assert response.status_code == 422, response.text

@@ -7,7 +7,9 @@ import hashlib
 import logging
 import uuid
 
-from fastapi import APIRouter, Request, Response
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Request, Response
 
 from app.api.deps import SessionDep, StorageDep
 from app.problems import Problem
@@ -20,13 +22,15 @@ from common.thumbnails import THUMBNAIL_SIDE, make_thumbnail, query_thumbnail_ke
 router = APIRouter(tags=["evidence"])
 log = logging.getLogger(__name__)
 _JPEG = {200: {"content": {"image/jpeg": {}}, "description": f"a JPEG, longer side <= {THUMBNAIL_SIDE} px"}}
+# Image ids are database BIGINTs: a larger number is a client error, never a driver overflow (500).
+ImageId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 # Private: a thumbnail is access-controlled, so shared caches must not keep it.
 _CACHE = "private, max-age=86400"
 
 
 @router.get("/sources/{work_id}/images/{image_id}/thumbnail", response_class=Response, responses=_JPEG)
 def read_source_thumbnail(key: CurrentKey, request: Request, session: SessionDep, storage: StorageDep,
-                          work_id: uuid.UUID, image_id: int) -> Response:
+                          work_id: uuid.UUID, image_id: ImageId) -> Response:
     """A small JPEG of a registered image, for comparing a match with its query."""
     image = review.get_live_image(session, work_id=work_id, image_id=image_id)
     if image is None or not _may_see(session, key, image):
