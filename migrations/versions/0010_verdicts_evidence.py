@@ -1,14 +1,14 @@
 """reviewer verdicts; the query's embedding kept on the job row
 
 Revision ID: 0010
-Revises: 0003
+Revises: 0008
 Create Date: 2026-11-26
 """
 from alembic import op
 import sqlalchemy as sa
 
 revision = '0010'
-down_revision = '0003'
+down_revision = '0008'
 branch_labels = None
 depends_on = None
 
