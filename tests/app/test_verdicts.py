@@ -102,6 +102,9 @@ def test_query_image_kept_only_when_client_allowed_training(anonymous_client, ma
                                     json={"verdict": "confirm", "work_id": work["id"]}).json()
               for job in (kept, private)]
     assert [b["query_image_kept"] for b in bodies] == [True, False]
+    with new_session() as session:
+        kept = session.scalar(select(Verdict).where(Verdict.job_id == uuid.UUID(kept["id"])))
+    assert kept.query_storage_key.startswith("verdicts/")  # its own copy: job retention cannot remove it
 
 
 @pytest.mark.parametrize("service_env", ["postgresql"], indirect=True)
@@ -122,3 +125,23 @@ def test_worker_keeps_the_query_embedding_for_verdicts(anonymous_client, make_ke
     verdict = anonymous_client.post(f"/attribute/{done['id']}/verdicts", headers=reviewer,
                                     json={"verdict": "confirm", "work_id": work["id"]})
     assert verdict.status_code == 201 and verdict.json()["encoder_id"] == done["encoder_id"]
+
+
+def test_retention_removes_the_query_thumbnail_and_keeps_verdicts(anonymous_client, judged, service_env, monkeypatch):
+    """Evidence goes with its job; labels (and a kept training image, copied) stay."""
+    from datetime import datetime, timedelta, timezone
+
+    from common.retention import sweep_expired_jobs
+    from common.storage import LocalStorage
+    from common.thumbnails import query_thumbnail_key
+    storage = LocalStorage(service_env["ATTRIB_DATA_DIR"] + "/storage")
+    job_id = judged["job"]["id"]
+    assert post(anonymous_client, judged, judged["reviewer"], work_id=judged["works"][0]["id"],
+                verdict="confirm").status_code == 201
+    assert storage.exists(query_thumbnail_key(job_id))
+    with new_session() as session:
+        assert sweep_expired_jobs(session, storage, retention_days=1,
+                                  now=datetime.now(timezone.utc) + timedelta(days=2)) == 1
+        verdict = session.scalar(select(Verdict))
+    assert not storage.exists(query_thumbnail_key(job_id))
+    assert verdict is not None and verdict.job_id is None and verdict.query_vector

@@ -74,8 +74,13 @@ def _finished_job(session, job_id: uuid.UUID) -> AttributionJob:
 
 
 def _kept_query(storage: LocalStorage, job: AttributionJob) -> str | None:
-    """The query image only when its client allowed training use (otherwise it is already deleted)."""
-    return job.storage_key if job.training_use and storage.exists(job.storage_key) else None
+    """The query image only when its client allowed training use (otherwise it is already deleted),
+    copied under the verdicts' own content-addressed key: job retention deletes the job's file."""
+    if not (job.training_use and storage.exists(job.storage_key)):
+        return None
+    key = f"verdicts/{job.query_sha256[:2]}/{job.query_sha256}.{job.storage_key.rsplit('.', 1)[-1]}"
+    storage.put(key, storage.get(job.storage_key))
+    return key
 
 
 @router.get("", response_model=list[VerdictPublic])
