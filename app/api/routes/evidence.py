@@ -16,7 +16,7 @@ from app.problems import Problem
 from app.security import CurrentKey, owns_rights_holder
 from common.db import crud, review
 from common.db.models import ApiKey, Scope, SourceImage
-from common.storage import LocalStorage
+from common.storage import Storage
 from common.thumbnails import THUMBNAIL_SIDE, make_thumbnail, query_thumbnail_key, source_thumbnail_key
 
 router = APIRouter(tags=["evidence"])
@@ -61,7 +61,7 @@ def read_query_thumbnail(key: CurrentKey, request: Request, session: SessionDep,
     return _jpeg(request, storage, thumbnail_key, etag_seed=job.query_sha256)
 
 
-def store_query_thumbnail(storage: LocalStorage, job_id: uuid.UUID, data: bytes) -> None:
+def store_query_thumbnail(storage: Storage, job_id: uuid.UUID, data: bytes) -> None:
     """Called at submission: the query image goes once the job ends, its thumbnail stays with the job.
     Evidence, not the job: a thumbnail that cannot be made never fails the submission."""
     try:
@@ -70,7 +70,7 @@ def store_query_thumbnail(storage: LocalStorage, job_id: uuid.UUID, data: bytes)
         log.exception("no query thumbnail for job %s", job_id)
 
 
-def _jpeg(request: Request, storage: LocalStorage, thumbnail_key: str, etag_seed: str) -> Response:
+def _jpeg(request: Request, storage: Storage, thumbnail_key: str, etag_seed: str) -> Response:
     etag = '"' + hashlib.sha256(f"{etag_seed}:{THUMBNAIL_SIDE}".encode()).hexdigest()[:32] + '"'
     headers = {"Cache-Control": _CACHE, "ETag": etag}
     if request.headers.get("if-none-match") == etag:

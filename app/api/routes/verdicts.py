@@ -12,7 +12,7 @@ from app.problems import Problem
 from app.security import JobReaderKey, ReviewerKey
 from common.db import crud, review
 from common.db.models import AttributionJob, JobStatus, Scope, VerdictKind
-from common.storage import LocalStorage
+from common.storage import Storage
 
 router = APIRouter(prefix="/attribute/{job_id}/verdicts", tags=["verdicts"])
 
@@ -73,7 +73,7 @@ def _finished_job(session, job_id: uuid.UUID) -> AttributionJob:
     return job
 
 
-def _kept_query(storage: LocalStorage, job: AttributionJob) -> str | None:
+def _kept_query(storage: Storage, job: AttributionJob) -> str | None:
     """The query image only when its client allowed training use (otherwise it is already deleted),
     copied under the verdicts' own content-addressed key: job retention deletes the job's file."""
     if not (job.training_use and storage.exists(job.storage_key)):
