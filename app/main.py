@@ -4,6 +4,7 @@ from fastapi.routing import APIRoute
 
 from app.api.main import api_router
 from app.docs import install_docs
+from app.console import install_console
 from app.idempotency import install_idempotency
 from app.metrics import install_metrics
 from app.openapi import install_openapi
@@ -34,6 +35,7 @@ def create_app() -> FastAPI:
     app.include_router(api_router)
     install_docs(app)
     install_openapi(app)
+    install_console(app)
     return app
 
 

@@ -114,6 +114,10 @@ class MatchPublic(BaseModel):
     rights_holder: str
     score: float = Field(description="cosine similarity of the work's closest image to the query")
     share: float = Field(description="calibrated attribution share in [0, 1]")
+    best_image_id: int | None = Field(default=None, description="the work's image closest to the query")
+    external_ref: str | None = None
+    licence: str | None = None
+    thumbnail_url: str | None = Field(default=None, description="a small JPEG of the best image (evidence)")
 
 
 class DeliveryPublic(BaseModel):
@@ -156,6 +160,7 @@ class AttributionPublic(BaseModel):
     matches: list[MatchPublic] | None = Field(default=None, description="ranked works, when done")
     unattributed: float | None = Field(default=None, description="share no returned work receives")
     deliveries: list[DeliveryPublic] | None = Field(default=None, description="webhook deliveries, with callback_url")
+    query_thumbnail_url: str | None = Field(default=None, description="a small JPEG of the query image")
 
 
 class AttributionsPublic(BaseModel):

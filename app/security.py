@@ -1,6 +1,7 @@
 """Who is calling: a bearer API key, checked against its stored hash, rate-limited, with a scope.
 `admin` may do everything; `registrar` manages its own rights holder's works; `attributor` submits
-and reads its own attribution jobs; `metrics` may only be scraped by Prometheus."""
+and reads its own attribution jobs; `metrics` may only be scraped by Prometheus;
+`reviewer` reads every job and gives verdicts on its matches."""
 from typing import Annotated
 
 from fastapi import Depends
@@ -48,6 +49,9 @@ AdminKey = Annotated[ApiKey, Depends(require())]
 RegistrarKey = Annotated[ApiKey, Depends(require(Scope.registrar))]
 AttributorKey = Annotated[ApiKey, Depends(require(Scope.attributor))]
 MetricsKey = Annotated[ApiKey, Depends(require(Scope.metrics))]
+# Reads a job: its owner (attributor), or any reviewer.
+JobReaderKey = Annotated[ApiKey, Depends(require(Scope.attributor, Scope.reviewer))]
+ReviewerKey = Annotated[ApiKey, Depends(require(Scope.reviewer))]
 
 
 def owns_rights_holder(key: ApiKey, rights_holder: str) -> bool:

@@ -113,10 +113,14 @@ def _decode_fully(image: Image.Image) -> None:
         raise ImageRejected("corrupt", f"the image could not be decoded: {exc}") from exc
 
 
-def decode_rgb(data: bytes) -> Image.Image:
+def decode_rgb(data: bytes, draft_size: tuple[int, int] | None = None) -> Image.Image:
     """Bytes that passed `check_image` -> upright RGB image (EXIF orientation applied, alpha on white).
-    Never raises on such bytes: the worker calls it long after the upload was accepted."""
-    return _to_rgb(_upright(Image.open(io.BytesIO(data))))
+    Never raises on such bytes: the worker calls it long after the upload was accepted. `draft_size` lets
+    a JPEG decode at a reduced scale (no smaller than that size): thumbnails need not decode every pixel."""
+    image = Image.open(io.BytesIO(data))
+    if draft_size is not None:
+        image.draft("RGB", draft_size)
+    return _to_rgb(_upright(image))
 
 
 def _upright(image: Image.Image) -> Image.Image:

@@ -5,12 +5,13 @@ at once are harmless: deletes are idempotent."""
 import logging
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import and_, delete, or_, select
+from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from common.audit import record
-from common.db.models import AttributionJob, JobStatus, Match, WebhookDelivery
+from common.db.models import AttributionJob, JobStatus, Match, Verdict, WebhookDelivery
 from common.storage import Storage
+from common.thumbnails import query_thumbnail_key
 
 log = logging.getLogger(__name__)
 _BATCH = 500
@@ -28,10 +29,13 @@ def sweep_expired_jobs(session: Session, storage: Storage, *, retention_days: fl
         # Children first: SQLite enforces ON DELETE CASCADE only with its pragma, so do not rely on it.
         session.execute(delete(Match).where(Match.job_id.in_(ids)))
         session.execute(delete(WebhookDelivery).where(WebhookDelivery.job_id.in_(ids)))
+        # Verdicts are labels: they outlive their job (they carry their own copy of the query embedding).
+        session.execute(update(Verdict).where(Verdict.job_id.in_(ids)).values(job_id=None))
         session.execute(delete(AttributionJob).where(AttributionJob.id.in_(ids)))
         session.commit()
-        for _, storage_key in batch:
+        for job_id, storage_key in batch:
             storage.delete(storage_key)  # after commit: a rolled-back delete never loses a file
+            storage.delete(query_thumbnail_key(job_id))
         total += len(batch)
     if total:
         record(session, action="retention.sweep", actor="system",

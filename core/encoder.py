@@ -31,20 +31,30 @@ class Encoder:
     dim: int
     calibration: Calibration
     device: str = "cpu"
+    # Queries through another head than registered images (core.mapping); None: the same model.
+    query_model: nn.Module | None = None
 
     def __post_init__(self) -> None:
         self.model.eval().to(self.device)
+        if self.query_model is not None:
+            self.query_model.eval().to(self.device)
         self._transform = eval_transform(self.preprocess)
 
+    @property
+    def asymmetric(self) -> bool:
+        return self.query_model is not None
+
     @torch.inference_mode()
-    def embed(self, images: list[Image.Image], batch_size: int = 16) -> np.ndarray:
-        """RGB PIL images -> [n, dim] float32, each row of unit length."""
-        chunks = [self._embed_batch(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
+    def embed(self, images: list[Image.Image], batch_size: int = 16, role: str = "source") -> np.ndarray:
+        """RGB PIL images -> [n, dim] float32, each row of unit length. `role="query"` embeds images to be
+        attributed (an asymmetric encoder maps them differently from registered images)."""
+        model = self.query_model if role == "query" and self.query_model is not None else self.model
+        chunks = [self._embed_batch(model, images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
         return np.concatenate(chunks) if chunks else np.zeros((0, self.dim), np.float32)
 
-    def _embed_batch(self, images: list[Image.Image]) -> np.ndarray:
+    def _embed_batch(self, model: nn.Module, images: list[Image.Image]) -> np.ndarray:
         batch = torch.stack([self._transform(im.convert("RGB")) for im in images]).to(self.device)
-        features = self.model(batch).float()
+        features = model(batch).float()
         return nn.functional.normalize(features, dim=1).cpu().numpy().astype(np.float32)
 
 
@@ -55,6 +65,9 @@ def load_encoder(spec: str, device: str = "cpu") -> Encoder:
         _, model_name, pretrained = spec.split(":", 2)
         return load_open_clip_encoder(model_name, pretrained, device)
     if Path(spec).is_dir():
+        from core.mapping import is_mapped_artefact, load_mapped_artefact
+        if is_mapped_artefact(Path(spec)):
+            return load_mapped_artefact(Path(spec), device)
         return load_artefact(Path(spec), device)
     raise ValueError(f"unknown encoder spec {spec!r}")
 

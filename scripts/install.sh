@@ -8,6 +8,8 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 need_apt=()
 command -v python3 >/dev/null || need_apt+=(python3)
 python3 -c "import venv, ensurepip" 2>/dev/null || need_apt+=(python3-venv)
+# The console's browser tests drive Debian's Chromium through Playwright (no browser download).
+command -v chromium >/dev/null || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
   as_root apt-get update -q && as_root apt-get install -y -q "${need_apt[@]}"
 fi

@@ -1,4 +1,4 @@
-"""python -m training {train,export,evaluate,calibrate,rebuild-index,publish,rollback,retrain} [args]
+"""python -m training {train,export,evaluate,calibrate,rebuild-index,publish,rollback,retrain,retrain-verdicts} [args]
 
 Each command is a module with a `main(argv)`; modules are imported only when their command runs,
 so `--help` is fast and a missing optional module breaks only its own command."""
@@ -14,6 +14,7 @@ COMMANDS = {
     "publish": "training.publish",
     "rollback": "training.publish",
     "retrain": "training.retrain",
+    "retrain-verdicts": "training.retrain_verdicts",
 }
 
 

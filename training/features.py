@@ -33,17 +33,19 @@ class FeatureCache:
         return cache
 
     def embed_paths(self, encoder: Encoder, paths: list[Path], batch_size: int = 16,
-                    desc: str = "embed") -> np.ndarray:
-        """[n, dim] float32 in `paths` order; only files not seen with this encoder are embedded."""
-        missing = list(dict.fromkeys(str(p) for p in paths if (encoder.encoder_id, str(p)) not in self._rows))
-        for start in tqdm(range(0, len(missing), batch_size), desc=f"{desc} [{encoder.encoder_id}]",
+                    desc: str = "embed", role: str = "source") -> np.ndarray:
+        """[n, dim] float32 in `paths` order; only files not seen with this encoder are embedded.
+        Queries take `role="query"` (an asymmetric encoder maps them apart from registered images)."""
+        name = f"{encoder.encoder_id}#query" if role == "query" and encoder.asymmetric else encoder.encoder_id
+        missing = list(dict.fromkeys(str(p) for p in paths if (name, str(p)) not in self._rows))
+        for start in tqdm(range(0, len(missing), batch_size), desc=f"{desc} [{name}]",
                           unit="batch", disable=not missing):
             chunk = missing[start:start + batch_size]
-            for path, row in zip(chunk, encoder.embed([open_rgb(p) for p in chunk], batch_size)):
-                self._rows[(encoder.encoder_id, path)] = row
+            for path, row in zip(chunk, encoder.embed([open_rgb(p) for p in chunk], batch_size, role)):
+                self._rows[(name, path)] = row
         if not paths:
             return np.zeros((0, encoder.dim), np.float32)
-        return np.stack([self._rows[(encoder.encoder_id, str(p))] for p in paths])
+        return np.stack([self._rows[(name, str(p))] for p in paths])
 
 
 def open_rgb(path: str) -> Image.Image:
@@ -64,7 +66,7 @@ def extract_set_features(encoder: Encoder, eval_set: EvalSet, cache: FeatureCach
     skip = set() if distractor_features is None else set(eval_set.distractors)
     cache.embed_paths(encoder, [p for p in eval_set.all_paths() if p not in skip])  # one progress bar
     exemplars = {c: cache.embed_paths(encoder, ps) for c, ps in eval_set.exemplars.items()}
-    queries = {c: {t: cache.embed_paths(encoder, ps) for t, ps in by_type.items()}
+    queries = {c: {t: cache.embed_paths(encoder, ps, role="query") for t, ps in by_type.items()}
                for c, by_type in eval_set.queries.items()}
     distractors = distractor_features if distractor_features is not None else \
         cache.embed_paths(encoder, eval_set.distractors)

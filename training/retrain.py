@@ -2,6 +2,7 @@
 evaluate against the serving encoder -> rebuild index -> publish, refusing a worse encoder unless forced.
 
     python -m training retrain [--preset default] [--eval-set DIR] [--force] [key=value ...]
+    python -m training retrain --verdicts [...]   # fit linear maps on reviewers' verdicts instead
 
 Training data: the registered source images, the folders named in the config (synthetic_dirs), and,
 when ATTRIB_COLLECT_QUERIES_FOR_TRAINING is on, the query images clients allowed. Evaluation: a labelled
@@ -61,6 +62,9 @@ def gate_value(entry: dict) -> float:
 
 
 def main(argv: list[str]) -> int:
+    if "--verdicts" in argv:  # learn from reviewers' verdicts instead (training.retrain_verdicts)
+        from training.retrain_verdicts import main as retrain_from_verdicts
+        return retrain_from_verdicts(argv)
     args = parse_args(argv)
     settings = get_settings()
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")

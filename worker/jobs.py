@@ -86,7 +86,7 @@ def _attribute(session: Session, job: AttributionJob) -> None:
     runtime = _current_runtime(session)
     runtime.sync(session)
     settings, encoder, store = runtime.settings, runtime.encoder, runtime.store
-    query = encoder.embed([decode_rgb(get_storage(settings).get(job.storage_key))])
+    query = encoder.embed([decode_rgb(get_storage(settings).get(job.storage_key))], role="query")
     ids, scores = store.search(query, min(job.top_k * settings.image_hits_per_work, 1000))
     ids, scores = ids[0], scores[0]
     work_of_image = crud.live_work_of_images(session, image_ids=ids.tolist())
@@ -96,6 +96,7 @@ def _attribute(session: Session, job: AttributionJob) -> None:
                           best_image_id=w.best_image_id) for r, w in enumerate(ranked, start=1))
     job.encoder_id, job.index_id, job.index_size = encoder.encoder_id, store.index_id, store.count()
     job.pair_id, job.calibration = runtime.pair_id, runtime.calibration.applied()
+    job.query_vector = query[0].astype("<f4").tobytes()  # for reviewers' verdicts (design §8)
     job.unattributed, job.status, job.error = unattributed, JobStatus.done, None
     job.finished_at = datetime.now(timezone.utc)
     outbox.add_job_finished(session, job=job)  # the webhook row commits with the result, or not at all

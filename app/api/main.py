@@ -2,7 +2,8 @@
 the schema (clients generated from it use /v1). Probes and problem pages are unversioned only."""
 from fastapi import APIRouter
 
-from app.api.routes import attributions, audit, health, jobs, keys, models, problems, sources, webhooks
+from app.api.routes import (attributions, audit, evidence, health, jobs, keys, models, problems, sources, verdicts,
+                            webhooks)
 
 API_PREFIX = "/v1"
 
@@ -10,6 +11,8 @@ resources = APIRouter()
 resources.include_router(sources.router)
 resources.include_router(jobs.router)
 resources.include_router(attributions.router)
+resources.include_router(evidence.router)
+resources.include_router(verdicts.router)
 resources.include_router(keys.router)
 resources.include_router(webhooks.router)
 resources.include_router(audit.router)

@@ -46,6 +46,7 @@ class Scope(str, enum.Enum):
     registrar = "registrar"    # register, list and delete the works of its own rights holder
     attributor = "attributor"  # submit and read its own attribution jobs
     metrics = "metrics"        # read /metrics only (a Prometheus scraper needs no admin key)
+    reviewer = "reviewer"      # read every attribution job and give verdicts on its matches, nothing else
 
 
 class JobStatus(str, enum.Enum):
@@ -181,6 +182,9 @@ class AttributionJob(Base):
     client_key_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("api_keys.id"), index=True)
     # The client allowed this query image to be used as unlabeled training data.
     training_use: Mapped[bool] = mapped_column(default=False)
+    # The query's embedding under `encoder_id`, kept because the query image is deleted after the job:
+    # a reviewer's verdict copies it, so labels accumulate without keeping images (design §8).
+    query_vector: Mapped[bytes | None] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None] = mapped_column(index=True)  # the retention sweep looks it up
@@ -206,6 +210,33 @@ class Match(Base):
 
     job: Mapped[AttributionJob] = relationship(back_populates="matches")
     work: Mapped[Work] = relationship()
+
+
+class VerdictKind(str, enum.Enum):
+    confirm = "confirm"                # this is the work: a (synthetic, source) pair
+    reject = "reject"                  # not this work: a hard negative
+    none_of_these = "none_of_these"    # no returned work is the source
+
+
+class Verdict(Base):
+    """A reviewer's judgement of a job's match, with a copy of what training needs (the query's
+    embedding, and the query image only if its client allowed training use), so it outlives the job."""
+    __tablename__ = "verdicts"
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    # SET NULL: a job removed by retention leaves its verdicts (labels) behind.
+    job_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("attribution_jobs.id", ondelete="SET NULL"), index=True)
+    # The query's content hash: held-out splits group verdicts by query, never by job.
+    query_sha256: Mapped[str] = mapped_column(String(64), index=True)
+    work_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("works.id", ondelete="CASCADE"), index=True)
+    verdict: Mapped[VerdictKind] = mapped_column(
+        Enum(VerdictKind, name="verdict_kind", native_enum=False, length=20))
+    reviewer_key_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("api_keys.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    encoder_id: Mapped[str] = mapped_column(String(200))
+    query_vector: Mapped[bytes] = mapped_column(LargeBinary)  # float32, L2-normalised
+    query_storage_key: Mapped[str | None] = mapped_column(String(200))
 
 
 class ModelPair(Base):

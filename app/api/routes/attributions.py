@@ -8,10 +8,11 @@ from redis.exceptions import RedisError
 from sqlalchemy.orm import Session
 
 from app.api.deps import QueueDep, SessionDep, SettingsDep, StorageDep
+from app.api.routes.evidence import store_query_thumbnail
 from app.api.routes.webhooks import checked_callback_url
 from app.problems import Problem
 from app.schemas import AttributionPublic, CalibrationPublic, DeliveryPublic, MatchPublic
-from app.security import AttributorKey
+from app.security import AttributorKey, JobReaderKey
 from app.uploads import read_checked_image
 from common.db import crud
 from common.db.models import AttributionJob, JobStatus, Scope
@@ -44,6 +45,7 @@ def create_attribution(
     job_id = uuid.uuid4()
     storage_key = key_for("queries", job_id.hex, checked.extension)
     storage.put(storage_key, checked.data)
+    store_query_thumbnail(storage, job_id, checked.data)
     job = crud.create_job(session, job_id=job_id, query_sha256=checked.sha256, storage_key=storage_key,
                           top_k=top_k,
                           training_use=allow_training and settings.collect_queries_for_training,
@@ -88,11 +90,11 @@ def _load_job(job_id: uuid.UUID) -> AttributionJob | None:
 
 
 @router.get("/{job_id}", response_model=AttributionPublic)
-def read_attribution(key: AttributorKey, request: Request, session: SessionDep,
+def read_attribution(key: JobReaderKey, request: Request, session: SessionDep,
                      job_id: uuid.UUID) -> AttributionPublic:
     """Status of a job and, when done, the ranked works with their calibrated shares."""
     job = crud.get_job(session, job_id=job_id)
-    if job is None or (key.scope != Scope.admin and job.client_key_id != key.id):
+    if job is None or (key.scope not in (Scope.admin, Scope.reviewer) and job.client_key_id != key.id):
         raise Problem(404, f"no attribution job with id {job_id}", title="Unknown job")
     return attribution_public(request, job)
 
@@ -108,16 +110,25 @@ def attribution_public(request: Request, job: AttributionJob) -> AttributionPubl
         finished_at=job.finished_at, error=job.error, top_k=job.top_k, encoder_id=job.encoder_id,
         index_id=job.index_id, index_size=job.index_size, pair_id=job.pair_id,
         calibration=CalibrationPublic.model_validate(job.calibration) if job.calibration else None,
-        matches=_live_matches(job) if done else None,
+        matches=_live_matches(request, job) if done else None,
         unattributed=_unattributed(job) if done else None,
-        deliveries=[DeliveryPublic.model_validate(d) for d in job.deliveries] if job.callback_url else None)
+        deliveries=[DeliveryPublic.model_validate(d) for d in job.deliveries] if job.callback_url else None,
+        query_thumbnail_url=str(request.url_for("read_query_thumbnail", job_id=job.id)))
 
 
-def _live_matches(job: AttributionJob) -> list[MatchPublic]:
+def _live_matches(request: Request, job: AttributionJob) -> list[MatchPublic]:
     # A work deleted after the job ran never appears again; its share joins "unattributed".
     live = [m for m in job.matches if m.work.deleted_at is None]
     return [MatchPublic(rank=rank, work_id=m.work_id, title=m.work.title, rights_holder=m.work.rights_holder,
-                        score=m.score, share=m.share) for rank, m in enumerate(live, start=1)]
+                        score=m.score, share=m.share, best_image_id=m.best_image_id,
+                        external_ref=m.work.external_ref, licence=m.work.licence,
+                        thumbnail_url=_thumbnail_url(request, m)) for rank, m in enumerate(live, start=1)]
+
+
+def _thumbnail_url(request: Request, match) -> str | None:
+    if match.best_image_id is None:
+        return None
+    return str(request.url_for("read_source_thumbnail", work_id=match.work_id, image_id=match.best_image_id))
 
 
 def _unattributed(job: AttributionJob) -> float:

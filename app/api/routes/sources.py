@@ -18,6 +18,7 @@ from common.db.models import ApiKey, ImageState, Scope, SourceImage, Work
 from common.images import CheckedImage
 from common.jobs import enqueue_embed_work
 from common.storage import Storage, key_for
+from common.thumbnails import source_thumbnails_prefix
 
 router = APIRouter(prefix="/sources", tags=["sources"])
 log = logging.getLogger(__name__)
@@ -183,6 +184,7 @@ def delete_source(key: RegistrarKey, session: SessionDep, storage: StorageDep, w
     session.commit()
     for storage_key in unused_files:
         storage.delete(storage_key)
+    storage.delete_prefix(source_thumbnails_prefix(work_id))
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
