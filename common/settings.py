@@ -28,6 +28,20 @@ class Settings(BaseSettings):
     max_image_pixels: int = 40_000_000
     min_image_side: int = 16
     max_images_per_work: int = 32
+    # What decoding an image may cost (common/images.py). Checked from the header before decoding:
+    # long side / short side (the encoder resizes the short side to ~256 px, so this also bounds the
+    # resized size), frames of animations and multi-page files, scans of progressive JPEGs.
+    max_image_aspect_ratio: float = Field(default=20.0, ge=1)
+    max_image_frames: int = Field(default=1000, ge=1)
+    max_jpeg_scans: int = Field(default=100, ge=1)
+    # The full decode that tells corrupt files apart runs in a child process with these limits
+    # (CPU seconds, address space in bytes); over them the upload is refused as `too_costly` (413).
+    # At most image_decode_concurrency checks run at once per process.
+    image_decode_cpu_s: int = Field(default=10, ge=1)
+    image_decode_memory_bytes: int = Field(default=1024 * 1024 * 1024, ge=64 * 1024 * 1024)
+    image_decode_concurrency: int = Field(default=4, ge=1)
+    # An image whose embedding stopped a worker this many times (crash, OOM kill) is marked failed.
+    max_image_attempts: int = Field(default=2, ge=1)
 
     default_top_k: int = 10
     max_top_k: int = 100

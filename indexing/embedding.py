@@ -7,7 +7,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from common.db.models import Embedding, ImageState, SourceImage, Work
-from common.images import decode_rgb
+from common.images import ImageRejected, decode_rgb
+from common.settings import get_settings
 from common.storage import LocalStorage
 from core.encoder import Encoder
 
@@ -21,6 +22,9 @@ def read_images(storage: LocalStorage, images: list[SourceImage]) -> tuple[list[
         try:
             decoded.append(decode_rgb(storage.get(row.storage_key)))
             ok_rows.append(row)
+        except ImageRejected as exc:  # stored before today's limits (e.g. a 2,490,000 x 16 strip)
+            row.state, row.error = ImageState.failed, f"image refused ({exc.reason}): {exc.detail}"
+            log.warning("image %s failed: %s", row.id, exc.detail)
         except Exception as exc:  # a missing or damaged file must not block the rest
             row.state, row.error = ImageState.failed, f"cannot read stored image: {exc}"
             log.warning("image %s failed: %s", row.id, exc)
@@ -31,15 +35,54 @@ def write_vectors(session: Session, rows: list[SourceImage], vectors: np.ndarray
     """Upsert one vector per image for this encoder (merge keeps a retried job safe)."""
     for row, vector in zip(rows, vectors):
         session.merge(Embedding(image_id=row.id, encoder_id=encoder_id, vector=vector.tobytes()))
-        row.state, row.error = ImageState.embedded, None
+        row.state, row.error, row.attempts = ImageState.embedded, None, 0
 
 
 def embed_source_images(session: Session, encoder: Encoder, storage: LocalStorage,
                         images: list[SourceImage], batch_size: int) -> int:
-    """Embed and store vectors for `images`; returns how many were embedded. Caller commits."""
+    """Embed and store vectors for `images`; returns how many were embedded. Caller commits.
+
+    No image may take workers down for good: each attempt is counted in the row (and committed)
+    before the image is decoded, so one that kills the worker (out of memory, a crash in a codec)
+    leaves its count raised. Images of a batch that died are retried one by one, so only the culprit
+    keeps counting, and at `max_image_attempts` it is marked failed instead of being tried again."""
+    max_attempts = get_settings().max_image_attempts
+    images = [image for image in images if not _gave_up(image, max_attempts)]
+    suspects = [image for image in images if image.attempts > 0]
+    embedded = _embed_counted(session, encoder, storage, [i for i in images if i.attempts == 0], batch_size)
+    for suspect in suspects:
+        embedded += _embed_counted(session, encoder, storage, [suspect], 1)
+    return embedded
+
+
+def _gave_up(image: SourceImage, max_attempts: int) -> bool:
+    if image.attempts < max_attempts:
+        return False
+    image.state = ImageState.failed
+    image.error = f"embedding this image stopped a worker {image.attempts} times; it is not tried again"
+    log.warning("image %s failed: %s", image.id, image.error)
+    return True
+
+
+def _embed_counted(session: Session, encoder: Encoder, storage: LocalStorage, images: list[SourceImage],
+                   batch_size: int) -> int:
+    if not images:
+        return 0
+    for image in images:
+        image.attempts += 1
+    session.commit()  # before the risky part: a worker killed below leaves the count raised
     rows, decoded = read_images(storage, images)
-    if rows:
-        write_vectors(session, rows, encoder.embed(decoded, batch_size=batch_size), encoder.encoder_id)
+    if not rows:
+        return 0
+    try:
+        vectors = encoder.embed(decoded, batch_size=batch_size)
+    except Exception as exc:  # e.g. MemoryError: never fatal for the worker or for the other images
+        if len(rows) > 1:
+            return sum(_embed_counted(session, encoder, storage, [row], 1) for row in rows)
+        rows[0].state, rows[0].error = ImageState.failed, f"the encoder could not embed this image: {exc}"
+        log.warning("image %s failed: %s", rows[0].id, exc)
+        return 0
+    write_vectors(session, rows, vectors, encoder.encoder_id)
     return len(rows)
 
 
