@@ -5,6 +5,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Query, Response, UploadFile, status
 from redis.exceptions import RedisError
+from sqlalchemy.exc import IntegrityError
 
 from app.api.deps import QueueDep, SessionDep, SettingsDep, StorageDep
 from app.problems import Problem
@@ -49,12 +50,25 @@ def create_source(
         return work_public(_existing_work_or_conflict(session, checked, existing))
     # Files live under their work's id, so deleting a work can never remove another work's file.
     work_id = uuid.uuid4()
-    work = crud.create_work(session, work_id=work_id, title=title, rights_holder=rights_holder,
-                            external_ref=external_ref, licence=licence,
-                            images=[_store(storage, work_id, image) for image in checked.values()])
-    record(session, action="work.register", key=key, target=work_id,
-           detail={"title": title, "rights_holder": rights_holder, "images": len(checked)})
-    session.commit()
+    try:
+        work = crud.create_work(session, work_id=work_id, title=title, rights_holder=rights_holder,
+                                external_ref=external_ref, licence=licence,
+                                images=[_store(storage, work_id, image) for image in checked.values()])
+        record(session, action="work.register", key=key, target=work_id,
+               detail={"title": title, "rights_holder": rights_holder, "images": len(checked)})
+        session.commit()
+    except IntegrityError:
+        # A concurrent registration of the same bytes committed first (uq_source_images_live_hash):
+        # answer like a sequential repeat, with the one work that holds them.
+        session.rollback()
+        storage.delete_prefix(f"sources/{work_id}")
+        existing = crud.find_live_images_by_hash(session, rights_holder=rights_holder, hashes=checked)
+        response.status_code = status.HTTP_200_OK
+        return work_public(_existing_work_or_conflict(session, checked, existing))
+    except BaseException:
+        session.rollback()
+        storage.delete_prefix(f"sources/{work_id}")  # files are only kept when their row commits
+        raise
     _enqueue_quietly(queue, str(work.id))
     return work_public(work)
 
@@ -127,6 +141,7 @@ def delete_source(key: RegistrarKey, session: SessionDep, storage: StorageDep, w
     session.commit()
     for storage_key in unused_files:
         storage.delete(storage_key)
+    storage.delete_prefix(f"sources/{work_id}")  # the emptied per-work folder too
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
