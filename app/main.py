@@ -1,4 +1,7 @@
 """Composition root: builds the FastAPI app and nothing else."""
+from contextlib import asynccontextmanager
+
+import anyio.to_thread
 from fastapi import FastAPI
 
 from app.api.main import api_router
@@ -6,12 +9,30 @@ from app.idempotency import install_idempotency
 from app.metrics import install_metrics
 from app.problems import install_problem_handlers
 from app.request_limits import install_request_limits
+from app.waiting import JobEvents
+from common.settings import get_settings
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI):
+    """One job-events listener per process, for `?wait` (app/waiting.py)."""
+    settings = get_settings()
+    if settings.api_threads:
+        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.api_threads
+    app.state.job_events = JobEvents(settings.redis_url, max_waits=settings.max_concurrent_waits,
+                                     max_waits_per_key=settings.max_concurrent_waits_per_key,
+                                     recheck_s=settings.wait_recheck_s)
+    await app.state.job_events.start()
+    try:
+        yield
+    finally:
+        await app.state.job_events.stop()
 
 
 def create_app() -> FastAPI:
     app = FastAPI(title="attrib: synthetic-image attribution",
                   description="Register copyrighted works; find which of them an AI-generated image draws on.",
-                  version="0.1.0")
+                  version="0.1.0", lifespan=lifespan)
     install_problem_handlers(app)
     # A middleware added later wraps the earlier ones: metrics, then size limits, then idempotency.
     install_idempotency(app)

@@ -46,6 +46,18 @@ class Settings(BaseSettings):
     default_top_k: int = 10
     max_top_k: int = 100
     max_wait_seconds: float = 30.0
+    # `?wait` holds no thread (app/waiting.py): waits per API process and per key are capped; over a
+    # cap the request answers at once (202 + status URL). A waiter re-reads its job's row when the
+    # job-finished event arrives, and at least every wait_recheck_s (the event is lossy across a
+    # Redis restart).
+    max_concurrent_waits: int = Field(default=500, ge=0)
+    max_concurrent_waits_per_key: int = Field(default=20, ge=0)
+    wait_recheck_s: float = Field(default=5.0, gt=0)
+    # Absolute URLs in `Location` and `status_url` start with this (e.g. https://attrib.example.org);
+    # unset: they are relative paths. Never taken from the Host header.
+    public_base_url: str | None = None
+    # Threads of the API's pool for blocking work (upload checks, database); None: anyio's 40.
+    api_threads: int | None = Field(default=None, ge=1)
     # How many nearest images are fetched per query before grouping them into works.
     image_hits_per_work: int = 4
 
