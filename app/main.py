@@ -8,7 +8,7 @@ from app.api.main import api_router
 from app.idempotency import install_idempotency
 from app.metrics import install_metrics
 from app.problems import install_problem_handlers
-from app.request_limits import install_request_limits
+from app.gate import Gate
 from app.waiting import JobEvents
 from common.settings import get_settings
 
@@ -34,9 +34,10 @@ def create_app() -> FastAPI:
                   description="Register copyrighted works; find which of them an AI-generated image draws on.",
                   version="0.1.0", lifespan=lifespan)
     install_problem_handlers(app)
-    # A middleware added later wraps the earlier ones: metrics, then size limits, then idempotency.
+    # A middleware added later wraps the earlier ones: metrics, then the gate (key, rate, body size;
+    # before any body is read), then idempotency (so its replays are metered too).
     install_idempotency(app)
-    install_request_limits(app)
+    app.add_middleware(Gate)
     install_metrics(app)
     app.include_router(api_router)
     return app

@@ -1,10 +1,25 @@
 """Request and response shapes of the HTTP API."""
+import re
 import uuid
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from common.db.models import DeliveryStatus, ImageState, JobStatus
+
+
+# PostgreSQL's text types refuse NUL, and UTF-8 cannot encode an unpaired surrogate (JSON's "\ud800"
+# escape makes one): such a value is refused as bad input (422) instead of failing the INSERT (500).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def _storable(value: str | None) -> str | None:
+    if value is not None and _UNSTORABLE.search(value):
+        raise ValueError("must not contain NUL or unpaired surrogate characters")
+    return value
+
+
+Storable = AfterValidator(_storable)  # use as Annotated[str, Form(...), Storable] or in a model field
 
 
 class SourceImagePublic(BaseModel):

@@ -12,7 +12,9 @@ import threading
 from collections.abc import Callable
 
 _CONTEXT = multiprocessing.get_context("forkserver")
-_CONTEXT.set_forkserver_preload(["common.images"])
+# "__main__" first: the server imports the main script once (e.g. uvicorn's launcher), so a child
+# does not import it again on every call (multiprocessing's children re-run the main module's imports).
+_CONTEXT.set_forkserver_preload(["__main__", "common.images"])
 _slots: threading.BoundedSemaphore | None = None
 _slots_size = 0
 _slots_lock = threading.Lock()

@@ -24,7 +24,9 @@ class Settings(BaseSettings):
 
     # Upload limits: bytes are checked while reading, pixels before decoding.
     max_upload_bytes: int = 20 * 1024 * 1024
-    max_request_bytes: int = 100 * 1024 * 1024  # a whole multipart request, checked from Content-Length
+    # A whole request body: refused from Content-Length, and counted while it streams (any transfer
+    # encoding); the key is checked before the first byte is read (app/gate.py).
+    max_request_bytes: int = 100 * 1024 * 1024
     max_image_pixels: int = 40_000_000
     min_image_side: int = 16
     max_images_per_work: int = 32
@@ -70,6 +72,9 @@ class Settings(BaseSettings):
     # Requests per key per window (fixed window in Redis); over it: 429 with Retry-After.
     rate_limit_requests: int = Field(default=600, ge=1)
     rate_limit_window_s: int = Field(default=60, ge=1)
+    # Requests per client address per window without a valid key (anonymous, unknown or revoked keys:
+    # each costs a database lookup). /healthz, /readyz and the API docs are not counted.
+    anonymous_rate_limit_requests: int = Field(default=60, ge=1)
     # How long a response is replayed for a repeated Idempotency-Key.
     idempotency_ttl_s: int = 24 * 3600
 

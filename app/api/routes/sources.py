@@ -9,7 +9,7 @@ from sqlalchemy.exc import IntegrityError
 
 from app.api.deps import QueueDep, SessionDep, SettingsDep, StorageDep
 from app.problems import Problem
-from app.schemas import WorkPublic, WorksPublic
+from app.schemas import Storable, WorkPublic, WorksPublic
 from app.security import RegistrarKey, owns_rights_holder
 from app.uploads import read_checked_image
 from common.audit import record
@@ -33,11 +33,11 @@ def create_source(
     key: RegistrarKey, session: SessionDep, settings: SettingsDep, storage: StorageDep, queue: QueueDep,
     response: Response,
     images: Annotated[list[UploadFile], File(description="one or more images of the work")],
-    title: Annotated[str, Form(min_length=1, max_length=300)],
+    title: Annotated[str, Form(min_length=1, max_length=300), Storable],
     rights_holder: Annotated[str | None, Form(min_length=1, max_length=200,
-                                              description="defaults to the registrar key's own")] = None,
-    external_ref: Annotated[str | None, Form(max_length=500)] = None,
-    licence: Annotated[str | None, Form(max_length=200)] = None,
+                                              description="defaults to the registrar key's own"), Storable] = None,
+    external_ref: Annotated[str | None, Form(max_length=500), Storable] = None,
+    licence: Annotated[str | None, Form(max_length=200), Storable] = None,
 ) -> WorkPublic:
     """Register a work; its images are embedded by a worker, after which it is searchable."""
     rights_holder = _rights_holder_for(key, rights_holder)
@@ -117,7 +117,7 @@ def _enqueue_quietly(queue, work_id: str) -> None:
 @router.get("", response_model=WorksPublic)
 def read_sources(key: RegistrarKey, session: SessionDep, offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
                  limit: Annotated[int, Query(ge=1, le=100)] = 20,
-                 rights_holder: Annotated[str | None, Query(max_length=200)] = None) -> WorksPublic:
+                 rights_holder: Annotated[str | None, Query(max_length=200), Storable] = None) -> WorksPublic:
     """List live works, oldest first (a registrar sees only its own rights holder's)."""
     if key.scope != Scope.admin:
         rights_holder = key.rights_holder
