@@ -9,6 +9,8 @@ otherwise spool multipart uploads to disk before the route's dependencies check 
 - POST/PUT/PATCH need a valid key before their body is read, and the body is counted while it
   streams, whatever the transfer encoding (chunked, `gzip, Chunked`, no Content-Length at all):
   past max_request_bytes the request gets 413 and nothing more is read."""
+from redis.exceptions import RedisError
+from sqlalchemy.exc import OperationalError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -31,12 +33,12 @@ class Gate:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope["path"] == "/healthz":  # liveness needs no thread, no Redis
             return await self.app(scope, receive, send)
         request, settings = Request(scope), get_settings()
         exchange = _Exchange(scope, send)
         try:
-            key = await run_in_threadpool(_identify, request, settings)
+            key = await _identify_or_outage(request, settings)
             if scope["method"] in BODY_METHODS:
                 receive = exchange.counted(receive, _body_limit(request, settings))
         except Problem as problem:
@@ -92,6 +94,26 @@ async def _nothing() -> Message:
     return {"type": "http.disconnect"}
 
 
+async def _identify_or_outage(request: Request, settings: Settings) -> ApiKey | None:
+    """As _identify, with outages answered like the routes answer them (503 + Retry-After), except
+    on the public paths: /readyz must still say "not ready" when it cannot check the caller's key."""
+    public = request.url.path in PUBLIC_PATHS
+    if public and "authorization" not in request.headers:
+        return None
+    try:
+        return await run_in_threadpool(_identify, request, settings)
+    except OperationalError as exc:
+        if public:
+            return None
+        raise Problem(503, "the database cannot be reached; retry shortly", title="Database unavailable",
+                      headers={"Retry-After": "5"}) from exc
+    except RedisError as exc:
+        if public:
+            return None
+        raise Problem(503, "the job queue (Redis) cannot be reached; retry shortly", title="Queue unavailable",
+                      headers={"Retry-After": "5"}) from exc
+
+
 def _identify(request: Request, settings: Settings) -> ApiKey | None:
     """The caller's valid key (metered per key), or None for a public path; otherwise 401/429."""
     scheme, _, secret = request.headers.get("authorization", "").partition(" ")
@@ -99,6 +121,8 @@ def _identify(request: Request, settings: Settings) -> ApiKey | None:
     if scheme.lower() == "bearer" and secret.strip():
         with new_session() as session:
             key = authenticate(session, secret=secret.strip())
+    if key is not None and request.url.path in PUBLIC_PATHS:
+        return key  # health checks are not metered (they must answer during a Redis outage too)
     redis = redis_for_url(settings.redis_url)
     if key is not None:
         enforce_rate_limit(redis, str(key.id), settings.rate_limit_requests, settings.rate_limit_window_s)
