@@ -7,7 +7,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from common.db.models import Embedding, ImageState, SourceImage, Work
-from common.images import ImageRejected, decode_rgb
+from common.images import ImageRejected, check_image, decode_rgb, limits_from
 from common.settings import get_settings
 from common.storage import LocalStorage
 from core.encoder import Encoder
@@ -51,8 +51,23 @@ def embed_source_images(session: Session, encoder: Encoder, storage: LocalStorag
     suspects = [image for image in images if image.attempts > 0]
     embedded = _embed_counted(session, encoder, storage, [i for i in images if i.attempts == 0], batch_size)
     for suspect in suspects:
-        embedded += _embed_counted(session, encoder, storage, [suspect], 1)
+        if _passes_budgeted_check(storage, suspect):
+            embedded += _embed_counted(session, encoder, storage, [suspect], 1)
     return embedded
+
+
+def _passes_budgeted_check(storage: LocalStorage, image: SourceImage) -> bool:
+    """A batch with this image took a worker down: decode it once more in the upload check's
+    sandbox (CPU and memory limits, common/sandbox.py) before this worker risks it again."""
+    try:
+        check_image(storage.get(image.storage_key), limits_from(get_settings()))
+    except ImageRejected as exc:
+        image.state, image.error = ImageState.failed, f"image refused ({exc.reason}): {exc.detail}"
+        log.warning("image %s failed its budgeted check: %s", image.id, exc.detail)
+        return False
+    except OSError:
+        return True  # a missing file: read_images marks it failed with its reason
+    return True
 
 
 def _gave_up(image: SourceImage, max_attempts: int) -> bool:

@@ -90,3 +90,21 @@ def test_an_image_that_stopped_a_worker_twice_is_marked_failed(client):
         Runtime.load(session, get_settings())
     image = image_of(work)
     assert image.state == ImageState.failed and "stopped a worker 2 times" in image.error
+
+
+def test_a_suspect_image_is_checked_in_the_decode_budget_before_the_worker_risks_it(client, monkeypatch):
+    """An image whose batch took a worker down is decoded in the upload check's sandbox first: too
+    costly there, it fails with that reason and the worker never decodes it itself."""
+    from tests.corpus.make_corpus import progressive_jpeg_with_scans
+    costly = store_work_unchecked(progressive_jpeg_with_scans(400, size=(4096, 4096), flat=True), "scans")
+    monkeypatch.setenv("ATTRIB_MAX_JPEG_SCANS", "100000")  # as if stored before the scan limit existed
+    monkeypatch.setenv("ATTRIB_IMAGE_DECODE_CPU_S", "1")
+    get_settings.cache_clear()
+    with new_session() as session:
+        session.get(SourceImage, image_of(costly).id).attempts = 1  # its batch killed a worker once
+        session.commit()
+        embed_source_images(session, DyingEncoder(), LocalStorage(get_settings().storage_dir),
+                            crud.pending_images(session), 8)  # the encoder is never reached
+        session.commit()
+    image = image_of(costly)
+    assert image.state == ImageState.failed and "too_costly" in image.error
