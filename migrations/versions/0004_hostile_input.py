@@ -1,7 +1,7 @@
 """hostile input: embedding attempts per image; one live copy of an image per rights holder
 
 Revision ID: 0004
-Revises: 0003
+Revises: 0008
 Create Date: 2026-11-26
 
 Images stored twice for one rights holder before this revision (concurrent registrations could do it)
@@ -15,7 +15,7 @@ from alembic import op
 import sqlalchemy as sa
 
 revision = '0004'
-down_revision = '0003'
+down_revision = '0008'  # re-chained after webhooks (0008, already on main)
 branch_labels = None
 depends_on = None
 log = logging.getLogger("alembic.runtime.migration")

@@ -44,7 +44,7 @@ def test_deleted_work_frees_its_bytes_and_its_folder(client, service_env):
 def test_migration_sets_aside_duplicates_stored_before_it(kind, tmp_path):
     url = url_for(kind, tmp_path)
     reset_database(url)
-    command.downgrade(alembic_config(url), "0003")
+    command.downgrade(alembic_config(url), "-1")  # just before this revision
     engine = make_engine(url)
     works = [uuid.uuid4() for _ in range(2)]
     with engine.begin() as conn:

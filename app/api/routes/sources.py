@@ -45,8 +45,8 @@ def create_source(
         raise Problem(422, f"a work may have at most {settings.max_images_per_work} images, got {len(images)}")
     checked = _unique_by_hash([read_checked_image(upload, settings) for upload in images])
     existing = crud.find_live_images_by_hash(session, rights_holder=rights_holder, hashes=checked)
-    work = None if existing else _create_work(session, storage, checked, title=title, rights_holder=rights_holder,
-                                              external_ref=external_ref, licence=licence)
+    work = None if existing else _create_work(session, storage, checked, key, title=title,
+                                              rights_holder=rights_holder, external_ref=external_ref, licence=licence)
     if work is None:  # already registered, or a concurrent registration of the same bytes won the race
         existing = existing or crud.find_live_images_by_hash(session, rights_holder=rights_holder, hashes=checked)
         response.status_code = status.HTTP_200_OK
@@ -55,7 +55,8 @@ def create_source(
     return work_public(work)
 
 
-def _create_work(session, storage: LocalStorage, checked: dict[str, CheckedImage], **fields) -> Work | None:
+def _create_work(session, storage: LocalStorage, checked: dict[str, CheckedImage], key: ApiKey,
+                 **fields) -> Work | None:
     """Store the files and commit the rows; None if the same bytes of this rights holder committed first
     (uq_source_images_live_hash). Files are only kept when their rows commit."""
     # Files live under their work's id, so deleting a work can never remove another work's file.
@@ -64,7 +65,7 @@ def _create_work(session, storage: LocalStorage, checked: dict[str, CheckedImage
         work = crud.create_work(session, work_id=work_id, **fields,
                                 images=[_store(storage, work_id, image) for image in checked.values()])
         record(session, action="work.register", key=key, target=work_id,
-               detail={"title": title, "rights_holder": rights_holder, "images": len(checked)})
+               detail={"title": fields["title"], "rights_holder": fields["rights_holder"], "images": len(checked)})
         session.commit()
         return work
     except BaseException as exc:
