@@ -6,7 +6,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DataError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.problem_types import type_for_status
@@ -67,6 +67,12 @@ async def _on_database_down(request: Request, exc: OperationalError) -> JSONResp
                             "the database cannot be reached; retry shortly", headers={"Retry-After": "5"})
 
 
+async def _on_unstorable(request: Request, exc: DataError) -> JSONResponse:
+    # A value the database refuses that validation did not catch: bad input, never a 500.
+    return problem_response(request, 422, "Invalid request parameters",
+                            "a value contains characters or a size the database cannot store")
+
+
 async def _on_queue_down(request: Request, exc: Exception) -> JSONResponse:
     return problem_response(request, 503, "Queue unavailable",
                             "the job queue (Redis) cannot be reached; retry shortly", headers={"Retry-After": "5"})
@@ -78,5 +84,6 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _on_http)
     app.add_exception_handler(RequestValidationError, _on_validation)
     app.add_exception_handler(OperationalError, _on_database_down)
+    app.add_exception_handler(DataError, _on_unstorable)
     app.add_exception_handler(RedisConnectionError, _on_queue_down)
     app.add_exception_handler(RedisTimeoutError, _on_queue_down)

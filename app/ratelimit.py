@@ -1,4 +1,5 @@
-"""Per-key rate limits in Redis: a fixed-window counter shared by every API process."""
+"""Rate limits in Redis, per key (or per client address for requests without a valid key): a
+fixed-window counter shared by every API process."""
 import time
 
 from redis import Redis
@@ -6,7 +7,7 @@ from redis import Redis
 from app.problems import Problem
 
 
-def enforce_rate_limit(redis: Redis, key_id: str, limit: int, window_s: int) -> None:
+def enforce_rate_limit(redis: Redis, key_id: str, limit: int, window_s: int, who: str = "key") -> None:
     now = time.time()
     window = int(now // window_s)
     counter = f"attrib:rate:{key_id}:{window}"
@@ -16,5 +17,5 @@ def enforce_rate_limit(redis: Redis, key_id: str, limit: int, window_s: int) -> 
     count, _ = pipe.execute()
     if count > limit:
         retry_after = max(1, int((window + 1) * window_s - now + 0.999))
-        raise Problem(429, f"more than {limit} requests in {window_s} s for this key; retry in {retry_after} s",
+        raise Problem(429, f"more than {limit} requests in {window_s} s for this {who}; retry in {retry_after} s",
                       title="Too many requests", headers={"Retry-After": str(retry_after)})

@@ -1,9 +1,11 @@
 """Request and response shapes of the HTTP API."""
+import re
 import uuid
+from typing import Annotated
 from datetime import datetime, timezone
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from common.db.models import DeliveryStatus, ImageState, JobStatus
 
@@ -21,6 +23,20 @@ _ATTRIBUTION_EXAMPLE = {
     "matches": [{"rank": 1, "work_id": "6f1c1b52-3c1e-4d8a-9a57-0f6c2b8f5e11", "title": "Blue teapot",
                  "rights_holder": "ACME", "score": 0.93, "share": 0.71}],
     "unattributed": 0.29}
+
+
+# PostgreSQL's text types refuse NUL, and UTF-8 cannot encode an unpaired surrogate (JSON's "\ud800"
+# escape makes one): such a value is refused as bad input (422) instead of failing the INSERT (500).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def _storable(value: str | None) -> str | None:
+    if value is not None and _UNSTORABLE.search(value):
+        raise ValueError("must not contain NUL or unpaired surrogate characters")
+    return value
+
+
+Storable = AfterValidator(_storable)  # use as Annotated[str, Form(...), Storable] or in a model field
 
 
 class SourceImagePublic(BaseModel):
@@ -82,11 +98,11 @@ class WorkFilters(PageParams):
                                json_schema_extra={"deprecated": True},
                                description="deprecated: use `cursor` (offset pages cost more the deeper they go)")
     with_count: bool = Field(default=False, description="also count every matching work (slower on large catalogues)")
-    rights_holder: str | None = Field(default=None, max_length=200,
+    rights_holder: Annotated[str | None, Storable] = Field(default=None, max_length=200,
                                       description="admins: any rights holder; registrars: only their own")
-    external_ref: str | None = Field(default=None, max_length=500, description="exact external reference")
-    title: str | None = Field(default=None, max_length=300, description="case-insensitive substring of the title")
-    q: str | None = Field(default=None, max_length=300,
+    external_ref: Annotated[str | None, Storable] = Field(default=None, max_length=500, description="exact external reference")
+    title: Annotated[str | None, Storable] = Field(default=None, max_length=300, description="case-insensitive substring of the title")
+    q: Annotated[str | None, Storable] = Field(default=None, max_length=300,
                           description="case-insensitive substring of the title or the external reference")
 
 
@@ -95,9 +111,9 @@ class WorkUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={
         "examples": [{"title": "Blue teapot (2nd edition)", "external_ref": "cat-00042"}]})
 
-    title: str | None = Field(default=None, min_length=1, max_length=300)
-    external_ref: str | None = Field(default=None, max_length=500)
-    licence: str | None = Field(default=None, max_length=200)
+    title: Annotated[str | None, Storable] = Field(default=None, min_length=1, max_length=300)
+    external_ref: Annotated[str | None, Storable] = Field(default=None, max_length=500)
+    licence: Annotated[str | None, Storable] = Field(default=None, max_length=200)
 
 
 class JobFilters(PageParams):

@@ -4,7 +4,7 @@ and reads its own attribution jobs; `metrics` may only be scraped by Prometheus;
 `reviewer` reads every job and gives verdicts on its matches."""
 from typing import Annotated
 
-from fastapi import Depends
+from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from app.api.deps import RedisDep, SessionDep, SettingsDep
@@ -18,8 +18,14 @@ _bearer = HTTPBearer(auto_error=False, description="API key: `Authorization: Bea
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 
-def get_current_key(session: SessionDep, redis: RedisDep, settings: SettingsDep,
+def get_current_key(request: Request, session: SessionDep, redis: RedisDep, settings: SettingsDep,
                     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> ApiKey:
+    gate_state = request.scope.get("state", {})
+    if "api_key" in gate_state:  # the gate (app/gate.py) already checked and metered it
+        if gate_state["api_key"] is None:
+            raise Problem(401, "send an API key as `Authorization: Bearer <key>`", title="API key required",
+                          headers=_CHALLENGE)
+        return gate_state["api_key"]
     if credentials is None:
         raise Problem(401, "send an API key as `Authorization: Bearer <key>`", title="API key required",
                       headers=_CHALLENGE)

@@ -1,14 +1,10 @@
 """Reading uploads with a byte limit enforced while reading, then checking them as images."""
 from fastapi import UploadFile
 
-from common.images import CheckedImage, ImageLimits, ImageRejected, check_image
+from common.images import CheckedImage, ImageRejected, check_image, limits_from
 from common.settings import Settings
 
 _CHUNK = 1 << 20
-
-
-def limits_from(settings: Settings) -> ImageLimits:
-    return ImageLimits(settings.max_upload_bytes, settings.max_image_pixels, settings.min_image_side)
 
 
 def read_checked_image(upload: UploadFile, settings: Settings) -> CheckedImage:

@@ -1,12 +1,20 @@
 """Checks every uploaded image passes before anything is stored: format decided by content,
-limits on bytes and pixels (checked from the header, before decoding, so decompression bombs never
-expand), a full decode to catch truncation. Pure Pillow: the API uses it without torch."""
+limits on what decoding will cost decided from the header before any pixel is decoded (bytes, pixels,
+aspect ratio, JPEG scans, frames), then a full decode to catch truncation, run in a child process
+with CPU-time and memory limits (common.sandbox), so no file can cost more than that budget.
+Pure Pillow: the API uses it without torch."""
 import hashlib
 import io
 import warnings
 from dataclasses import dataclass
 
 from PIL import Image
+
+from common.sandbox import LimitExceeded, run_limited
+
+# Load every format plugin now: the sandbox's forkserver imports this module once, so each child
+# it forks starts with them (lazily, each child would import them again: ~70 ms per image).
+Image.init()
 
 # Formats decided by the bytes, never by the file name. Animated images use their first frame.
 # MPO is a JPEG with extra frames (stereo and many phone cameras write it): it is taken as a JPEG.
@@ -46,29 +54,126 @@ class CheckedImage:
 
 @dataclass(frozen=True)
 class ImageLimits:
-    max_bytes: int
-    max_pixels: int
-    min_side: int
+    """What an image may cost. Defaults equal the settings' defaults (common.settings)."""
+    max_bytes: int = 20 * 1024 * 1024
+    max_pixels: int = 40_000_000
+    min_side: int = 16
+    # Long side / short side. The encoder resizes the short side to ~256 px, so this also bounds the
+    # resized image to 256 x 256*ratio pixels (a 2,490,000 x 16 strip would become 256 x 40 M).
+    max_aspect_ratio: float = 20.0
+    max_frames: int = 1000        # animated GIF/PNG/WebP, multi-page TIFF, MPO (only the first is used)
+    max_jpeg_scans: int = 100     # progressive JPEGs: each scan is another pass over every coefficient
+    decode_cpu_s: int = 10        # CPU seconds for the full check of one image (child process)
+    decode_memory_bytes: int = 1024 * 1024 * 1024  # address space of that child process
+    decode_concurrency: int = 4   # checks running at once per process (memory: this x the above)
+
+
+def limits_from(settings) -> ImageLimits:
+    """The limits configured in common.settings.Settings."""
+    return ImageLimits(settings.max_upload_bytes, settings.max_image_pixels, settings.min_image_side,
+                       settings.max_image_aspect_ratio, settings.max_image_frames, settings.max_jpeg_scans,
+                       settings.image_decode_cpu_s, settings.image_decode_memory_bytes,
+                       settings.image_decode_concurrency)
 
 
 def check_image(data: bytes, limits: ImageLimits) -> CheckedImage:
-    """Validate uploaded bytes; raise ImageRejected with a clear reason otherwise."""
+    """Validate uploaded bytes; raise ImageRejected with a clear reason otherwise. The decoding
+    happens in a child process with CPU and memory limits: over them the image is `too_costly`."""
     if not data:
         raise ImageRejected("empty", "the uploaded file is empty")
     if len(data) > limits.max_bytes:
         raise ImageRejected("too_large", f"the file has {len(data)} bytes; the limit is {limits.max_bytes}", 413)
-    image = _open_header(data)
+    try:
+        outcome = run_limited(inspect_image, data, limits, cpu_s=limits.decode_cpu_s,
+                              memory_bytes=limits.decode_memory_bytes, wall_s=limits.decode_cpu_s * 3 + 5,
+                              concurrency=limits.decode_concurrency)
+    except LimitExceeded as exc:
+        raise ImageRejected("too_costly", "decoding this image needs more CPU time or memory than allowed "
+                            f"({limits.decode_cpu_s} s, {limits.decode_memory_bytes // 2**20} MiB)", 413) from exc
+    if outcome[0] == "rejected":
+        raise ImageRejected(*outcome[1:])
+    fmt, width, height = outcome[1:]
+    return CheckedImage(data, hashlib.sha256(data).hexdigest(), fmt, MEDIA_TYPES[fmt], EXTENSIONS[fmt],
+                        width, height)
+
+
+def inspect_image(data: bytes, limits: ImageLimits) -> tuple:
+    """Runs in the child process: ("ok", format, width, height) or ("rejected", reason, detail, status)."""
+    try:
+        _admit_webp_canvas(data, limits)
+        image = _open_header(data)
+        admit_header(image, data, limits)
+        _check_frames(image, limits)
+        _decode_fully(image)
+    except ImageRejected as exc:
+        return ("rejected", exc.reason, exc.detail, exc.status)
+    except MemoryError:
+        raise  # the sandbox answers "too costly"
+    except Exception:  # e.g. counting the frames of a damaged animation
+        return ("rejected", "corrupt", "the image could not be decoded (truncated or damaged data)", 422)
+    return ("ok", image.format, *image.size)
+
+
+def admit_header(image: Image.Image, data: bytes, limits: ImageLimits) -> None:
+    """Refuse, from the header alone, what would be too costly to decode or to resize."""
     _check_dimensions(image.size, limits)
-    _decode_fully(image)
-    return CheckedImage(data, hashlib.sha256(data).hexdigest(), image.format, MEDIA_TYPES[image.format],
-                        EXTENSIONS[image.format], *image.size)
+    if image.format in ("JPEG", "MPO"):
+        # 0xFFDA (start of scan) cannot occur inside entropy-coded data (0xFF is stuffed there), so
+        # this counts the scans; an embedded thumbnail adds its own, hence the generous limit.
+        scans = data.count(b"\xff\xda")
+        if scans > limits.max_jpeg_scans:
+            raise ImageRejected("too_many_scans", f"the JPEG has {scans} scans; the limit is "
+                                f"{limits.max_jpeg_scans}", 413)
+
+
+# Peak memory per canvas pixel when Pillow opens and decodes a WebP (measured with Pillow 13: a
+# lossless 16383 x 2440 WebP of 1.6 KB peaks at ~630 MB). Pillow allocates the canvas while *opening*
+# a WebP, so its size is read from the RIFF header here, before Pillow sees the file.
+_WEBP_BYTES_PER_PIXEL = 16
+
+
+def _admit_webp_canvas(data: bytes, limits: ImageLimits) -> None:
+    size = webp_canvas_size(data)
+    if size is None:
+        return
+    width, height = size
+    if width * height > limits.max_pixels:
+        raise ImageRejected("too_many_pixels",
+                            f"the image is {width}×{height} pixels; the limit is {limits.max_pixels} pixels", 413)
+    if width * height * _WEBP_BYTES_PER_PIXEL > limits.decode_memory_bytes:
+        raise ImageRejected("too_costly", f"decoding this {width}×{height} WebP needs more memory than allowed "
+                            f"({limits.decode_memory_bytes // 2**20} MiB)", 413)
+
+
+def webp_canvas_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a WebP's first chunk (VP8X, VP8L or VP8), or None if not a WebP."""
+    if len(data) < 30 or data[:4] != b"RIFF" or data[8:12] != b"WEBP":
+        return None
+    chunk = data[12:16]
+    if chunk == b"VP8X":
+        return 1 + int.from_bytes(data[24:27], "little"), 1 + int.from_bytes(data[27:30], "little")
+    if chunk == b"VP8L" and data[20] == 0x2F:
+        bits = int.from_bytes(data[21:25], "little")
+        return 1 + (bits & 0x3FFF), 1 + ((bits >> 14) & 0x3FFF)
+    if chunk == b"VP8 ":
+        return (int.from_bytes(data[26:28], "little") & 0x3FFF), (int.from_bytes(data[28:30], "little") & 0x3FFF)
+    return None
+
+
+def _check_frames(image: Image.Image, limits: ImageLimits) -> None:
+    frames = getattr(image, "n_frames", 1)
+    if frames > limits.max_frames:
+        raise ImageRejected("too_many_frames", f"the image has {frames} frames; the limit is {limits.max_frames}",
+                            413)
 
 
 def _open_header(data: bytes) -> Image.Image:
     try:
         image = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as exc:
-        raise ImageRejected("too_many_pixels", str(exc), 413) from exc
+        raise ImageRejected("too_many_pixels", "the image declares more pixels than the limit allows", 413) from exc
+    except MemoryError:
+        raise
     except Exception as exc:  # Pillow raises several types for unrecognisable data
         _reject_metadata_bomb(exc)
         if _looks_supported(data):
@@ -88,7 +193,7 @@ def _reject_metadata_bomb(exc: Exception) -> None:
     # PNG zTXt/iTXt chunks inflating past PngImagePlugin.MAX_TEXT_CHUNK (or all text past MAX_TEXT_MEMORY)
     # raise a bare ValueError naming the limit: a zip bomb in the metadata, refused like a pixel bomb.
     if isinstance(exc, ValueError) and "MAX_TEXT" in str(exc):
-        raise ImageRejected("metadata_too_large", f"the image's text metadata is too large: {exc}", 413) from exc
+        raise ImageRejected("metadata_too_large", "the image's text metadata inflates past the limit", 413) from exc
 
 
 def _check_dimensions(size: tuple[int, int], limits: ImageLimits) -> None:
@@ -99,6 +204,9 @@ def _check_dimensions(size: tuple[int, int], limits: ImageLimits) -> None:
     if min(width, height) < limits.min_side:
         raise ImageRejected("too_small",
                             f"the image is {width}×{height}; each side must be at least {limits.min_side} pixels")
+    if max(width, height) > limits.max_aspect_ratio * min(width, height):
+        raise ImageRejected("too_elongated", f"the image is {width}×{height}; the long side may be at most "
+                            f"{limits.max_aspect_ratio:g} times the short side")
 
 
 def _decode_fully(image: Image.Image) -> None:
@@ -107,17 +215,27 @@ def _decode_fully(image: Image.Image) -> None:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageRejected("too_many_pixels", str(exc), 413) from exc
+        raise ImageRejected("too_many_pixels", "the image has more pixels than the limit allows", 413) from exc
+    except MemoryError:
+        raise  # the sandbox reports it as too costly, never as corrupt
     except Exception as exc:
         _reject_metadata_bomb(exc)  # text chunks after the image data are read here
-        raise ImageRejected("corrupt", f"the image could not be decoded: {exc}") from exc
+        # Pillow's own wording stays in the logs, not in answers: the reason says what happened.
+        raise ImageRejected("corrupt", "the image could not be decoded (truncated or damaged data)") from exc
 
 
-def decode_rgb(data: bytes, draft_size: tuple[int, int] | None = None) -> Image.Image:
+def decode_rgb(data: bytes, limits: ImageLimits | None = None,
+               draft_size: tuple[int, int] | None = None) -> Image.Image:
     """Bytes that passed `check_image` -> upright RGB image (EXIF orientation applied, alpha on white).
-    Never raises on such bytes: the worker calls it long after the upload was accepted. `draft_size` lets
+    The worker calls it long after the upload was accepted, on rows that may predate today's checks:
+    the header limits are applied again first (ImageRejected), so a stored strip of 2,490,000 x 16 px
+    fails that image instead of making the encoder's resize allocate tens of gigabytes. `draft_size` lets
     a JPEG decode at a reduced scale (no smaller than that size): thumbnails need not decode every pixel."""
+    if limits is None:
+        from common.settings import get_settings
+        limits = limits_from(get_settings())
     image = Image.open(io.BytesIO(data))
+    admit_header(image, data, limits)
     if draft_size is not None:
         image.draft("RGB", draft_size)
     return _to_rgb(_upright(image))

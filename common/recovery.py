@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from common import outbox
 from common.db.models import AttributionJob, ImageState, JobStatus, SourceImage, Work
+from common.events import publish_job_finished
 from common.jobs import enqueue_attribution, enqueue_embed_work, heartbeat_key
 from common.storage import Storage
 
@@ -64,6 +65,8 @@ def _recover_running(session: Session, redis: Redis, queue: Queue, storage: Stor
         if not _take_from_dead_worker(session, job_id, worker, attempts, final):
             continue  # another worker's pass, or the job itself, changed the row first
         recovered += 1
+        if final:
+            publish_job_finished(redis, job_id, JobStatus.failed)
         if final and not training_use:
             storage.delete(storage_key)
         elif not final:

@@ -25,14 +25,42 @@ class Settings(BaseSettings):
 
     # Upload limits: bytes are checked while reading, pixels before decoding.
     max_upload_bytes: int = 20 * 1024 * 1024
-    max_request_bytes: int = 100 * 1024 * 1024  # a whole multipart request, checked from Content-Length
+    # A whole request body: refused from Content-Length, and counted while it streams (any transfer
+    # encoding); the key is checked before the first byte is read (app/gate.py).
+    max_request_bytes: int = 100 * 1024 * 1024
     max_image_pixels: int = 40_000_000
     min_image_side: int = 16
     max_images_per_work: int = 32
+    # What decoding an image may cost (common/images.py). Checked from the header before decoding:
+    # long side / short side (the encoder resizes the short side to ~256 px, so this also bounds the
+    # resized size), frames of animations and multi-page files, scans of progressive JPEGs.
+    max_image_aspect_ratio: float = Field(default=20.0, ge=1)
+    max_image_frames: int = Field(default=1000, ge=1)
+    max_jpeg_scans: int = Field(default=100, ge=1)
+    # The full decode that tells corrupt files apart runs in a child process with these limits
+    # (CPU seconds, address space in bytes); over them the upload is refused as `too_costly` (413).
+    # At most image_decode_concurrency checks run at once per process.
+    image_decode_cpu_s: int = Field(default=10, ge=1)
+    image_decode_memory_bytes: int = Field(default=1024 * 1024 * 1024, ge=64 * 1024 * 1024)
+    image_decode_concurrency: int = Field(default=4, ge=1)
+    # An image whose embedding stopped a worker this many times (crash, OOM kill) is marked failed.
+    max_image_attempts: int = Field(default=2, ge=1)
 
     default_top_k: int = 10
     max_top_k: int = 100
     max_wait_seconds: float = 30.0
+    # `?wait` holds no thread (app/waiting.py): waits per API process and per key are capped; over a
+    # cap the request answers at once (202 + status URL). A waiter re-reads its job's row when the
+    # job-finished event arrives, and at least every wait_recheck_s (the event is lossy across a
+    # Redis restart).
+    max_concurrent_waits: int = Field(default=500, ge=0)
+    max_concurrent_waits_per_key: int = Field(default=20, ge=0)
+    wait_recheck_s: float = Field(default=5.0, gt=0)
+    # Absolute URLs in `Location` and `status_url` start with this (e.g. https://attrib.example.org);
+    # unset: they are relative paths. Never taken from the Host header.
+    public_base_url: str | None = None
+    # Threads of the API's pool for blocking work (upload checks, database); None: anyio's 40.
+    api_threads: int | None = Field(default=None, ge=1)
     # How many nearest images are fetched per query before grouping them into works.
     image_hits_per_work: int = 4
 
@@ -52,6 +80,9 @@ class Settings(BaseSettings):
     # Requests per key per window (fixed window in Redis); over it: 429 with Retry-After.
     rate_limit_requests: int = Field(default=600, ge=1)
     rate_limit_window_s: int = Field(default=60, ge=1)
+    # Requests per client address per window without a valid key (anonymous, unknown or revoked keys:
+    # each costs a database lookup). /healthz, /readyz and the API docs are not counted.
+    anonymous_rate_limit_requests: int = Field(default=60, ge=1)
     # How long a response is replayed for a repeated Idempotency-Key.
     idempotency_ttl_s: int = 24 * 3600
 

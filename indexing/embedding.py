@@ -8,7 +8,8 @@ from sqlalchemy.orm import Session
 
 from common.db import crud
 from common.db.models import Embedding, ImageState, SourceImage, Work
-from common.images import decode_rgb
+from common.images import ImageRejected, check_image, decode_rgb, limits_from
+from common.settings import get_settings
 from common.storage import Storage
 from core.encoder import Encoder
 
@@ -22,6 +23,9 @@ def read_images(storage: Storage, images: list[SourceImage]) -> tuple[list[Sourc
         try:
             decoded.append(decode_rgb(storage.get(row.storage_key)))
             ok_rows.append(row)
+        except ImageRejected as exc:  # stored before today's limits (e.g. a 2,490,000 x 16 strip)
+            row.state, row.error = ImageState.failed, f"image refused ({exc.reason}): {exc.detail}"
+            log.warning("image %s failed: %s", row.id, exc.detail)
         except Exception as exc:  # a missing or damaged file must not block the rest
             row.state, row.error = ImageState.failed, f"cannot read stored image: {exc}"
             log.warning("image %s failed: %s", row.id, exc)
@@ -33,20 +37,74 @@ def write_vectors(session: Session, rows: list[SourceImage], vectors: np.ndarray
     in the same transaction so every worker's index follows."""
     for row, vector in zip(rows, vectors):
         session.merge(Embedding(image_id=row.id, encoder_id=encoder_id, vector=vector.tobytes()))
-        row.state, row.error = ImageState.embedded, None
+        row.state, row.error, row.attempts = ImageState.embedded, None, 0
     session.flush()
     crud.record_vector_changes(session, op="upsert", image_ids=[row.id for row in rows], encoder_id=encoder_id)
 
 
 def embed_source_images(session: Session, encoder: Encoder, storage: Storage,
                         images: list[SourceImage], batch_size: int) -> int:
-    """Embed and store vectors for `images`; returns how many were embedded. Caller commits."""
-    rows, decoded = read_images(storage, images)
-    failed = [row.id for row in images if row.state == ImageState.failed]
+    """Embed and store vectors for `images`; returns how many were embedded. Caller commits.
+
+    No image may take workers down for good: each attempt is counted in the row (and committed)
+    before the image is decoded, so one that kills the worker (out of memory, a crash in a codec)
+    leaves its count raised. Images of a batch that died are retried one by one, so only the culprit
+    keeps counting, and at `max_image_attempts` it is marked failed instead of being tried again."""
+    max_attempts = get_settings().max_image_attempts
+    candidates = [image for image in images if not _gave_up(image, max_attempts)]
+    suspects = [image for image in candidates if image.attempts > 0]
+    embedded = _embed_counted(session, encoder, storage, [i for i in candidates if i.attempts == 0], batch_size)
+    for suspect in suspects:
+        if _passes_budgeted_check(storage, suspect):
+            embedded += _embed_counted(session, encoder, storage, [suspect], 1)
     # A failed image may have had a vector from an earlier encoder: every index drops it.
+    failed = [image.id for image in images if image.state == ImageState.failed]
     crud.record_vector_changes(session, op="delete", image_ids=failed, encoder_id=None)
-    if rows:
-        write_vectors(session, rows, encoder.embed(decoded, batch_size=batch_size), encoder.encoder_id)
+    return embedded
+
+
+def _passes_budgeted_check(storage: Storage, image: SourceImage) -> bool:
+    """A batch with this image took a worker down: decode it once more in the upload check's
+    sandbox (CPU and memory limits, common/sandbox.py) before this worker risks it again."""
+    try:
+        check_image(storage.get(image.storage_key), limits_from(get_settings()))
+    except ImageRejected as exc:
+        image.state, image.error = ImageState.failed, f"image refused ({exc.reason}): {exc.detail}"
+        log.warning("image %s failed its budgeted check: %s", image.id, exc.detail)
+        return False
+    except OSError:
+        return True  # a missing file: read_images marks it failed with its reason
+    return True
+
+
+def _gave_up(image: SourceImage, max_attempts: int) -> bool:
+    if image.attempts < max_attempts:
+        return False
+    image.state = ImageState.failed
+    image.error = f"embedding this image stopped a worker {image.attempts} times; it is not tried again"
+    log.warning("image %s failed: %s", image.id, image.error)
+    return True
+
+
+def _embed_counted(session: Session, encoder: Encoder, storage: Storage, images: list[SourceImage],
+                   batch_size: int) -> int:
+    if not images:
+        return 0
+    for image in images:
+        image.attempts += 1
+    session.commit()  # before the risky part: a worker killed below leaves the count raised
+    rows, decoded = read_images(storage, images)
+    if not rows:
+        return 0
+    try:
+        vectors = encoder.embed(decoded, batch_size=batch_size)
+    except Exception as exc:  # e.g. MemoryError: never fatal for the worker or for the other images
+        if len(rows) > 1:
+            return sum(_embed_counted(session, encoder, storage, [row], 1) for row in rows)
+        rows[0].state, rows[0].error = ImageState.failed, f"the encoder could not embed this image: {exc}"
+        log.warning("image %s failed: %s", rows[0].id, exc)
+        return 0
+    write_vectors(session, rows, vectors, encoder.encoder_id)
     return len(rows)
 
 

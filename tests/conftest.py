@@ -41,7 +41,10 @@ def service_env(request, tmp_path, monkeypatch):
     kind = getattr(request, "param", "sqlite")
     env = {"ATTRIB_DATABASE_URL": url_for(kind, tmp_path), "ATTRIB_REDIS_URL": REDIS_URL,
            "ATTRIB_DATA_DIR": str(tmp_path / "data"), "ATTRIB_QUEUE_NAME": f"test-{uuid.uuid4().hex[:8]}",
-           "ATTRIB_TORCH_THREADS": "1"}
+           "ATTRIB_TORCH_THREADS": "1",
+           # Every TestClient request comes from the address "testclient": a per-address limit shared by
+           # all tests in one window would make them flaky. tests/app/test_gate.py sets its own.
+           "ATTRIB_ANONYMOUS_RATE_LIMIT_REQUESTS": "1000000"}
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     clear_cached_config()

@@ -1,7 +1,7 @@
 """`python -m training retrain` (what `docker compose run trainer` runs): train -> export + calibrate ->
 evaluate against the serving encoder -> rebuild index -> publish, refusing a worse encoder unless forced.
 
-    python -m training retrain [--preset default] [--eval-set DIR] [--force] [key=value ...]
+    python -m training retrain [--preset default] [--eval-set DIR] [--force [--yes]] [key=value ...]
     python -m training retrain --verdicts [...]   # fit linear maps on reviewers' verdicts instead
 
 Training data: the registered source images, the folders named in the config (synthetic_dirs), and,
@@ -11,6 +11,7 @@ itself (each work's first image is its exemplar, the others are queries; this ch
 not generalisation — pass a real set to gate releases)."""
 import argparse
 import json
+import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -37,7 +38,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--preset", default="default", choices=sorted(PRESETS))
     parser.add_argument("--config", help="JSON config file (then presets, then overrides)")
     parser.add_argument("--eval-set", help="labelled evaluation set (default: the registry itself)")
-    parser.add_argument("--force", action="store_true", help="publish even if it evaluates worse")
+    parser.add_argument("--force", action="store_true",
+                        help="publish even if it evaluates worse (asks for confirmation)")
+    parser.add_argument("--yes", action="store_true", help="with --force: do not ask (scripts)")
     parser.add_argument("--no-publish", action="store_true", help="stop after evaluation")
     parser.add_argument("overrides", nargs="*", help="config key=value overrides")
     return parser.parse_args(argv)
@@ -59,6 +62,19 @@ def serving_encoder_spec() -> str:
 def gate_value(entry: dict) -> float:
     protocol, qtype, metric = GATE
     return entry[protocol][qtype][metric]
+
+
+def confirm_forced_publish(old: float, new: float, *, assume_yes: bool, ask=input, interactive=None) -> bool:
+    """--force on a worse candidate: show the head-to-head numbers and ask (never silently). Without
+    a terminal to ask on, only --yes publishes."""
+    print(f"WARNING: the candidate is worse than the serving encoder: service mAP {new:.1f}% against "
+          f"{old:.1f}% ({new - old:+.1f} points). Publishing switches every worker to it.")
+    if assume_yes:
+        return True
+    if not (sys.stdin.isatty() if interactive is None else interactive):
+        print("refusing to publish a worse encoder without confirmation: pass --yes as well")
+        return False
+    return ask("publish it anyway? type 'yes': ").strip().lower() == "yes"
 
 
 def main(argv: list[str]) -> int:
@@ -92,6 +108,9 @@ def main(argv: list[str]) -> int:
         return 0
     if new < old and not args.force:
         print("refused: the candidate is worse than the serving encoder; nothing published (--force to override)")
+        return 1
+    if new < old and not confirm_forced_publish(old, new, assume_yes=args.yes):
+        print("not published")
         return 1
     print("[4/5] rebuilding the index with the candidate")
     index_dir = rebuild_index(str(artefact), settings.artifacts_dir / "pairs" / config.run_name / "index")

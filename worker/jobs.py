@@ -5,6 +5,7 @@ import time
 import uuid
 from datetime import datetime, timezone
 
+from redis import Redis
 from rq import get_current_job
 from sqlalchemy import delete
 from sqlalchemy.orm import Session
@@ -13,7 +14,8 @@ from common import outbox
 from common.db import crud
 from common.db.models import AttributionJob, JobStatus, Match
 from common.db.session import new_session
-from common.images import decode_rgb
+from common.events import publish_job_finished
+from common.images import ImageRejected, decode_rgb
 from common.storage import get_storage
 from core.ranking import rank_works
 from worker import runtime as runtime_module
@@ -64,6 +66,7 @@ def attribute_image(job_id: str) -> str:
             session.rollback()
             _record_failure(session, job_id, exc)
             raise
+        _announce(job_id, JobStatus.done)
         _forget_query_image(job)
         return "done"
 
@@ -106,16 +109,26 @@ def _attribute(session: Session, job: AttributionJob) -> None:
 def _record_failure(session: Session, job_id: str, exc: Exception) -> None:
     """Give the row the reason; it stays queued while retries remain, so no job is left running."""
     job = session.get(AttributionJob, uuid.UUID(job_id))
-    final = job.attempts >= runtime_module.get_runtime().settings.job_max_attempts
+    # A refused image fails the same way every time: no retry (and never a crashed worker).
+    refused = isinstance(exc, ImageRejected)
+    final = refused or job.attempts >= runtime_module.get_runtime().settings.job_max_attempts
     job.status = JobStatus.failed if final else JobStatus.queued
-    job.error = f"{type(exc).__name__}: {exc}"
+    job.error = f"image refused ({exc.reason}): {exc.detail}" if refused else f"{type(exc).__name__}: {exc}"
     if final:
         job.finished_at = datetime.now(timezone.utc)
         outbox.add_job_finished(session, job=job)
     session.commit()
     if final:
+        _announce(job_id, JobStatus.failed)
         _forget_query_image(job)
     log.warning("attribution %s attempt %d failed: %s", job_id, job.attempts, exc)
+
+
+def _announce(job_id: str, status: JobStatus) -> None:
+    """The job-finished event (common/events.py), after the row is committed."""
+    rq_job = get_current_job()
+    redis = rq_job.connection if rq_job else Redis.from_url(runtime_module.get_runtime().settings.redis_url)
+    publish_job_finished(redis, job_id, status)
 
 
 def _forget_query_image(job: AttributionJob) -> None:

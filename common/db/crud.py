@@ -52,6 +52,8 @@ def delete_work(session: Session, *, work: Work) -> list[str]:
     """Soft-delete the work (past results keep their rows but hide it) and drop its vectors at once.
     Returns its files' storage keys (stored per work), for the caller to remove after commit."""
     work.deleted_at = datetime.now(timezone.utc)
+    for image in work.images:
+        image.live = False  # its bytes may be registered again (uq_source_images_live_hash)
     delete_vectors_of_work(session, work_id=work.id)
     return sorted({image.storage_key for image in work.images})
 

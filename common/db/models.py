@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 
 from sqlalchemy import (
     JSON, BigInteger, DateTime, Enum, Float, ForeignKey, Index, Integer, LargeBinary, String, Text,
-    UniqueConstraint, Uuid, text,
+    UniqueConstraint, Uuid, event, text, true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
@@ -103,7 +103,12 @@ class Work(Base):
 
 class SourceImage(Base):
     __tablename__ = "source_images"
-    __table_args__ = (UniqueConstraint("work_id", "content_sha256"),)
+    # The same bytes live at most once per rights holder among live works: a partial unique index over
+    # (rights_holder, content_sha256) where `live`, so concurrent registrations of the same image
+    # cannot both commit (the loser answers with the winner's work).
+    __table_args__ = (UniqueConstraint("work_id", "content_sha256"),
+                      Index("uq_source_images_live_hash", "rights_holder", "content_sha256", unique=True,
+                            postgresql_where=text("live"), sqlite_where=text("live")))
 
     # An integer id, because FAISS ids are int64 and map straight back to this row.
     id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
@@ -118,9 +123,24 @@ class SourceImage(Base):
         Enum(ImageState, name="image_state", native_enum=False, length=20), default=ImageState.pending,
         index=True)  # the recovery pass looks for pending images every few seconds
     error: Mapped[str | None] = mapped_column(Text)
+    # Embedding attempts not yet known to have ended: raised (and committed) before the image is
+    # decoded and embedded, reset on success. A worker killed by this image leaves it raised, so after
+    # settings.max_image_attempts crashes the image is marked failed instead of crashing workers forever.
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    # Denormalised from the work for the uniqueness index above; `live` is false once the work is
+    # deleted (or, after migration 0004, for a duplicate that was stored before the index existed).
+    rights_holder: Mapped[str | None] = mapped_column(String(200))
+    live: Mapped[bool] = mapped_column(default=True, server_default=true())
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     work: Mapped[Work] = relationship(back_populates="images")
+
+
+@event.listens_for(SourceImage, "before_insert")
+def _copy_rights_holder(_mapper, _connection, image: SourceImage) -> None:
+    """Every path that adds an image (API, bulk import, tests) gets the work's rights holder."""
+    if image.rights_holder is None and image.work is not None:
+        image.rights_holder = image.work.rights_holder
 
 
 class Embedding(Base):

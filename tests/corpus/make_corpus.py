@@ -146,6 +146,33 @@ def psd_header() -> bytes:
     return header + sections + struct.pack(">H", 0) + bytes(range(256)) * (3 * w * h // 256) + b"\0" * (3 * w * h % 256)
 
 
+def jpeg_segments(data: bytes) -> list[bytes]:
+    """Split a JPEG into its marker segments; a start-of-scan segment keeps its entropy-coded data."""
+    segments, pos = [data[:2]], 2
+    while pos < len(data):
+        marker = data[pos + 1]
+        if marker == 0xD9:  # EOI
+            segments.append(data[pos:pos + 2])
+            break
+        end = pos + 2 + struct.unpack(">H", data[pos + 2:pos + 4])[0]
+        if marker == 0xDA:  # scan data runs to the next marker that is neither stuffing nor RSTn
+            while not (data[end] == 0xFF and data[end + 1] not in (0x00, *range(0xD0, 0xD8))):
+                end += 1
+        segments.append(data[pos:end])
+        pos = end
+    return segments
+
+
+def progressive_jpeg_with_scans(repeats: int, size=(16, 16), flat: bool = False) -> bytes:
+    """A progressive JPEG whose last refinement scan is repeated: libjpeg warns and decodes every
+    repeat again, so the cost grows with scans x blocks, not with the file size (issue 7, #4). On a
+    flat 4096 x 4096 image each repeat is 33 bytes and ~15 ms of CPU."""
+    image = Image.new("L", size, 128) if flat else noise(size, "L")
+    segments = jpeg_segments(encode(image, "JPEG", quality=80, progressive=True))
+    last_scan = max(i for i, s in enumerate(segments) if s[1] == 0xDA)
+    return b"".join(segments[:last_scan + 1] + [segments[last_scan]] * repeats + segments[last_scan + 1:])
+
+
 def truncated(data: bytes, keep: float = 0.6) -> bytes:
     return data[:int(len(data) * keep)]
 
@@ -196,6 +223,14 @@ def cases() -> dict[str, tuple[bytes, dict]]:
                                         rejected(413, "too_many_pixels", "64 M px: over ours, under Pillow's")),
         "bomb.gif": (gif_declaring(65_535, 65_535), rejected(413, "too_many_pixels", "GIF screen 65535²")),
         "bomb.tiff": (tiff_declaring(200_000, 200_000), rejected(413, "too_many_pixels", "TIFF 200000²")),
+        # Cheap to store, costly to decode or to resize (issue 7).
+        "strip.png": (png_declaring(2_490_000, 16), rejected(422, "too_elongated", "2,490,000×16: 40 M px "
+                      "under the pixel limit, but resizing its short side to 256 px makes 40 G px")),
+        "long_strip.png": (encode(Image.new("1", (4000, 16)), "PNG"),
+                           rejected(422, "too_elongated", "a valid 4000×16 PNG, aspect ratio 250")),
+        "many_scans.jpg": (progressive_jpeg_with_scans(150),
+                           rejected(413, "too_many_scans", "progressive JPEG with its last scan repeated 150×")),
+        "some_scans.jpg": (progressive_jpeg_with_scans(20), accepted("JPEG", (16, 16), "30 scans: under the limit")),
         # Metadata.
         "ztxt_bomb.png": (png_with_chunk(png, png_chunk(b"zTXt", b"Comment\0\0" + zlib.compress(b"A" * 4_000_000, 9))),
                           rejected(413, "metadata_too_large", "zTXt inflating past MAX_TEXT_CHUNK")),

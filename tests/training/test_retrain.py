@@ -16,7 +16,7 @@ def register(client, subject):
 def test_retrain_publishes_a_calibrated_encoder(client, service_env, tmp_path, capsys):
     for subject in ("dog", "cat", "teapot", "vase"):
         register(client, subject)
-    assert retrain(["--preset", "smoke", "--force", "batch_size=4"]) == 0
+    assert retrain(["--preset", "smoke", "--force", "--yes", "batch_size=4"]) == 0
     out = capsys.readouterr().out
     assert "[5/5] publishing" in out and "published pair" in out
     with new_session() as session:
@@ -27,3 +27,13 @@ def test_retrain_publishes_a_calibrated_encoder(client, service_env, tmp_path, c
     assert pair.report["eval_set"] == "registry" and 0 <= pair.report["map"] <= 1
     index = json.loads((tmp_path.joinpath(pair.index_path) / "index.json").read_text())
     assert index["encoder_id"] == pair.encoder_id and index["count"] == 12
+
+
+def test_forcing_a_worse_encoder_shows_the_numbers_and_needs_confirmation(capsys):
+    """Issue 7 (#15): --force published a 72.5 % encoder over the serving 95.2 % without asking."""
+    from training.retrain import confirm_forced_publish
+    assert not confirm_forced_publish(95.2, 72.5, assume_yes=False, interactive=False)
+    assert "72.5% against 95.2% (-22.7 points)" in capsys.readouterr().out
+    assert not confirm_forced_publish(95.2, 72.5, assume_yes=False, ask=lambda _: "no", interactive=True)
+    assert confirm_forced_publish(95.2, 72.5, assume_yes=False, ask=lambda _: "yes", interactive=True)
+    assert confirm_forced_publish(95.2, 72.5, assume_yes=True, interactive=False)

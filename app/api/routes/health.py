@@ -1,35 +1,59 @@
 """Liveness, readiness and Prometheus metrics."""
 import json
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
 from app.api.deps import RedisDep, SessionDep, SettingsDep
 from app.problems import Problem
 from app.security import MetricsKey
+from common.db import crud
+from common.db.models import Scope
 from common.jobs import heartbeat_key
 
 router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz")
-def read_health() -> dict:
-    """The process is up."""
+async def read_health() -> dict:
+    """The process is up. Async on purpose: it needs no thread, database or Redis, so it answers
+    while every thread of the pool is busy."""
     return {"status": "ok"}
 
 
 @router.get("/readyz")
-def read_readiness(session: SessionDep, redis: RedisDep, settings: SettingsDep) -> dict:
-    """Ready when the database and Redis answer and at least one worker has an index loaded."""
+def read_readiness(request: Request, session: SessionDep, redis: RedisDep, settings: SettingsDep) -> dict:
+    """Ready when the database and Redis answer and at least one worker has an index loaded.
+    Anonymous callers learn ready / not ready only; with an admin key the answer names each check,
+    each worker (host, pid, paths, encoder, index size) and the pair it really serves."""
     checks = {"database": _check(lambda: session.execute(text("SELECT 1"))),
               "redis": _check(redis.ping)}
     workers = _live_workers(redis, settings.queue_name) if checks["redis"] == "ok" else []
     checks["worker_index"] = "ok" if workers else "no worker with a loaded index"
-    if any(v != "ok" for v in checks.values()):
+    ready = all(v == "ok" for v in checks.values())
+    if not _is_admin(request):
+        if not ready:
+            raise Problem(503, "the service is not ready", title="Not ready", headers={"Retry-After": "5"})
+        return {"status": "ready"}
+    if not ready:
         raise Problem(503, "; ".join(f"{k}: {v}" for k, v in checks.items() if v != "ok"),
                       title="Not ready", checks=checks, headers={"Retry-After": "5"})
-    return {"status": "ready", "checks": checks, "workers": workers}
+    return {"status": "ready", "checks": checks, "workers": workers, "active_pair": _active_pair(session, workers)}
+
+
+def _is_admin(request: Request) -> bool:
+    key = request.scope.get("state", {}).get("api_key")  # set by the gate (app/gate.py)
+    return key is not None and key.scope == Scope.admin
+
+
+def _active_pair(session, workers: list[dict]) -> dict | None:
+    """The published pair, and which workers still serve another one: a worker switches before its
+    next job, so right after a publish an idle worker still serves the previous pair."""
+    pair = crud.get_active_pair(session)
+    pair_id = pair.id if pair else None
+    return {"id": pair_id, "encoder_id": pair.encoder_id if pair else None,
+            "workers_on_another_pair": [w.get("worker") for w in workers if w.get("pair_id") != pair_id]}
 
 
 def _check(probe) -> str:

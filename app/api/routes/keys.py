@@ -1,12 +1,14 @@
 """Admins create, list and revoke API keys (the CLI `python -m common.apikeys` does the same)."""
 import uuid
 from datetime import datetime
+from typing import Annotated
 
 from fastapi import APIRouter, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.api.deps import SessionDep
 from app.problems import Problem
+from app.schemas import Storable
 from app.security import AdminKey
 from common.apikeys import create_key, list_keys, revoke_key
 from common.audit import record
@@ -16,9 +18,9 @@ router = APIRouter(prefix="/keys", tags=["keys"])
 
 
 class KeyCreate(BaseModel):
-    name: str = Field(min_length=1, max_length=200)
+    name: Annotated[str, Storable] = Field(min_length=1, max_length=200)
     scope: Scope
-    rights_holder: str | None = Field(default=None, min_length=1, max_length=200)
+    rights_holder: Annotated[str | None, Storable] = Field(default=None, min_length=1, max_length=200)
 
 
 class KeyPublic(BaseModel):
@@ -38,8 +40,9 @@ class KeyCreated(KeyPublic):
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=KeyCreated)
-def create_api_key(admin: AdminKey, session: SessionDep, body: KeyCreate) -> KeyCreated:
-    """Create a key; its secret is returned once."""
+def create_api_key(admin: AdminKey, session: SessionDep, response: Response, body: KeyCreate) -> KeyCreated:
+    """Create a key; its secret is returned once (never stored, nor kept for Idempotency-Key replays)."""
+    response.headers["Cache-Control"] = "no-store"
     try:
         key, secret = create_key(session, name=body.name, scope=body.scope, rights_holder=body.rights_holder)
     except ValueError as exc:

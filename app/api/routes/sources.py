@@ -5,10 +5,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile, status
 from redis.exceptions import RedisError
+from sqlalchemy.exc import IntegrityError
 
 from app.api.deps import QueueDep, SessionDep, SettingsDep, StorageDep
 from app.problems import Problem, invalid_parameter
-from app.schemas import WorkFilters, WorkPublic, WorksPublic, WorkUpdate
+from app.public_urls import public_url
+from app.schemas import Storable, WorkFilters, WorkPublic, WorksPublic, WorkUpdate
 from app.security import RegistrarKey, owns_rights_holder
 from app.uploads import read_checked_image
 from common.audit import record
@@ -34,11 +36,11 @@ def create_source(
     key: RegistrarKey, session: SessionDep, settings: SettingsDep, storage: StorageDep, queue: QueueDep,
     request: Request, response: Response,
     images: Annotated[list[UploadFile], File(description="one or more images of the work")],
-    title: Annotated[str, Form(min_length=1, max_length=300)],
+    title: Annotated[str, Form(min_length=1, max_length=300), Storable],
     rights_holder: Annotated[str | None, Form(min_length=1, max_length=200,
-                                              description="defaults to the registrar key's own")] = None,
-    external_ref: Annotated[str | None, Form(max_length=500)] = None,
-    licence: Annotated[str | None, Form(max_length=200)] = None,
+                                              description="defaults to the registrar key's own"), Storable] = None,
+    external_ref: Annotated[str | None, Form(max_length=500), Storable] = None,
+    licence: Annotated[str | None, Form(max_length=200), Storable] = None,
 ) -> WorkPublic:
     """Register a work; its images are embedded by a worker, after which it is searchable."""
     rights_holder = _rights_holder_for(key, rights_holder)
@@ -46,22 +48,38 @@ def create_source(
         raise Problem(422, f"a work may have at most {settings.max_images_per_work} images, got {len(images)}")
     checked = _unique_by_hash([read_checked_image(upload, settings) for upload in images])
     existing = crud.find_live_images_by_hash(session, rights_holder=rights_holder, hashes=checked)
-    if existing:
+    if not existing and external_ref is not None:
+        _check_external_ref_free(session, settings, rights_holder, external_ref)  # locks it until commit
+    work = None if existing else _create_work(session, storage, checked, key, title=title,
+                                              rights_holder=rights_holder, external_ref=external_ref, licence=licence)
+    if work is None:  # already registered, or a concurrent registration of the same bytes won the race
+        existing = existing or crud.find_live_images_by_hash(session, rights_holder=rights_holder, hashes=checked)
         response.status_code = status.HTTP_200_OK
         return work_public(_existing_work_or_conflict(session, checked, existing))
-    # Files live under their work's id, so deleting a work can never remove another work's file.
-    if external_ref is not None:
-        _check_external_ref_free(session, settings, rights_holder, external_ref)
-    work_id = uuid.uuid4()
-    work = crud.create_work(session, work_id=work_id, title=title, rights_holder=rights_holder,
-                            external_ref=external_ref, licence=licence,
-                            images=[_store(storage, work_id, image) for image in checked.values()])
-    record(session, action="work.register", key=key, target=work_id,
-           detail={"title": title, "rights_holder": rights_holder, "images": len(checked)})
-    session.commit()
     _enqueue_quietly(queue, str(work.id))
-    response.headers["Location"] = str(request.url_for("read_source", work_id=work.id))
+    response.headers["Location"] = public_url(request, request.app.url_path_for("read_source", work_id=work.id))
     return work_public(work)
+
+
+def _create_work(session, storage: Storage, checked: dict[str, CheckedImage], key: ApiKey,
+                 **fields) -> Work | None:
+    """Store the files and commit the rows; None if the same bytes of this rights holder committed first
+    (uq_source_images_live_hash). Files are only kept when their rows commit."""
+    # Files live under their work's id, so deleting a work can never remove another work's file.
+    work_id = uuid.uuid4()
+    try:
+        work = crud.create_work(session, work_id=work_id, **fields,
+                                images=[_store(storage, work_id, image) for image in checked.values()])
+        record(session, action="work.register", key=key, target=work_id,
+               detail={"title": fields["title"], "rights_holder": fields["rights_holder"], "images": len(checked)})
+        session.commit()
+        return work
+    except BaseException as exc:
+        session.rollback()
+        storage.delete_prefix(f"sources/{work_id}")
+        if isinstance(exc, IntegrityError):
+            return None
+        raise
 
 
 def _rights_holder_for(key: ApiKey, requested: str | None) -> str:
@@ -185,6 +203,7 @@ def delete_source(key: RegistrarKey, session: SessionDep, storage: StorageDep, w
     for storage_key in unused_files:
         storage.delete(storage_key)
     storage.delete_prefix(source_thumbnails_prefix(work_id))
+    storage.delete_prefix(f"sources/{work_id}")  # the emptied per-work folder too
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
