@@ -1,5 +1,6 @@
 """Refuse oversized request bodies from their Content-Length, before Starlette spools the multipart
-parts to disk (the per-image limit applies later, while each part is read)."""
+parts to disk (the per-image limit applies later, while each part is read). Bulk registration has its
+own, larger limit (settings.bulk_max_request_bytes)."""
 from fastapi import FastAPI, Request
 
 from app.problems import problem_response
@@ -11,7 +12,9 @@ def install_request_limits(app: FastAPI) -> None:
     async def limit_body(request: Request, call_next):
         if request.method in ("POST", "PUT", "PATCH"):
             length = request.headers.get("content-length")
-            limit = get_settings().max_request_bytes
+            settings = get_settings()
+            bulk = request.url.path.rstrip("/") == "/sources/bulk"
+            limit = settings.bulk_max_request_bytes if bulk else settings.max_request_bytes
             if length is None and "chunked" in request.headers.get("transfer-encoding", ""):
                 return problem_response(request, 411, "Length Required",
                                         "send the body with a Content-Length (chunked uploads are not accepted)")

@@ -31,6 +31,7 @@ class Encoder:
     dim: int
     calibration: Calibration
     device: str = "cpu"
+    channels_last: bool = False
 
     def __post_init__(self) -> None:
         self.model.eval().to(self.device)
@@ -43,9 +44,22 @@ class Encoder:
         return np.concatenate(chunks) if chunks else np.zeros((0, self.dim), np.float32)
 
     def _embed_batch(self, images: list[Image.Image]) -> np.ndarray:
-        batch = torch.stack([self._transform(im.convert("RGB")) for im in images]).to(self.device)
+        return self.embed_tensor(torch.stack([self._transform(im.convert("RGB")) for im in images]))
+
+    @torch.inference_mode()
+    def embed_tensor(self, batch: torch.Tensor) -> np.ndarray:
+        """Preprocessed images [n, 3, S, S] (core.pipeline) -> [n, dim] float32, each row of unit length."""
+        batch = batch.to(self.device)
+        if self.channels_last:
+            batch = batch.contiguous(memory_format=torch.channels_last)
         features = self.model(batch).float()
         return nn.functional.normalize(features, dim=1).cpu().numpy().astype(np.float32)
+
+    def use_channels_last(self, enabled: bool = True) -> "Encoder":
+        """NHWC memory layout: 1.28x faster for EfficientNet-Lite0 on this project's CPU (issue 8)."""
+        self.channels_last = enabled
+        self.model.to(memory_format=torch.channels_last if enabled else torch.contiguous_format)
+        return self
 
 
 def load_encoder(spec: str, device: str = "cpu") -> Encoder:

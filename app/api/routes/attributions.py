@@ -7,7 +7,7 @@ from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile,
 from redis.exceptions import RedisError
 from sqlalchemy.orm import Session
 
-from app.api.deps import QueueDep, SessionDep, SettingsDep, StorageDep
+from app.api.deps import QueuesDep, SessionDep, SettingsDep, StorageDep, refuse_when_full
 from app.api.routes.webhooks import checked_callback_url
 from app.problems import Problem
 from app.schemas import AttributionPublic, DeliveryPublic, MatchPublic
@@ -27,7 +27,7 @@ _FINISHED = (JobStatus.done, JobStatus.failed)
              responses={200: {"model": AttributionPublic, "description": "finished within `wait`"}})
 def create_attribution(
     key: AttributorKey, request: Request, response: Response, session: SessionDep, settings: SettingsDep,
-    storage: StorageDep, queue: QueueDep,
+    storage: StorageDep, queues: QueuesDep,
     image: Annotated[UploadFile, File(description="the synthetic image to attribute")],
     top_k: Annotated[int | None, Query(ge=1, le=100, description="how many works to return")] = None,
     wait: Annotated[float, Query(ge=0, le=60, description="seconds to wait for the result")] = 0,
@@ -36,6 +36,7 @@ def create_attribution(
 ) -> AttributionPublic:
     """Queue an attribution job; with `wait`, answer with the result if it is ready in time."""
     top_k = min(top_k or settings.default_top_k, settings.max_top_k)
+    _refuse_when_full(queues, settings)
     callback_url = checked_callback_url(session, key.id, callback_url, settings)
     checked = read_checked_image(image, settings)
     # One file per job (not per content hash): a finished job deletes its query image, and that must
@@ -49,7 +50,7 @@ def create_attribution(
                           client_key_id=key.id, callback_url=callback_url)
     session.commit()
     try:
-        enqueue_attribution(queue, str(job.id))
+        enqueue_attribution(queues.attribute, str(job.id))
     except RedisError as exc:
         _fail_unqueued(session, storage, job)
         raise Problem(503, "the job queue (Redis) cannot be reached; retry shortly",
@@ -60,6 +61,15 @@ def create_attribution(
         response.status_code = status.HTTP_200_OK
     response.headers["Location"] = _status_url(request, job.id)
     return attribution_public(request, job)
+
+
+def _refuse_when_full(queues, settings) -> None:
+    try:
+        refuse_when_full(queues.attribute, settings.max_queued_attributions, settings.queue_full_retry_after_s,
+                         "attribution")
+    except RedisError as exc:
+        raise Problem(503, "the job queue (Redis) cannot be reached; retry shortly",
+                      title="Queue unavailable", headers={"Retry-After": "5"}) from exc
 
 
 def _fail_unqueued(session: Session, storage: LocalStorage, job: AttributionJob) -> None:

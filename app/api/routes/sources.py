@@ -6,17 +6,17 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, Query, Response, UploadFile, status
 from redis.exceptions import RedisError
 
-from app.api.deps import QueueDep, SessionDep, SettingsDep, StorageDep
+from app.api.deps import QueuesDep, SessionDep, SettingsDep, StorageDep, refuse_when_full
 from app.problems import Problem
 from app.schemas import WorkPublic, WorksPublic
 from app.security import RegistrarKey, owns_rights_holder
 from app.uploads import read_checked_image
 from common.audit import record
 from common.db import crud
-from common.db.models import ApiKey, ImageState, Scope, SourceImage, Work
+from common.db.models import ApiKey, Scope, SourceImage, Work
 from common.images import CheckedImage
-from common.jobs import enqueue_embed_work
-from common.storage import LocalStorage
+from common.bulk import store_source_image
+from common.jobs import enqueue_embedding
 
 router = APIRouter(prefix="/sources", tags=["sources"])
 log = logging.getLogger(__name__)
@@ -29,7 +29,7 @@ def work_public(work: Work) -> WorkPublic:
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=WorkPublic,
              responses={200: {"model": WorkPublic, "description": "identical images already registered"}})
 def create_source(
-    key: RegistrarKey, session: SessionDep, settings: SettingsDep, storage: StorageDep, queue: QueueDep,
+    key: RegistrarKey, session: SessionDep, settings: SettingsDep, storage: StorageDep, queues: QueuesDep,
     response: Response,
     images: Annotated[list[UploadFile], File(description="one or more images of the work")],
     title: Annotated[str, Form(min_length=1, max_length=300)],
@@ -40,6 +40,7 @@ def create_source(
 ) -> WorkPublic:
     """Register a work; its images are embedded by a worker, after which it is searchable."""
     rights_holder = _rights_holder_for(key, rights_holder)
+    refuse_when_full(queues.embed, settings.max_queued_embed_jobs, settings.queue_full_retry_after_s, "embedding")
     if len(images) > settings.max_images_per_work:
         raise Problem(422, f"a work may have at most {settings.max_images_per_work} images, got {len(images)}")
     checked = _unique_by_hash([read_checked_image(upload, settings) for upload in images])
@@ -51,11 +52,11 @@ def create_source(
     work_id = uuid.uuid4()
     work = crud.create_work(session, work_id=work_id, title=title, rights_holder=rights_holder,
                             external_ref=external_ref, licence=licence,
-                            images=[_store(storage, work_id, image) for image in checked.values()])
+                            images=[store_source_image(storage, work_id, image) for image in checked.values()])
     record(session, action="work.register", key=key, target=work_id,
            detail={"title": title, "rights_holder": rights_holder, "images": len(checked)})
     session.commit()
-    _enqueue_quietly(queue, str(work.id))
+    _enqueue_quietly(queues.embed, work)
     return work_public(work)
 
 
@@ -84,20 +85,13 @@ def _existing_work_or_conflict(session, checked: dict[str, CheckedImage],
                   title="Duplicate images", duplicates={h: str(i.work_id) for h, i in existing.items()})
 
 
-def _store(storage: LocalStorage, work_id: uuid.UUID, image: CheckedImage) -> SourceImage:
-    key = f"sources/{work_id}/{image.sha256}.{image.extension}"
-    storage.put(key, image.data)
-    return SourceImage(content_sha256=image.sha256, storage_key=key, media_type=image.media_type,
-                       byte_size=len(image.data), width=image.width, height=image.height,
-                       state=ImageState.pending)
-
-
-def _enqueue_quietly(queue, work_id: str) -> None:
+def _enqueue_quietly(queue, work: Work) -> None:
     # The rows are committed; if Redis is down the worker's recovery pass embeds pending images later.
+    # One job per work (at most max_images_per_work images), named by the work so a repeat replaces it.
     try:
-        enqueue_embed_work(queue, work_id)
+        enqueue_embedding(queue, [image.id for image in work.images], job_id=f"embed-{work.id}")
     except RedisError:
-        log.warning("queue unavailable; work %s stays pending until a worker recovers it", work_id)
+        log.warning("queue unavailable; work %s stays pending until a worker recovers it", work.id)
 
 
 @router.get("", response_model=WorksPublic)
