@@ -65,3 +65,45 @@ def test_a_dead_workers_job_is_taken_once(client, service_env):
         row = session.get(AttributionJob, job_id)
         assert row.status == JobStatus.queued and "stopped during the job" in row.error
     assert queues.attribute.job_ids == [f"attr-{job['id']}"]
+
+
+def test_a_job_finishing_during_the_pass_is_not_run_again(client, service_env, monkeypatch):
+    """Issue 8 saw 502 runs for 500 works: a pass read a row as queued, the job then finished and left
+    Redis, and the pass re-enqueued it. A row is now re-enqueued only if still unfinished after Redis
+    was read."""
+    import common.recovery as recovery
+    job = client.post("/attribute", files={"image": ("q.jpg", photo_bytes("dog", 1), "image/jpeg")}).json()
+    redis, queues, storage = setup_pass(service_env)
+    age_rows(AttributionJob, AttributionJob.created_at)
+    real_live_jobs = recovery.live_jobs
+
+    def finishing_meanwhile(*args):
+        with new_session() as session:  # the worker finishes the job between the two reads
+            session.execute(update(AttributionJob).values(status=JobStatus.done))
+            session.commit()
+        return real_live_jobs(*args)
+    monkeypatch.setattr(recovery, "live_jobs", finishing_meanwhile)
+    assert run_pass(redis, queues, storage)["requeued"] == 0
+    assert queues.attribute.job_ids == []
+
+
+def test_images_covered_by_a_waiting_batch_are_left_alone(client, service_env):
+    from common.jobs import enqueue_embed_batches
+    files = [("images", (f"{i}.jpg", photo_bytes("dog", i), "image/jpeg")) for i in (0, 1, 2)]
+    work = client.post("/sources", files=files, data={"title": "dog", "rights_holder": "s"}).json()
+    ids = [image["id"] for image in work["images"]]
+    redis, queues, storage = setup_pass(service_env)
+    age_rows(SourceImage, SourceImage.created_at)
+    enqueue_embed_batches(queues.embed, ids[:2], 2)  # one live job holds two of the three images
+    assert run_pass(redis, queues, storage)["embeds"] == 1
+    assert sorted(queues.embed.job_ids) == sorted([embed_job_id(ids[:2]), embed_job_id(ids[2:])])
+
+
+def test_one_recovery_pass_at_a_time(service_env):
+    from common.recovery import RecoveryLock
+    redis = Redis.from_url(get_settings().redis_url)
+    with RecoveryLock(redis, "q", "a", ttl_s=5) as first:
+        with RecoveryLock(redis, "q", "b", ttl_s=5) as second:
+            assert first and not second
+    with RecoveryLock(redis, "q", "b", ttl_s=5) as after:
+        assert after

@@ -7,15 +7,16 @@ from fastapi import APIRouter, File, Form, Query, Response, UploadFile, status
 from redis.exceptions import RedisError
 
 from app.api.deps import QueuesDep, SessionDep, SettingsDep, StorageDep, refuse_when_full
+from app.keycache import CachedKey
 from app.problems import Problem
 from app.schemas import WorkPublic, WorksPublic
 from app.security import RegistrarKey, owns_rights_holder
 from app.uploads import read_checked_image
 from common.audit import record
-from common.db import crud
-from common.db.models import ApiKey, Scope, SourceImage, Work
-from common.images import CheckedImage
 from common.bulk import store_source_image
+from common.db import crud
+from common.db.models import Scope, SourceImage, Work
+from common.images import CheckedImage
 from common.jobs import enqueue_embedding
 
 router = APIRouter(prefix="/sources", tags=["sources"])
@@ -60,7 +61,7 @@ def create_source(
     return work_public(work)
 
 
-def _rights_holder_for(key: ApiKey, requested: str | None) -> str:
+def _rights_holder_for(key: CachedKey, requested: str | None) -> str:
     """Registrars act for their own rights holder only; admins must name one."""
     if key.scope == Scope.admin:
         if requested is None:
@@ -124,7 +125,7 @@ def delete_source(key: RegistrarKey, session: SessionDep, storage: StorageDep, w
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-def _get_or_404(session, key: ApiKey, work_id: uuid.UUID) -> Work:
+def _get_or_404(session, key: CachedKey, work_id: uuid.UUID) -> Work:
     # Another rights holder's work answers exactly like a missing one: its existence is not revealed.
     work = crud.get_work(session, work_id=work_id)
     if work is None or not owns_rights_holder(key, work.rights_holder):
