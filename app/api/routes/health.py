@@ -7,6 +7,7 @@ from sqlalchemy import text
 
 from app.api.deps import RedisDep, SessionDep, SettingsDep
 from app.problems import Problem
+from app.queue_metrics import render_queue_metrics
 from app.security import AdminKey
 from common.jobs import heartbeat_key
 
@@ -47,6 +48,7 @@ def _live_workers(redis, queue_name: str) -> list[dict]:
 
 
 @router.get("/metrics", include_in_schema=False)
-def read_metrics(_: AdminKey) -> Response:
-    """Prometheus metrics of this API process."""
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+def read_metrics(_: AdminKey, session: SessionDep, redis: RedisDep, settings: SettingsDep) -> Response:
+    """Prometheus metrics of this API process, then the queues' and the live workers' (app.queue_metrics)."""
+    body = generate_latest() + render_queue_metrics(redis, session, settings.queue_name)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
