@@ -1,8 +1,9 @@
 """One settings object for the API, the worker, the trainer and Alembic (env prefix ATTRIB_)."""
+import os
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -19,9 +20,13 @@ class Settings(BaseSettings):
     # "builtin:efficientnet-lite0" (packaged ImageNet weights), "open_clip:NAME:TAG",
     # or the path of an exported encoder artefact directory.
     encoder: str = "builtin:efficientnet-lite0"
-    torch_threads: int = Field(default=2, ge=1)
-    # Images per forward pass on a CPU / on a GPU (defaults measured: bench/results/ingest/).
-    embed_batch_size: int = Field(default=8, ge=1)
+    # Torch threads per process; 0 = half the cores (at least 1). Measured on this project's 2-core machine
+    # while shared: 2 threads ran EfficientNet-Lite0 at 0.4-1.8 images/s, 1 thread at 4.2-5.8 (OpenMP
+    # threads spin and get descheduled when the cores are oversubscribed); the other core decodes.
+    torch_threads: int = Field(default=0, ge=0)
+    # Images per forward pass on a CPU / on a GPU. On this CPU batch 8 was no faster than batch 1 (issue 8:
+    # 0.70x; here 0.8-1.1x), and a small batch lets an embedding job yield to attributions sooner.
+    embed_batch_size: int = Field(default=1, ge=1)
     gpu_embed_batch_size: int = Field(default=256, ge=1)
     # NHWC layout for the encoder (measured 1.28x on this project's CPU).
     channels_last: bool = True
@@ -109,6 +114,11 @@ class Settings(BaseSettings):
     @property
     def webhook_allow_host_set(self) -> frozenset[str]:
         return frozenset(h.strip().lower() for h in self.webhook_allow_hosts.split(",") if h.strip())
+
+    @field_validator("torch_threads")
+    @classmethod
+    def _default_threads(cls, value: int) -> int:
+        return value or max(1, len(os.sched_getaffinity(0)) // 2)
 
     @property
     def storage_dir(self) -> Path:

@@ -1,7 +1,7 @@
 """Embedding a batch of registered images: the body of the `embed_images` job.
 
-Read and decode run ahead of the forward pass (core.pipeline); vectors are written and committed per
-forward batch, so a killed worker keeps what it finished and a retry embeds only what is still pending.
+Read and decode run ahead of the forward pass (core.pipeline); vectors are committed every
+COMMIT_EVERY images, so a killed worker keeps what it finished and a retry embeds only what is still pending.
 Between forward batches the job yields to waiting attributions: it stops, puts the rest of its images
 back at the front of the embedding queue, and returns, so the worker (which takes the attribution
 queue first) runs them. An attribution therefore waits for at most one forward batch."""
@@ -22,6 +22,9 @@ from core.pipeline import Feeder
 from indexing.embedding import write_vectors
 
 log = logging.getLogger(__name__)
+# Vectors are committed about this often (and whenever the job yields or ends): a killed worker loses at
+# most this many images' work, and small forward batches do not pay one commit each.
+COMMIT_EVERY = 16
 
 
 @dataclass
@@ -45,16 +48,22 @@ def embed_pending(session: Session, encoder: Encoder, feeder: Feeder, storage: L
     outcome = Outcome(work_ids={row.work_id for row in rows.values()})
     items = [(row.id, _loader(storage, row.storage_key)) for row in rows.values()]
     done: set[int] = set()
+    uncommitted = 0
     batches = feeder.batches(items, batch_size)
     try:
         for batch in batches:
             _store_batch(session, encoder, rows, batch, outcome)
             done.update(batch.ids, batch.failed)
+            uncommitted += len(batch.ids) + len(batch.failed)
+            if uncommitted >= COMMIT_EVERY:
+                session.commit()
+                uncommitted = 0
             if len(done) < len(rows) and should_yield():
                 outcome.remaining = [i for i in rows if i not in done]
                 break
     finally:
         batches.close()
+        session.commit()
     return outcome
 
 
@@ -69,7 +78,6 @@ def _store_batch(session: Session, encoder: Encoder, rows: dict, batch, outcome:
     if batch.ids:
         write_vectors(session, [rows[i] for i in batch.ids], encoder.embed_tensor(batch.tensor),
                       encoder.encoder_id)
-    session.commit()
     outcome.embedded += len(batch.ids)
     outcome.failed += len(batch.failed)
 
