@@ -130,3 +130,9 @@ def test_a_full_embedding_queue_answers_503(client, monkeypatch):
     assert full.status_code == 503 and full.json()["reason"] == "queue_full"
     assert int(full.headers["retry-after"]) > 0
     assert client.get("/sources").json()["count"] == 1
+
+
+def test_the_manifest_may_be_a_file_part(client):
+    manifest = ("manifest.json", json.dumps({"items": GOOD[1:]}).encode(), "application/json")
+    response = client.post("/sources/bulk", files=[("manifest", manifest), ("files", GOOD_FILES[2])])
+    assert response.status_code == 200 and response.json()["summary"]["created"] == 1
