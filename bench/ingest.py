@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import time
@@ -147,6 +148,7 @@ def parse_args(argv):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `finally` stops the stack's processes
     paths = make_images(args.work / "images", args.images)
     workdir = args.work / f"run-{int(time.time())}"
     workdir.mkdir(parents=True)

@@ -72,7 +72,8 @@ def test_a_job_finishing_during_the_pass_is_not_run_again(client, service_env, m
     Redis, and the pass re-enqueued it. A row is now re-enqueued only if still unfinished after Redis
     was read."""
     import common.recovery as recovery
-    job = client.post("/attribute", files={"image": ("q.jpg", photo_bytes("dog", 1), "image/jpeg")}).json()
+    submitted = client.post("/attribute", files={"image": ("q.jpg", photo_bytes("dog", 1), "image/jpeg")})
+    assert submitted.status_code == 202
     redis, queues, storage = setup_pass(service_env)
     age_rows(AttributionJob, AttributionJob.created_at)
     real_live_jobs = recovery.live_jobs
