@@ -1,14 +1,14 @@
 """bulk registration: a work remembers the import item it came from
 
 Revision ID: 0006
-Revises: 0003
+Revises: 0008
 Create Date: 2026-11-26
 """
 from alembic import op
 import sqlalchemy as sa
 
 revision = '0006'
-down_revision = '0003'
+down_revision = '0008'
 branch_labels = None
 depends_on = None
 
