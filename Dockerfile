@@ -45,7 +45,9 @@ USER 10001:10001
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import sys, urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4).status == 200 else 1)"]
-CMD ["uvicorn", "app.main:app", "--host", "0.0.0.0", "--port", "8000", "--proxy-headers"]
+# Several API processes (ATTRIB_API_WORKERS, default 2): one process saturated at ~90 requests/s (issue 8).
+ENV ATTRIB_API_WORKERS=2
+CMD ["sh", "-c", "exec uvicorn app.main:app --host 0.0.0.0 --port 8000 --proxy-headers --workers \"$ATTRIB_API_WORKERS\""]
 
 # ---- ml: worker and trainer. torch/torchvision are pinned by constraints.txt.
 FROM base AS ml

@@ -18,9 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.api.deps import redis_for_url
 from app.problems import Problem, problem_response
 from app.ratelimit import enforce_rate_limit
-from common.apikeys import authenticate
-from common.db.models import ApiKey
-from common.db.session import new_session
+from app.keycache import CachedKey, lookup_key
 from common.settings import Settings, get_settings
 
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
@@ -94,7 +92,7 @@ async def _nothing() -> Message:
     return {"type": "http.disconnect"}
 
 
-async def _identify_or_outage(request: Request, settings: Settings) -> ApiKey | None:
+async def _identify_or_outage(request: Request, settings: Settings) -> CachedKey | None:
     """As _identify, with outages answered like the routes answer them (503 + Retry-After), except
     on the public paths: /readyz must still say "not ready" when it cannot check the caller's key."""
     public = request.url.path in PUBLIC_PATHS
@@ -114,18 +112,13 @@ async def _identify_or_outage(request: Request, settings: Settings) -> ApiKey | 
                       headers={"Retry-After": "5"}) from exc
 
 
-def _identify(request: Request, settings: Settings) -> ApiKey | None:
+def _identify(request: Request, settings: Settings) -> CachedKey | None:
     """The caller's valid key (metered per key), or None for a public path; otherwise 401/429."""
     scheme, _, secret = request.headers.get("authorization", "").partition(" ")
-    key = None
-    if scheme.lower() == "bearer" and secret.strip():
-        with new_session() as session:
-            key = authenticate(session, secret=secret.strip())
-    if key is not None and request.url.path in PUBLIC_PATHS:
-        return key  # health checks are not metered (they must answer during a Redis outage too)
     redis = redis_for_url(settings.redis_url)
+    # Looked up through the per-process key cache (app/keycache.py) and metered against the key's rate.
+    key = lookup_key(redis, settings, secret.strip()) if scheme.lower() == "bearer" and secret.strip() else None
     if key is not None:
-        enforce_rate_limit(redis, str(key.id), settings.rate_limit_requests, settings.rate_limit_window_s)
         return key
     if request.url.path in PUBLIC_PATHS:
         return None
@@ -139,7 +132,10 @@ def _identify(request: Request, settings: Settings) -> ApiKey | None:
 
 
 def _body_limit(request: Request, settings: Settings) -> int:
-    limit, length = settings.max_request_bytes, request.headers.get("content-length")
+    # Bulk registration carries many images in one request: it has its own, larger limit.
+    bulk = request.url.path.rstrip("/").endswith("/sources/bulk")
+    limit = settings.bulk_max_request_bytes if bulk else settings.max_request_bytes
+    length = request.headers.get("content-length")
     if length is not None and (not length.strip().isdigit() or int(length) > limit):
         raise Problem(413, f"the request body exceeds {limit} bytes", title="Request too large", reason="too_large")
     return limit

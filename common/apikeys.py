@@ -19,6 +19,8 @@ from sqlalchemy.orm import Session
 from common.db.models import ApiKey, Scope
 
 KEY_PREFIX = "atk_"
+# Incremented after every revocation; API processes drop their cached key lookups when it changes.
+KEYS_VERSION = "attrib:keys:version"
 
 
 def hash_secret(secret: str) -> str:
@@ -47,6 +49,11 @@ def revoke_key(session: Session, *, key_id: uuid.UUID) -> ApiKey | None:
     if key is not None and key.revoked_at is None:
         key.revoked_at = datetime.now(timezone.utc)
     return key
+
+
+def announce_revocation(redis) -> None:
+    """Call after the revocation commits: every API process stops accepting the key on its next request."""
+    redis.incr(KEYS_VERSION)
 
 
 def list_keys(session: Session) -> list[ApiKey]:
@@ -93,7 +100,20 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"no key {args.key_id}", file=sys.stderr)
                 return 1
             print(f"revoked {key.id} ({key.name})")
+            _announce_or_warn()
     return 0
+
+
+def _announce_or_warn() -> None:
+    from redis import Redis
+    from redis.exceptions import RedisError
+
+    from common.settings import get_settings
+    try:
+        announce_revocation(Redis.from_url(get_settings().redis_url, socket_connect_timeout=2))
+    except RedisError as exc:
+        print(f"warning: Redis unreachable ({exc}); API processes may accept the key for up to "
+              f"{get_settings().key_cache_ttl_s:.0f} s more", file=sys.stderr)
 
 
 if __name__ == "__main__":

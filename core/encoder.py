@@ -33,6 +33,7 @@ class Encoder:
     device: str = "cpu"
     # Queries through another head than registered images (core.mapping); None: the same model.
     query_model: nn.Module | None = None
+    channels_last: bool = False
 
     def __post_init__(self) -> None:
         self.model.eval().to(self.device)
@@ -53,9 +54,26 @@ class Encoder:
         return np.concatenate(chunks) if chunks else np.zeros((0, self.dim), np.float32)
 
     def _embed_batch(self, model: nn.Module, images: list[Image.Image]) -> np.ndarray:
-        batch = torch.stack([self._transform(im.convert("RGB")) for im in images]).to(self.device)
-        features = model(batch).float()
+        return self.embed_tensor(torch.stack([self._transform(im.convert("RGB")) for im in images]), model)
+
+    @torch.inference_mode()
+    def embed_tensor(self, batch: torch.Tensor, model: nn.Module | None = None) -> np.ndarray:
+        """Preprocessed images [n, 3, S, S] (core.pipeline) -> [n, dim] float32, each row of unit length.
+        `model`: the query head of an asymmetric encoder; registered images use `self.model`."""
+        batch = batch.to(self.device)
+        if self.channels_last:
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        features = (model or self.model)(batch).float()
         return nn.functional.normalize(features, dim=1).cpu().numpy().astype(np.float32)
+
+    def use_channels_last(self, enabled: bool = True) -> "Encoder":
+        """NHWC memory layout: 1.28x faster for EfficientNet-Lite0 on this project's CPU (issue 8)."""
+        self.channels_last = enabled
+        layout = torch.channels_last if enabled else torch.contiguous_format
+        for model in (self.model, self.query_model):
+            if model is not None:
+                model.to(memory_format=layout)
+        return self
 
 
 def load_encoder(spec: str, device: str = "cpu") -> Encoder:

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Start or stop the API and one worker on the embedded defaults (SQLite + local files in var/).
+# Start or stop the API (ATTRIB_API_WORKERS uvicorn processes, default 2) and one worker on the embedded
+# defaults (SQLite + local files in var/). The worker serves both queues, attribution first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 run=var/run
@@ -22,7 +23,8 @@ start() {
   if [ ! -s "$run/admin.key" ]; then
     (umask 077; .venv/bin/python -m common.apikeys create --name local-admin --scope admin --quiet >"$run/admin.key")
   fi
-  nohup .venv/bin/uvicorn app.main:app --host 127.0.0.1 --port "$port" >"$run/api.log" 2>&1 &
+  nohup .venv/bin/uvicorn app.main:app --host 127.0.0.1 --port "$port" --workers "${ATTRIB_API_WORKERS:-2}" \
+    >"$run/api.log" 2>&1 &
   echo $! >"$run/api.pid"
   nohup .venv/bin/python -m worker >"$run/worker.log" 2>&1 &
   echo $! >"$run/worker.pid"

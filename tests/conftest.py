@@ -19,10 +19,12 @@ REDIS_URL = os.environ.get("ATTRIB_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 def clear_cached_config() -> None:
     """Settings, engine and Redis clients are cached per process; tests switch them."""
     from app.api import deps
+    from app.keycache import KEY_CACHE
     from common.db import session
     from common.settings import get_settings
     for cached in (get_settings, session.get_engine, session.get_sessionmaker, deps.redis_for_url):
         cached.cache_clear()
+    KEY_CACHE.clear()
 
 
 def reset_database(url: str) -> None:

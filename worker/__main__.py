@@ -12,16 +12,18 @@ import torch
 from redis import Redis
 
 from common.db.session import new_session
-from common.jobs import get_queue
+from common.jobs import ATTRIBUTE, KINDS, Queues, get_queues
 from common.logging_config import configure_logging
-from common.recovery import recover
+from common.recovery import RecoveryLock, recover
 from common.retention import sweep_expired_jobs
 from common.settings import get_settings
 from common.storage import get_storage
+from worker import jobs
 from worker.deliveries import DeliveryLoop
 from indexing.snapshots import WriterLock
 from worker.heartbeat import Heartbeat, Periodic
 from worker.logged_worker import LoggedWorker
+from worker.stats import STATS
 from worker.runtime import Runtime, get_runtime, set_runtime
 
 log = logging.getLogger("worker")
@@ -32,7 +34,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--burst", action="store_true", help="exit when the queue is empty")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--name", default=None, help="worker name (default: host-pid-random)")
+    parser.add_argument("--queues", default=",".join(KINDS), type=_kinds,
+                        help="queues to serve, taken in priority order whatever the order given: "
+                             "'attribute' for a dedicated attribution worker, 'embed' for an import "
+                             "worker (default: attribute,embed)")
     return parser.parse_args(argv)
+
+
+def _kinds(value: str) -> list[str]:
+    kinds = [kind.strip() for kind in value.split(",") if kind.strip()]
+    unknown = set(kinds) - set(KINDS)
+    if unknown or not kinds:
+        raise argparse.ArgumentTypeError(f"queues are {', '.join(KINDS)}; got {value!r}")
+    return kinds
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -42,12 +56,15 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(settings.torch_threads)
     with new_session() as session:
         set_runtime(Runtime.load(session, settings, args.device))
+    get_runtime().encoder.use_channels_last(settings.channels_last)
+    jobs.SERVES_ATTRIBUTION = ATTRIBUTE in args.queues
     redis = Redis.from_url(settings.redis_url)
-    queue = get_queue(redis, settings.queue_name)
+    queues = get_queues(redis, settings.queue_name)
     name = args.name or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    heartbeat = Heartbeat(redis, settings.queue_name, name, lambda: get_runtime().describe(),
+    heartbeat = Heartbeat(redis, settings.queue_name, name,
+                          lambda: {**get_runtime().describe(), "queues": args.queues, "stats": STATS.snapshot()},
                           ttl_s=settings.worker_heartbeat_ttl_s)
-    recovery = Periodic("recovery", heartbeat.interval_s, lambda: _recover(redis, queue, settings))
+    recovery = Periodic("recovery", heartbeat.interval_s, lambda: _recover(redis, queues, settings, name))
     # One worker per encoder (a Redis lock) writes snapshots; the others pick up a rebuilt base.
     writer = lambda: WriterLock(redis, settings.queue_name, get_runtime().encoder.encoder_id, name,  # noqa: E731
                                 ttl_s=int(3 * settings.snapshot_interval_s))
@@ -60,8 +77,8 @@ def main(argv: list[str] | None = None) -> None:
     for thread in side_threads:
         thread.start()
     try:
-        LoggedWorker([queue], connection=redis, name=name).work(burst=args.burst, with_scheduler=False,
-                                                              logging_level="WARNING")
+        LoggedWorker(queues.by_kind(args.queues), connection=redis, name=name).work(
+            burst=args.burst, with_scheduler=False, logging_level="WARNING")
     finally:
         for thread in side_threads:
             thread.stop()
@@ -69,10 +86,13 @@ def main(argv: list[str] | None = None) -> None:
         get_runtime().snapshot(writer(), rebuild=False)
 
 
-def _recover(redis: Redis, queue, settings) -> None:
-    with new_session() as session:
-        recover(session, redis, queue, get_storage(settings), max_attempts=settings.job_max_attempts,
-                grace_s=settings.recovery_grace_s)
+def _recover(redis: Redis, queues: Queues, settings, name: str) -> None:
+    """One pass at a time across all workers; the lock outlives a slow pass by a margin."""
+    with RecoveryLock(redis, settings.queue_name, name, ttl_s=60) as held, new_session() as session:
+        if held:
+            recover(session, redis, queues, get_storage(settings),
+                    max_attempts=settings.job_max_attempts, grace_s=settings.recovery_grace_s,
+                    images_per_job=settings.embed_job_images)
 
 
 def _sweep(settings) -> None:

@@ -5,6 +5,7 @@ import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 
 from redis import Redis
@@ -41,7 +42,7 @@ class Heartbeat(Periodic):
         self.key = heartbeat_key(queue_name, worker_name)
 
     def beat(self) -> None:
-        payload = {"worker": self.worker_name, "pid": os.getpid(), **self.describe()}
+        payload = {"worker": self.worker_name, "pid": os.getpid(), "beat_at": time.time(), **self.describe()}
         self.redis.set(self.key, json.dumps(payload), ex=self.ttl_s)
 
     def stop(self) -> None:

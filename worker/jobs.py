@@ -4,8 +4,10 @@ import logging
 import time
 import uuid
 from datetime import datetime, timezone
+from functools import lru_cache
 
 from redis import Redis
+from redis.exceptions import RedisError
 from rq import get_current_job
 from sqlalchemy import delete
 from sqlalchemy.orm import Session
@@ -16,10 +18,12 @@ from common.db.models import AttributionJob, JobStatus, Match
 from common.db.session import new_session
 from common.events import publish_job_finished
 from common.images import ImageRejected, decode_rgb
+from common.jobs import Queues, backlog, enqueue_embedding, get_queues
 from common.storage import get_storage
 from core.ranking import rank_works
+from worker import batch_embed
 from worker import runtime as runtime_module
-from indexing.embedding import embed_source_images
+from worker.stats import STATS
 
 log = logging.getLogger(__name__)
 
@@ -30,19 +34,54 @@ def _current_runtime(session: Session) -> runtime_module.Runtime:
     return runtime
 
 
-def embed_work(work_id: str) -> int:
-    """Embed a work's pending images with the active encoder and add them to this worker's index."""
+def embed_images(image_ids: list[int]) -> int:
+    """Embed these registered images (those still pending) with the active encoder, batch by batch;
+    yields to waiting attributions between batches (worker.batch_embed). Returns how many it embedded."""
+    started = time.monotonic()
     with new_session() as session:
         runtime = _current_runtime(session)
-        storage = get_storage(runtime.settings)
-        images = crud.pending_images(session, work_id=uuid.UUID(work_id))
-        _fault_delay(runtime.settings.fault_job_delay_s)
-        embedded = embed_source_images(session, runtime.encoder, storage, images,
-                                       runtime.settings.embed_batch_size)
-        session.commit()
-        _drop_vectors_if_deleted_meanwhile(session, uuid.UUID(work_id))
+        settings, device = runtime.settings, runtime.device
+        _fault_delay(settings.fault_job_delay_s)
+        outcome = batch_embed.embed_pending(
+            session, runtime.encoder, batch_embed.make_feeder(runtime.encoder, settings, device),
+            get_storage(settings), list(image_ids), batch_embed.forward_batch_size(settings, device),
+            should_yield=_attributions_waiting)
+        for work_id in outcome.work_ids:
+            _drop_vectors_if_deleted_meanwhile(session, work_id)
         runtime.sync(session)
-        return embedded
+        if outcome.remaining:
+            enqueue_embedding(_queues(settings).embed, outcome.remaining, at_front=True)
+        STATS.observe("embed", time.monotonic() - started, outcome.embedded)
+        return outcome.embedded
+
+
+def embed_work(work_id: str) -> int:
+    """A job enqueued before embedding was batched: embed the work's pending images."""
+    with new_session() as session:
+        ids = [image.id for image in crud.pending_images(session, work_id=uuid.UUID(work_id))]
+    return embed_images(ids)
+
+
+# Set by `python -m worker`: only a worker that also serves the attribution queue yields to it.
+SERVES_ATTRIBUTION = True
+
+
+def _attributions_waiting() -> bool:
+    if not SERVES_ATTRIBUTION:
+        return False
+    try:
+        return backlog(_queues(runtime_module.get_runtime().settings).attribute) > 0
+    except RedisError:
+        return False
+
+
+@lru_cache
+def _redis(url: str) -> Redis:
+    return Redis.from_url(url)
+
+
+def _queues(settings) -> Queues:
+    return get_queues(_redis(settings.redis_url), settings.queue_name)
 
 
 def _drop_vectors_if_deleted_meanwhile(session: Session, work_id: uuid.UUID) -> None:
@@ -104,6 +143,7 @@ def _attribute(session: Session, job: AttributionJob) -> None:
     job.finished_at = datetime.now(timezone.utc)
     outbox.add_job_finished(session, job=job)  # the webhook row commits with the result, or not at all
     session.commit()
+    STATS.observe("attribute", (job.finished_at - job.created_at).total_seconds())
 
 
 def _record_failure(session: Session, job_id: str, exc: Exception) -> None:

@@ -5,11 +5,11 @@ from typing import Annotated
 
 from fastapi import Depends
 from redis import Redis
-from rq import Queue
 from sqlalchemy.orm import Session
 
+from app.problems import Problem
 from common.db.session import new_session
-from common.jobs import get_queue
+from common.jobs import Queues, backlog, get_queues
 from common.settings import Settings, get_settings
 from common.storage import Storage, get_storage as build_storage
 
@@ -28,9 +28,18 @@ def get_redis(settings: Annotated[Settings, Depends(get_settings)]) -> Redis:
     return redis_for_url(settings.redis_url)
 
 
-def get_job_queue(redis: Annotated[Redis, Depends(get_redis)],
-                  settings: Annotated[Settings, Depends(get_settings)]) -> Queue:
-    return get_queue(redis, settings.queue_name)
+def get_job_queues(redis: Annotated[Redis, Depends(get_redis)],
+                   settings: Annotated[Settings, Depends(get_settings)]) -> Queues:
+    return get_queues(redis, settings.queue_name)
+
+
+def refuse_when_full(queue, limit: int, retry_after_s: int, what: str) -> None:
+    """Bounded queues: beyond `limit` waiting jobs, 503 + Retry-After instead of a growing backlog.
+    One LLEN; checked before anything is stored."""
+    waiting = backlog(queue)
+    if waiting >= limit:
+        raise Problem(503, f"{waiting} {what} jobs are waiting (limit {limit}); retry in {retry_after_s} s",
+                      title="Queue full", headers={"Retry-After": str(retry_after_s)}, reason="queue_full")
 
 
 def get_storage(settings: Annotated[Settings, Depends(get_settings)]) -> Storage:
@@ -40,5 +49,5 @@ def get_storage(settings: Annotated[Settings, Depends(get_settings)]) -> Storage
 SessionDep = Annotated[Session, Depends(get_db)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 RedisDep = Annotated[Redis, Depends(get_redis)]
-QueueDep = Annotated[Queue, Depends(get_job_queue)]
+QueuesDep = Annotated[Queues, Depends(get_job_queues)]
 StorageDep = Annotated[Storage, Depends(get_storage)]

@@ -2,12 +2,13 @@
 the schema (clients generated from it use /v1). Probes and problem pages are unversioned only."""
 from fastapi import APIRouter
 
-from app.api.routes import (attributions, audit, evidence, health, jobs, keys, models, problems, sources, verdicts,
+from app.api.routes import (attributions, audit, bulk, evidence, health, jobs, keys, models, problems, sources, verdicts,
                             webhooks)
 
 API_PREFIX = "/v1"
 
 resources = APIRouter()
+resources.include_router(bulk.router)  # before sources: /sources/bulk is not a work id
 resources.include_router(sources.router)
 resources.include_router(jobs.router)
 resources.include_router(attributions.router)

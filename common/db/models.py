@@ -70,6 +70,9 @@ class ApiKey(Base):
     revoked_at: Mapped[datetime | None]
 
 
+_LIVE_IMPORT_ITEM = text("import_item_id IS NOT NULL AND deleted_at IS NULL")
+
+
 class Work(Base):
     __tablename__ = "works"
     # Pages of live works by (created_at, id) keyset, all of them (admins) or one rights holder's
@@ -82,13 +85,18 @@ class Work(Base):
                       # Deleted works only: an index over every live row (all NULL) lured SQLite's planner
                       # away from the page indexes above into sorting the whole table.
                       Index("ix_works_deleted_at", "deleted_at", postgresql_where=text("deleted_at IS NOT NULL"),
-                            sqlite_where=text("deleted_at IS NOT NULL")))
+                            sqlite_where=text("deleted_at IS NOT NULL")),
+                      # A bulk import item registers at most one live work per rights holder: re-sending it is a no-op.
+                      Index("uq_works_live_import_item", "rights_holder", "import_item_id", unique=True,
+                            postgresql_where=_LIVE_IMPORT_ITEM, sqlite_where=_LIVE_IMPORT_ITEM))
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     title: Mapped[str] = mapped_column(String(300))
     rights_holder: Mapped[str] = mapped_column(String(200), index=True)
     external_ref: Mapped[str | None] = mapped_column(String(500))
     licence: Mapped[str | None] = mapped_column(String(200))
+    # The `item_id` of the bulk import (POST /sources/bulk) that created the work, if any.
+    import_item_id: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     deleted_at: Mapped[datetime | None]
 

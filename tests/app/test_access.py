@@ -4,11 +4,12 @@ import subprocess
 import sys
 
 import pytest
+from redis import Redis
 from sqlalchemy import text
 
-from common.apikeys import authenticate, revoke_key
+from common.apikeys import announce_revocation, authenticate, revoke_key
 from common.db.session import new_session
-from tests.conftest import REPO, auth
+from tests.conftest import REDIS_URL, REPO, auth
 from tests.factories import photo_bytes
 
 OPEN_PATHS = {"/healthz", "/readyz", "/problems", "/problems/{slug}"}
@@ -152,6 +153,7 @@ def test_idempotency_records_are_per_key_and_die_with_the_key(anonymous_client, 
         key = authenticate(session, secret=first["Authorization"].removeprefix("Bearer "))
         revoke_key(session, key_id=key.id)
         session.commit()
+    announce_revocation(Redis.from_url(REDIS_URL))  # what the API and the CLI do after revoking
     replay = anonymous_client.post("/attribute", headers=first | same, files=image)
     assert replay.status_code == 401 and "idempotent-replayed" not in replay.headers
 

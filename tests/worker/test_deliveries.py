@@ -12,7 +12,7 @@ from sqlalchemy import select, update
 from common import outbox
 from common.db.models import AttributionJob, DeliveryStatus, JobStatus, WebhookDelivery, WebhookSecret
 from common.db.session import new_session
-from common.jobs import get_queue
+from common.jobs import get_queues
 from common.recovery import recover
 from common.settings import get_settings
 from common.storage import LocalStorage
@@ -64,7 +64,7 @@ def give_up_on_dead_worker(job_id: str, passes: int = 1) -> None:
 def _recovery_pass(settings) -> None:
     with new_session() as session:
         redis = Redis.from_url(settings.redis_url)
-        recover(session, redis, get_queue(redis, settings.queue_name), LocalStorage(settings.storage_dir),
+        recover(session, redis, get_queues(redis, settings.queue_name), LocalStorage(settings.storage_dir),
                 max_attempts=settings.job_max_attempts, grace_s=3600)
 
 

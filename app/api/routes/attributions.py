@@ -7,7 +7,7 @@ from redis.exceptions import RedisError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import QueueDep, SessionDep, SettingsDep, StorageDep
+from app.api.deps import QueuesDep, SessionDep, SettingsDep, StorageDep, refuse_when_full
 from app.api.routes.evidence import store_query_thumbnail
 from app.api.routes.webhooks import checked_callback_url
 from app.problems import Problem
@@ -32,7 +32,7 @@ _FINISHED = (JobStatus.done, JobStatus.failed)
              responses={200: {"model": AttributionPublic, "description": "finished within `wait`"}})
 async def create_attribution(
     key: AttributorKey, request: Request, response: Response, session: SessionDep, settings: SettingsDep,
-    storage: StorageDep, queue: QueueDep,
+    storage: StorageDep, queues: QueuesDep,
     image: Annotated[UploadFile, File(description="the synthetic image to attribute")],
     top_k: Annotated[int | None, Query(ge=1, le=100, description="how many works to return")] = None,
     wait: Annotated[float, Query(ge=0, le=60, description="seconds to wait for the result")] = 0,
@@ -40,10 +40,11 @@ async def create_attribution(
     callback_url: Annotated[str | None, Form(max_length=2000, description="POSTed the signed result when the job finishes")] = None,
 ) -> AttributionPublic:
     """Queue an attribution job; with `wait`, answer with the result if it is ready in time."""
+    _refuse_when_full(queues, settings)
     # The upload check and the database work block, so they run in the thread pool; the wait that
     # follows holds no thread (app/waiting.py), so waiting clients can never starve the others.
     job = await run_in_threadpool(_submit, key=key, session=session, settings=settings, storage=storage,
-                                  queue=queue, upload=image, top_k=top_k,
+                                  queue=queues.attribute, upload=image, top_k=top_k,
                                   allow_training=allow_training, callback_url=callback_url)
     return await _answer(request, response, job, key, min(wait, settings.max_wait_seconds))
 
@@ -70,12 +71,21 @@ def _submit(*, key: ApiKey, session: Session, settings: Settings, storage: Stora
         raise
     bind(job_id=job.id)
     try:
-        enqueue_attribution(queue, str(job.id))
+        enqueue_attribution(queues.attribute, str(job.id))
     except RedisError as exc:
         _fail_unqueued(session, storage, job)
         raise Problem(503, "the job queue (Redis) cannot be reached; retry shortly",
                       title="Queue unavailable", headers={"Retry-After": "5"}) from exc
     return job
+
+
+def _refuse_when_full(queues, settings) -> None:
+    try:
+        refuse_when_full(queues.attribute, settings.max_queued_attributions, settings.queue_full_retry_after_s,
+                         "attribution")
+    except RedisError as exc:
+        raise Problem(503, "the job queue (Redis) cannot be reached; retry shortly",
+                      title="Queue unavailable", headers={"Retry-After": "5"}) from exc
 
 
 def _fail_unqueued(session: Session, storage: Storage, job: AttributionJob) -> None:

@@ -7,6 +7,7 @@ from sqlalchemy import text
 
 from app.api.deps import RedisDep, SessionDep, SettingsDep
 from app.problems import Problem
+from app.queue_metrics import render_queue_metrics
 from app.security import MetricsKey
 from common.db import crud
 from common.db.models import Scope
@@ -71,6 +72,8 @@ def _live_workers(redis, queue_name: str) -> list[dict]:
 
 
 @router.get("/metrics", include_in_schema=False)
-def read_metrics(_: MetricsKey) -> Response:
-    """Prometheus metrics of this API process (an admin key or a `metrics`-scope key)."""
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+def read_metrics(_: MetricsKey, session: SessionDep, redis: RedisDep, settings: SettingsDep) -> Response:
+    """Prometheus metrics of this API process, then the queues' and the live workers' (app.queue_metrics);
+    an admin key or a `metrics`-scope key."""
+    body = generate_latest() + render_queue_metrics(redis, session, settings.queue_name)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -6,11 +6,11 @@ from typing import Annotated
 from fastapi import APIRouter, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.api.deps import SessionDep
+from app.api.deps import RedisDep, SessionDep
 from app.problems import Problem
 from app.schemas import Storable
 from app.security import AdminKey
-from common.apikeys import create_key, list_keys, revoke_key
+from common.apikeys import announce_revocation, create_key, list_keys, revoke_key
 from common.audit import record
 from common.db.models import Scope
 
@@ -60,10 +60,11 @@ def read_api_keys(_: AdminKey, session: SessionDep) -> list[KeyPublic]:
 
 
 @router.delete("/{key_id}", status_code=status.HTTP_204_NO_CONTENT)
-def revoke_api_key(admin: AdminKey, session: SessionDep, key_id: uuid.UUID) -> Response:
-    """Revoke a key; it stops working at once."""
+def revoke_api_key(admin: AdminKey, session: SessionDep, redis: RedisDep, key_id: uuid.UUID) -> Response:
+    """Revoke a key; it stops working at once (every API process drops its cached lookups)."""
     if revoke_key(session, key_id=key_id) is None:
         raise Problem(404, f"no key with id {key_id}", title="Unknown key")
     record(session, action="key.revoke", key=admin, target=key_id)
     session.commit()
+    announce_revocation(redis)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -7,19 +7,21 @@ from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile,
 from redis.exceptions import RedisError
 from sqlalchemy.exc import IntegrityError
 
-from app.api.deps import QueueDep, SessionDep, SettingsDep, StorageDep
+from app.api.deps import QueuesDep, SessionDep, SettingsDep, StorageDep, refuse_when_full
+from app.keycache import CachedKey
 from app.problems import Problem, invalid_parameter
 from app.public_urls import public_url
 from app.schemas import Storable, WorkFilters, WorkPublic, WorksPublic, WorkUpdate
 from app.security import RegistrarKey, owns_rights_holder
 from app.uploads import read_checked_image
 from common.audit import record
+from common.bulk import store_source_image
 from common.db import crud, listing
 from common.db.listing import CreatedRange
-from common.db.models import ApiKey, ImageState, Scope, SourceImage, Work
+from common.db.models import Scope, SourceImage, Work
 from common.images import CheckedImage
-from common.jobs import enqueue_embed_work
-from common.storage import Storage, key_for
+from common.jobs import enqueue_embedding
+from common.storage import Storage
 from common.thumbnails import source_thumbnails_prefix
 
 router = APIRouter(prefix="/sources", tags=["sources"])
@@ -33,7 +35,7 @@ def work_public(work: Work) -> WorkPublic:
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=WorkPublic,
              responses={200: {"model": WorkPublic, "description": "identical images already registered"}})
 def create_source(
-    key: RegistrarKey, session: SessionDep, settings: SettingsDep, storage: StorageDep, queue: QueueDep,
+    key: RegistrarKey, session: SessionDep, settings: SettingsDep, storage: StorageDep, queues: QueuesDep,
     request: Request, response: Response,
     images: Annotated[list[UploadFile], File(description="one or more images of the work")],
     title: Annotated[str, Form(min_length=1, max_length=300), Storable],
@@ -44,6 +46,7 @@ def create_source(
 ) -> WorkPublic:
     """Register a work; its images are embedded by a worker, after which it is searchable."""
     rights_holder = _rights_holder_for(key, rights_holder)
+    refuse_when_full(queues.embed, settings.max_queued_embed_jobs, settings.queue_full_retry_after_s, "embedding")
     if len(images) > settings.max_images_per_work:
         raise Problem(422, f"a work may have at most {settings.max_images_per_work} images, got {len(images)}")
     checked = _unique_by_hash([read_checked_image(upload, settings) for upload in images])
@@ -56,12 +59,12 @@ def create_source(
         existing = existing or crud.find_live_images_by_hash(session, rights_holder=rights_holder, hashes=checked)
         response.status_code = status.HTTP_200_OK
         return work_public(_existing_work_or_conflict(session, checked, existing))
-    _enqueue_quietly(queue, str(work.id))
+    _enqueue_quietly(queues.embed, work)
     response.headers["Location"] = public_url(request, request.app.url_path_for("read_source", work_id=work.id))
     return work_public(work)
 
 
-def _create_work(session, storage: Storage, checked: dict[str, CheckedImage], key: ApiKey,
+def _create_work(session, storage: Storage, checked: dict[str, CheckedImage], key: CachedKey,
                  **fields) -> Work | None:
     """Store the files and commit the rows; None if the same bytes of this rights holder committed first
     (uq_source_images_live_hash). Files are only kept when their rows commit."""
@@ -69,7 +72,7 @@ def _create_work(session, storage: Storage, checked: dict[str, CheckedImage], ke
     work_id = uuid.uuid4()
     try:
         work = crud.create_work(session, work_id=work_id, **fields,
-                                images=[_store(storage, work_id, image) for image in checked.values()])
+                                images=[store_source_image(storage, work_id, image) for image in checked.values()])
         record(session, action="work.register", key=key, target=work_id,
                detail={"title": fields["title"], "rights_holder": fields["rights_holder"], "images": len(checked)})
         session.commit()
@@ -82,7 +85,7 @@ def _create_work(session, storage: Storage, checked: dict[str, CheckedImage], ke
         raise
 
 
-def _rights_holder_for(key: ApiKey, requested: str | None) -> str:
+def _rights_holder_for(key: CachedKey, requested: str | None) -> str:
     """Registrars act for their own rights holder only; admins must name one."""
     if key.scope == Scope.admin:
         if requested is None:
@@ -107,20 +110,13 @@ def _existing_work_or_conflict(session, checked: dict[str, CheckedImage],
                   title="Duplicate images", type_="/problems/duplicate-images", duplicates={h: str(i.work_id) for h, i in existing.items()})
 
 
-def _store(storage: Storage, work_id: uuid.UUID, image: CheckedImage) -> SourceImage:
-    key = f"sources/{work_id}/{image.sha256}.{image.extension}"
-    storage.put(key, image.data)
-    return SourceImage(content_sha256=image.sha256, storage_key=key, media_type=image.media_type,
-                       byte_size=len(image.data), width=image.width, height=image.height,
-                       state=ImageState.pending)
-
-
-def _enqueue_quietly(queue, work_id: str) -> None:
+def _enqueue_quietly(queue, work: Work) -> None:
     # The rows are committed; if Redis is down the worker's recovery pass embeds pending images later.
+    # One job per work (at most max_images_per_work images), named by the work so a repeat replaces it.
     try:
-        enqueue_embed_work(queue, work_id)
+        enqueue_embedding(queue, [image.id for image in work.images], job_id=f"embed-{work.id}")
     except RedisError:
-        log.warning("queue unavailable; work %s stays pending until a worker recovers it", work_id)
+        log.warning("queue unavailable; work %s stays pending until a worker recovers it", work.id)
 
 
 @router.get("", response_model=WorksPublic)
@@ -145,7 +141,7 @@ def read_sources(key: RegistrarKey, session: SessionDep, filters: Annotated[Work
                        next_cursor=page.next_cursor)
 
 
-def _listed_rights_holder(key: ApiKey, requested: str | None) -> str | None:
+def _listed_rights_holder(key: CachedKey, requested: str | None) -> str | None:
     """Admins may filter by any rights holder; a registrar naming another one is refused, not ignored."""
     if key.scope == Scope.admin:
         return requested
@@ -207,7 +203,7 @@ def delete_source(key: RegistrarKey, session: SessionDep, storage: StorageDep, w
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-def _get_or_404(session, key: ApiKey, work_id: uuid.UUID) -> Work:
+def _get_or_404(session, key: CachedKey, work_id: uuid.UUID) -> Work:
     # Another rights holder's work answers exactly like a missing one: its existence is not revealed.
     work = crud.get_work(session, work_id=work_id)
     if work is None or not owns_rights_holder(key, work.rights_holder):

@@ -1,0 +1,192 @@
+"""Load the ingest benchmark offers a running stack (bench.ingest): transformed copies of the DreamBooth
+photos, bulk uploads, one attribution per second, and the closed- and open-loop enqueue tests."""
+import asyncio
+import io
+import json
+import random
+import threading
+import time
+from pathlib import Path
+
+import httpx
+from PIL import Image, ImageEnhance
+
+from bench.soak_stack import REPO
+
+SOURCES = [Path("/work/shared/data/dreambooth"), REPO / "demo" / "data" / "dreambooth"]
+
+
+def make_images(out: Path, count: int, seed: int = 0) -> list[Path]:
+    """`count` distinct JPEGs (random crop, flip, colour, size, quality) made from the DreamBooth photos."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / f"{i:05d}.jpg" for i in range(count)]
+    if all(p.exists() for p in paths):
+        return paths
+    photos = sorted(p for source in SOURCES if source.is_dir() for p in source.glob("*/*.jpg"))
+    rng = random.Random(seed)
+    for path in paths:
+        image = Image.open(rng.choice(photos)).convert("RGB")
+        w, h = image.size
+        keep = rng.uniform(0.7, 1.0)
+        x, y = rng.randint(0, int(w * (1 - keep))), rng.randint(0, int(h * (1 - keep)))
+        image = image.crop((x, y, x + int(w * keep), y + int(h * keep)))
+        if rng.random() < 0.5:
+            image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        image = ImageEnhance.Color(image).enhance(rng.uniform(0.7, 1.3))
+        side = rng.randint(320, 512)
+        image = image.resize((side, int(side * image.height / image.width)), Image.BICUBIC)
+        image.save(path, "JPEG", quality=rng.randint(80, 95))
+    return paths
+
+
+def query_photos() -> list[bytes]:
+    return [p.read_bytes() for source in SOURCES if source.is_dir() for p in sorted(source.glob("*/0[2-4].jpg"))]
+
+
+class AttributionProber(threading.Thread):
+    """Offers one attribution per `interval_s` (open loop: each in its own thread) and records, per
+    request, the time from submit to seeing the result (polled every 25 ms) and the server's own
+    created_at -> finished_at."""
+
+    def __init__(self, url: str, key: str, photos: list[bytes], interval_s: float = 1.0):
+        super().__init__(daemon=True)
+        self.url, self.headers, self.photos, self.interval_s = url, {"Authorization": f"Bearer {key}"}, photos, interval_s
+        self.samples: list[dict] = []
+        self._halt, self._threads = threading.Event(), []
+        self.started = time.monotonic()
+
+    def run(self) -> None:
+        i = 0
+        while not self._halt.wait(max(0.0, self.started + i * self.interval_s - time.monotonic())):
+            thread = threading.Thread(target=self._one, args=(self.photos[i % len(self.photos)],), daemon=True)
+            thread.start()
+            self._threads.append(thread)
+            i += 1
+
+    def _one(self, photo: bytes) -> None:
+        t0 = time.monotonic()
+        with httpx.Client(base_url=self.url, headers=self.headers, timeout=120) as client:
+            job = client.post("/attribute", files={"image": ("q.jpg", photo, "image/jpeg")}).json()
+            while (body := client.get(f"/attribute/{job['id']}").json())["status"] not in ("done", "failed"):
+                if time.monotonic() - t0 > 120:
+                    return
+                time.sleep(0.025)
+        self.samples.append({"at_s": t0 - self.started, "client_ms": (time.monotonic() - t0) * 1000,
+                             "server_ms": _server_ms(body), "status": body["status"]})
+
+    def stop(self) -> list[dict]:
+        self._halt.set()
+        self.join()
+        for thread in self._threads:
+            thread.join(timeout=130)
+        return sorted(self.samples, key=lambda s: s["at_s"])
+
+
+def _server_ms(body: dict) -> float | None:
+    from datetime import datetime
+    if not body.get("finished_at"):
+        return None
+    return (datetime.fromisoformat(body["finished_at"]) - datetime.fromisoformat(body["created_at"])).total_seconds() * 1000
+
+
+def bulk_upload(url: str, key: str, paths: list[Path], per_item: int, per_request: int, uploaders: int) -> dict:
+    """Send every image through POST /sources/bulk, `per_item` images per work, `per_request` items per
+    request, from `uploaders` threads; returns the summed report and each request's time."""
+    items = [paths[i:i + per_item] for i in range(0, len(paths), per_item)]
+    requests = [items[i:i + per_request] for i in range(0, len(items), per_request)]
+    results, lock, todo = [], threading.Lock(), list(enumerate(requests))
+
+    def work():
+        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=600) as client:
+            while True:
+                with lock:
+                    if not todo:
+                        return
+                    index, request = todo.pop(0)
+                t0 = time.monotonic()
+                response = _post_bulk(client, index, request)
+                with lock:
+                    results.append({"seconds": time.monotonic() - t0, "status": response.status_code,
+                                    "summary": response.json().get("summary")})
+    threads = [threading.Thread(target=work) for _ in range(uploaders)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    summary = {k: sum((r["summary"] or {}).get(k, 0) for r in results) for k in ("created", "duplicate", "refused")}
+    return {"requests": len(results), "statuses": sorted({r["status"] for r in results}), "summary": summary,
+            "request_seconds": [round(r["seconds"], 3) for r in results]}
+
+
+def _post_bulk(client: httpx.Client, index: int, request: list[list[Path]]) -> httpx.Response:
+    manifest = {"items": [{"item_id": f"bench-{index}-{j}", "title": f"bench work {index}-{j}",
+                           "rights_holder": "bench", "files": [p.name for p in item]}
+                          for j, item in enumerate(request)]}
+    files = [("files", (p.name, p.read_bytes(), "image/jpeg")) for item in request for p in item]
+    return client.post("/sources/bulk", data={"manifest": json.dumps(manifest)}, files=files)
+
+
+async def _attribute_once(session, url: str, photo: bytes, headers: dict) -> int:
+    import aiohttp
+    form = aiohttp.FormData()
+    form.add_field("image", photo, filename="q.jpg", content_type="image/jpeg")
+    async with session.post(f"{url}/attribute", data=form, headers=headers) as response:
+        await response.read()
+        return response.status
+
+
+async def _closed_loop(url: str, key: str, photo: bytes, connections: int, seconds: float) -> dict:
+    import aiohttp
+    headers, done, errors = {"Authorization": f"Bearer {key}"}, [], 0
+    deadline = time.monotonic() + seconds
+
+    async def client(session):
+        nonlocal errors
+        while time.monotonic() < deadline:
+            t0 = time.monotonic()
+            status = await _attribute_once(session, url, photo, headers)
+            done.append(time.monotonic() - t0)
+            errors += status != 202
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=connections)) as session:
+        t0 = time.monotonic()
+        await asyncio.gather(*(client(session) for _ in range(connections)))
+        elapsed = time.monotonic() - t0
+    return {"requests": len(done), "seconds": elapsed, "rate_per_s": len(done) / elapsed, "errors": errors,
+            **_percentiles([d * 1000 for d in done])}
+
+
+async def _open_loop(url: str, key: str, photo: bytes, connections: int, rate: float, seconds: float) -> dict:
+    """Requests scheduled at a fixed rate; latency counts from the scheduled time (no coordinated omission)."""
+    import aiohttp
+    headers, latencies, errors = {"Authorization": f"Bearer {key}"}, [], 0
+
+    async def one(session, scheduled: float):
+        nonlocal errors
+        await asyncio.sleep(max(0.0, scheduled - time.monotonic()))
+        status = await _attribute_once(session, url, photo, headers)
+        latencies.append((time.monotonic() - scheduled) * 1000)
+        errors += status != 202
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=connections)) as session:
+        start = time.monotonic() + 0.2
+        await asyncio.gather(*(one(session, start + i / rate) for i in range(int(rate * seconds))))
+    return {"offered_per_s": rate, "requests": len(latencies), "errors": errors, **_percentiles(latencies)}
+
+
+def enqueue_saturation(url: str, key: str, photo: bytes, connections: int, seconds: float) -> dict:
+    closed = asyncio.run(_closed_loop(url, key, photo, connections, seconds))
+    opened = asyncio.run(_open_loop(url, key, photo, connections, closed["rate_per_s"] / 2, seconds))
+    return {"closed_loop": closed, "open_loop_half_rate": opened}
+
+
+def _percentiles(values: list[float]) -> dict:
+    if not values:
+        return {}
+    ordered = sorted(values)
+    pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))]  # noqa: E731
+    return {"p50_ms": round(pick(0.5), 1), "p95_ms": round(pick(0.95), 1), "p99_ms": round(pick(0.99), 1)}
+
+
+def encode_jpeg(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()

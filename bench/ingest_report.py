@@ -1,0 +1,105 @@
+"""The ingest benchmark's summary, markdown table and plot (bench.ingest)."""
+import json
+from pathlib import Path
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    values = sorted(v for v in values if v is not None)
+    return round(values[min(len(values) - 1, int(q * len(values)))], 1) if values else None
+
+
+def summarise(result: dict) -> dict:
+    bare = (result["bare_before"]["images_per_s"] + result["bare_after"]["images_per_s"]) / 2
+    idle = result["idle_before"] + result["idle_after"]
+    during = result["import"]["attributions"]
+    summary = {
+        "bare_images_per_s": round(bare, 2),
+        "ingest_images_per_s": result["import"]["images_per_s"],
+        "ingest_ratio": round(result["import"]["images_per_s"] / bare, 3),
+        "attribution_idle_p95_ms": percentile([s["client_ms"] for s in idle], 0.95),
+        "attribution_import_p95_ms": percentile([s["client_ms"] for s in during], 0.95),
+        "attribution_idle_p50_ms": percentile([s["client_ms"] for s in idle], 0.5),
+        "attribution_import_p50_ms": percentile([s["client_ms"] for s in during], 0.5),
+        "attribution_idle_server_p95_ms": percentile([s["server_ms"] for s in idle], 0.95),
+        "attribution_import_server_p95_ms": percentile([s["server_ms"] for s in during], 0.95),
+        "attributions_idle": len(idle), "attributions_during_import": len(during),
+        "enqueue": {workers: {"saturation_per_s": round(r["closed_loop"]["rate_per_s"], 1),
+                              "open_loop_rate_per_s": round(r["open_loop_half_rate"]["offered_per_s"], 1),
+                              "open_loop_p50_ms": r["open_loop_half_rate"].get("p50_ms"),
+                              "open_loop_p99_ms": r["open_loop_half_rate"].get("p99_ms"),
+                              "errors": r["closed_loop"]["errors"] + r["open_loop_half_rate"]["errors"]}
+                    for workers, r in result["enqueue"].items()},
+    }
+    summary["attribution_p95_increase_ms"] = (
+        round(summary["attribution_import_p95_ms"] - summary["attribution_idle_p95_ms"], 1)
+        if summary["attribution_import_p95_ms"] is not None and summary["attribution_idle_p95_ms"] is not None else None)
+    return summary
+
+
+def markdown(result: dict) -> str:
+    s, m = result["summary"], result["machine"]
+    rows = [
+        ("ingest through POST /sources/bulk / bare decode+embed", f"{s['ingest_images_per_s']} / "
+         f"{s['bare_images_per_s']} images/s = **{s['ingest_ratio']}**", ">= 0.8"),
+        ("attribution p95, idle -> during the import (1/s offered)",
+         f"{s['attribution_idle_p95_ms']} -> {s['attribution_import_p95_ms']} ms "
+         f"(**+{s['attribution_p95_increase_ms']} ms**)", "<= +250 ms"),
+        ("attribution p50, idle -> during the import", f"{s['attribution_idle_p50_ms']} -> "
+         f"{s['attribution_import_p50_ms']} ms", ""),
+        ("server-side p95 (created -> finished), idle -> import", f"{s['attribution_idle_server_p95_ms']} -> "
+         f"{s['attribution_import_server_p95_ms']} ms", ""),
+    ]
+    for workers, e in s["enqueue"].items():
+        rows.append((f"POST /attribute saturation, {workers} API process(es), 32 connections",
+                     f"**{e['saturation_per_s']}/s**", "report; ~90/s before"))
+        rows.append((f"open loop at {e['open_loop_rate_per_s']}/s (50 %), {workers} API process(es)",
+                     f"p50 {e['open_loop_p50_ms']} ms, **p99 {e['open_loop_p99_ms']} ms**", "p99 <= 50 ms"))
+    table = "\n".join(f"| {a} | {b} | {c} |" for a, b, c in rows)
+    return f"""# Ingest and enqueue benchmark
+
+Machine: {m['cpu']}, {m['cores']} cores, CPU only; **shared with other jobs during the run** (load
+average {m['load_average'][0]:.1f} before, {m['load_average_after'][0]:.1f} after), so only ratios measured
+side by side in this run mean much. Commit {result['git']}; command: `python -m bench.ingest` with
+{json.dumps(result['args'])}.
+Worker settings: {json.dumps(result['settings'])}.
+
+| what | measured | target |
+|---|---|---|
+{table}
+
+Bare throughput: the worker's own pipeline (read, decode and preprocess in a thread pool, forward) in
+the benchmark process, {result['bare_before']['images']} images before and after the import (mean of
+{result['bare_before']['images_per_s']} and {result['bare_after']['images_per_s']} images/s). Ingest: from the
+first bulk request to the last image embedded ({result['import']['images']} images, works of
+{result['args']['per_item']} images, {result['args']['per_request']} works per request,
+{result['args']['uploaders']} uploaders; upload finished after {result['import']['upload_seconds']} s;
+report {json.dumps(result['import']['upload']['summary'])}). Attribution latency: submit to result seen
+by a client polling every 25 ms, {s['attributions_idle']} idle and {s['attributions_during_import']} during the
+import. Enqueue: no worker runs (the queue only grows), aiohttp client in this process on the same cores.
+"""
+
+
+def plot(result: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for name, samples in (("idle (before)", result["idle_before"]), ("during import", result["import"]["attributions"]),
+                          ("idle (after)", result["idle_after"])):
+        left.plot([s["at_s"] for s in samples], [s["client_ms"] for s in samples], ".", label=name)
+    left.set(xlabel="seconds into the phase", ylabel="attribution latency (ms)", title="1 attribution/s offered")
+    left.legend()
+    enqueue = result["summary"]["enqueue"]
+    labels = [f"{w} API proc." for w in enqueue]
+    right.bar(labels, [e["saturation_per_s"] for e in enqueue.values()])
+    right.set(ylabel="POST /attribute per second (32 connections)", title="enqueue saturation")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def write_report(result: dict, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    result["summary"] = summarise(result)
+    (out / "ingest.json").write_text(json.dumps(result, indent=2, default=str))
+    (out / "ingest.md").write_text(markdown(result))
+    plot(result, out / "ingest.png")

@@ -1,0 +1,93 @@
+"""Feeding the encoder: read -> decode/preprocess (thread pool) -> assemble a batch -> forward.
+
+The caller runs batch k through the model while the pool reads and decodes the next batches
+(`prefetch` of them), so the forward pass never waits for Pillow on a CPU, and a GPU worker is fed by
+the GPU decoder (core.preprocess.TensorDecoder) instead of one Python thread. A file that cannot be
+read or decoded fails alone; the rest of its batch goes on."""
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import torch
+
+from core.backbones import Preprocess
+from core.preprocess import TensorDecoder, pil_tensor, plain_jpeg
+from core.transforms import eval_transform
+
+Item = tuple[int, Callable[[], bytes]]  # an id and how to read its bytes
+
+
+@dataclass
+class Batch:
+    ids: list[int]                      # the items that decoded, in order
+    tensor: torch.Tensor | None         # [len(ids), 3, S, S], or None when nothing decoded
+    failed: dict[int, str] = field(default_factory=dict)  # id -> reason
+
+
+class Feeder:
+    """`tensor_decode`: decode plain JPEGs with `TensorDecoder` on `device` (meant for GPUs)."""
+
+    def __init__(self, preprocess: Preprocess, device: str = "cpu", workers: int = 2,
+                 tensor_decode: bool = False):
+        self.preprocess, self.device, self.workers = preprocess, device, max(1, workers)
+        self.transform = eval_transform(preprocess)
+        self.decoder = TensorDecoder(preprocess, device) if tensor_decode else None
+
+    def batches(self, items: Sequence[Item], batch_size: int, prefetch: int = 2) -> Iterator[Batch]:
+        """Yield batches in order; at most `prefetch` batches beyond the current one are in flight.
+        Closing the generator early (a job yielding to attributions) cancels what was not started."""
+        chunks = [items[i:i + batch_size] for i in range(0, len(items), batch_size)]
+        readers = ThreadPoolExecutor(self.workers, thread_name_prefix="decode")
+        assembler = ThreadPoolExecutor(1, thread_name_prefix="assemble")
+        pending: deque[Future] = deque()
+        try:
+            for chunk in chunks:
+                pending.append(assembler.submit(self._assemble, [(i, readers.submit(self._read, load))
+                                                                 for i, load in chunk]))
+                if len(pending) > prefetch:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
+            assembler.shutdown(wait=False, cancel_futures=True)
+            readers.shutdown(wait=False, cancel_futures=True)
+
+    def _read(self, load: Callable[[], bytes]):
+        """One item -> ("jpeg", bytes) for the tensor decoder, or ("tensor", [3, S, S]) decoded here."""
+        data = load()
+        if self.decoder is not None and plain_jpeg(data):
+            return "jpeg", data
+        return "tensor", pil_tensor(data, self.preprocess, self.transform)
+
+    def _assemble(self, futures: list[tuple[int, Future]]) -> Batch:
+        batch, tensors, jpegs = Batch([], None), {}, {}
+        for item_id, future in futures:
+            try:
+                kind, value = future.result()
+            except Exception as exc:  # a missing or damaged file must not block the rest
+                batch.failed[item_id] = f"cannot read stored image: {type(exc).__name__}: {exc}"
+                continue
+            (jpegs if kind == "jpeg" else tensors)[item_id] = value
+        if jpegs:
+            tensors.update(self._decode_jpegs(jpegs, batch))
+        batch.ids = [item_id for item_id, _ in futures if item_id in tensors]
+        if batch.ids:
+            batch.tensor = torch.stack([tensors[i].to(self.device) for i in batch.ids])
+        return batch
+
+    def _decode_jpegs(self, jpegs: dict[int, bytes], batch: Batch) -> dict[int, torch.Tensor]:
+        try:
+            return dict(zip(jpegs, self.decoder(list(jpegs.values()))))
+        except Exception:  # one bad file fails the batched call: fall back to Pillow, one by one
+            decoded = {i: self._decode_one(i, data, batch) for i, data in jpegs.items()}
+            return {i: tensor for i, tensor in decoded.items() if tensor is not None}
+
+    def _decode_one(self, item_id: int, data: bytes, batch: Batch) -> torch.Tensor | None:
+        try:
+            return pil_tensor(data, self.preprocess, self.transform)
+        except Exception as exc:
+            batch.failed[item_id] = f"cannot decode stored image: {type(exc).__name__}: {exc}"
+            return None

@@ -1,0 +1,83 @@
+"""The feeding pipeline: the tensor (GPU) decode path gives the PIL path's tensor, checked here on the
+CPU; batches keep their order; a bad file fails alone; closing early stops the pool."""
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from core.backbones import LITE0_PREPROCESS
+from core.pipeline import Feeder
+from core.preprocess import TensorDecoder, pil_tensor, plain_jpeg
+from tests.factories import encode, photo_bytes, truncated_jpeg
+
+PHOTOS = [photo_bytes(s, i) for s in ("dog", "cat", "teapot") for i in (0, 1)]
+
+
+def rotated_jpeg() -> bytes:
+    image = Image.open(io.BytesIO(photo_bytes("dog", 0)))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    return encode(image, "JPEG", exif=exif.tobytes())
+
+
+def test_only_plain_jpegs_take_the_tensor_path():
+    assert all(plain_jpeg(p) for p in PHOTOS)
+    assert not plain_jpeg(rotated_jpeg())  # EXIF rotation: Pillow applies it, decode_jpeg on a GPU cannot
+    assert not plain_jpeg(encode(Image.open(io.BytesIO(PHOTOS[0])).convert("CMYK"), "JPEG"))
+    assert not plain_jpeg(encode(Image.new("RGB", (64, 64)), "PNG"))
+    assert not plain_jpeg(b"\xff\xd8\xff garbage")
+
+
+def test_tensor_decoder_matches_the_pil_path_on_cpu():
+    reference = torch.stack([pil_tensor(p, LITE0_PREPROCESS) for p in PHOTOS])
+    tensors = TensorDecoder(LITE0_PREPROCESS, "cpu")(PHOTOS)
+    assert tensors.shape == reference.shape == (len(PHOTOS), 3, 224, 224)
+    # libjpeg's IDCT and the two resamplers differ by a few grey levels at most (2/255 after normalising).
+    difference = (tensors - reference).abs()
+    assert difference.mean() < 0.02 and difference.max() < 0.5
+
+
+@pytest.mark.parametrize("tensor_decode", [False, True])
+def test_batches_keep_order_and_a_bad_file_fails_alone(tensor_decode):
+    blobs = [PHOTOS[0], truncated_jpeg()[:200], PHOTOS[1], rotated_jpeg(), PHOTOS[2]]
+    items = [(i, (lambda b=b: b)) for i, b in enumerate(blobs)] + [(99, _missing)]
+    batches = list(Feeder(LITE0_PREPROCESS, "cpu", workers=2, tensor_decode=tensor_decode).batches(items, 2))
+    assert [b.ids for b in batches] == [[0], [2, 3], [4]]
+    assert set(batches[0].failed) == {1} and set(batches[2].failed) == {99}
+    assert "FileNotFoundError" in batches[2].failed[99]
+    expected = pil_tensor(blobs[3], LITE0_PREPROCESS)  # the rotated one went through Pillow either way
+    assert torch.allclose(batches[1].tensor[1], expected)
+
+
+def _missing() -> bytes:
+    raise FileNotFoundError("gone")
+
+
+def test_closing_early_leaves_later_batches_undone():
+    read = []
+
+    def loader(i):
+        def load():
+            read.append(i)
+            return PHOTOS[i % len(PHOTOS)]
+        return load
+    batches = Feeder(LITE0_PREPROCESS, "cpu", workers=1).batches([(i, loader(i)) for i in range(40)], 2,
+                                                                  prefetch=1)
+    first = next(batches)
+    batches.close()
+    assert first.ids == [0, 1]
+    assert len(read) < 40
+
+
+def test_encoder_embeds_pipeline_batches_like_pil_images():
+    from core.encoder import load_encoder
+    from common.images import decode_rgb
+    encoder = load_encoder("builtin:efficientnet-lite0").use_channels_last()
+    batch = next(Feeder(encoder.preprocess, "cpu", tensor_decode=True).batches(
+        [(i, (lambda p=p: p)) for i, p in enumerate(PHOTOS)], len(PHOTOS)))
+    via_tensors = encoder.embed_tensor(batch.tensor)
+    via_pil = encoder.embed([decode_rgb(p) for p in PHOTOS])
+    cosines = (via_tensors * via_pil).sum(axis=1)
+    assert np.all(cosines > 0.99), cosines

@@ -1,0 +1,64 @@
+"""The batched embedding job in process: it embeds only pending images of live works, commits batch by
+batch, and when attributions wait it stops after one forward batch and puts the rest back at the front
+of the embedding queue (the worker then takes the attribution queue first)."""
+import json
+
+from redis import Redis
+from sqlalchemy import select
+
+from common.db.models import ImageState, SourceImage
+from common.db.session import new_session
+from common.jobs import embed_job_id, enqueue_attribution, get_queues
+from common.settings import get_settings
+from tests.factories import photo_bytes
+from worker import jobs, runtime as runtime_module
+from worker.runtime import Runtime
+
+
+def bulk_register(client, subjects) -> list[int]:
+    items = [{"item_id": s, "title": s, "rights_holder": "studio", "files": [f"{s}.jpg"]} for s in subjects]
+    files = [("files", (f"{s}.jpg", photo_bytes(s, 0), "image/jpeg")) for s in subjects]
+    response = client.post("/sources/bulk", data={"manifest": json.dumps({"items": items})}, files=files)
+    assert response.json()["summary"]["created"] == len(subjects), response.text
+    with new_session() as session:
+        return list(session.scalars(select(SourceImage.id).order_by(SourceImage.id)))
+
+
+def states() -> list[ImageState]:
+    with new_session() as session:
+        return list(session.scalars(select(SourceImage.state).order_by(SourceImage.id)))
+
+
+def load_runtime() -> None:
+    with new_session() as session:
+        runtime_module.set_runtime(Runtime.load(session, get_settings()))
+
+
+def test_embedding_yields_to_a_waiting_attribution_then_resumes(client, monkeypatch):
+    monkeypatch.setattr(get_settings(), "embed_batch_size", 1)
+    load_runtime()  # before registering: a starting runtime embeds what is pending
+    ids = bulk_register(client, ["dog", "cat", "teapot"])
+    queues = get_queues(Redis.from_url(get_settings().redis_url), get_settings().queue_name)
+    for queue in queues.by_kind():
+        queue.empty()
+    enqueue_attribution(queues.attribute, "00000000-0000-0000-0000-000000000000")  # an attribution waits
+
+    assert jobs.embed_images(ids) == 1  # one forward batch, then it yields
+    assert states() == [ImageState.embedded, ImageState.pending, ImageState.pending]
+    assert queues.embed.job_ids == [embed_job_id(ids[1:])]
+
+    queues.attribute.empty()  # nothing waits any more: the rest goes through in one job
+    assert jobs.embed_images(ids[1:]) == 2
+    assert states() == [ImageState.embedded] * 3
+    assert len(runtime_module.get_runtime().index) == 3
+    assert jobs.embed_images(ids) == 0  # a retried or duplicated job finds nothing pending
+
+
+def test_a_worker_without_the_attribution_queue_never_yields(client, monkeypatch):
+    monkeypatch.setattr(get_settings(), "embed_batch_size", 1)
+    monkeypatch.setattr(jobs, "SERVES_ATTRIBUTION", False)
+    load_runtime()
+    ids = bulk_register(client, ["dog", "cat"])
+    queues = get_queues(Redis.from_url(get_settings().redis_url), get_settings().queue_name)
+    enqueue_attribution(queues.attribute, "00000000-0000-0000-0000-000000000000")
+    assert jobs.embed_images(ids) == 2

@@ -1,0 +1,107 @@
+"""Embedding a batch of registered images: the body of the `embed_images` job.
+
+Read and decode run ahead of the forward pass (core.pipeline); vectors are committed every
+COMMIT_EVERY images, so a killed worker keeps what it finished and a retry embeds only what is still pending.
+Between forward batches the job yields to waiting attributions: it stops, puts the rest of its images
+back at the front of the embedding queue, and returns, so the worker (which takes the attribution
+queue first) runs them. An attribution therefore waits for at most one forward batch."""
+import logging
+import os
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from common.db import crud
+from common.db.models import ImageState, SourceImage, Work
+from common.settings import Settings
+from common.storage import Storage
+from core.encoder import Encoder
+from core.pipeline import Feeder
+from indexing.embedding import embed_source_images, write_vectors
+
+log = logging.getLogger(__name__)
+# Vectors are committed about this often (and whenever the job yields or ends): a killed worker loses at
+# most this many images' work, and small forward batches do not pay one commit each.
+COMMIT_EVERY = 16
+
+
+@dataclass
+class Outcome:
+    embedded: int = 0
+    failed: int = 0
+    remaining: list[int] = field(default_factory=list)  # not done because the job yielded
+    work_ids: set[uuid.UUID] = field(default_factory=set)
+
+
+def pending_rows(session: Session, image_ids: list[int]) -> list[SourceImage]:
+    """Of these images, those still pending in a live work (a retried job skips what is done)."""
+    return list(session.scalars(select(SourceImage).join(Work).where(
+        SourceImage.id.in_(image_ids), SourceImage.state == ImageState.pending, Work.deleted_at.is_(None))
+        .order_by(SourceImage.id)))
+
+
+def embed_pending(session: Session, encoder: Encoder, feeder: Feeder, storage: Storage,
+                  image_ids: list[int], batch_size: int, should_yield: Callable[[], bool]) -> Outcome:
+    pending = pending_rows(session, image_ids)
+    outcome = Outcome(work_ids={row.work_id for row in pending})
+    # An image whose earlier attempt took a worker down goes the careful way, alone (indexing.embedding:
+    # attempt counts, a budgeted decode, failed for good after max_image_attempts).
+    suspects = [row for row in pending if row.attempts > 0]
+    if suspects:
+        outcome.embedded += embed_source_images(session, encoder, storage, suspects, 1)
+        session.commit()
+    rows = {row.id: row for row in pending if row.attempts == 0}
+    for row in rows.values():  # counted and committed before the risky part, as in indexing.embedding
+        row.attempts = 1
+    session.commit()
+    items = [(row.id, _loader(storage, row.storage_key)) for row in rows.values()]
+    done: set[int] = set()
+    uncommitted = 0
+    batches = feeder.batches(items, batch_size)
+    try:
+        for batch in batches:
+            _store_batch(session, encoder, rows, batch, outcome)
+            done.update(batch.ids, batch.failed)
+            uncommitted += len(batch.ids) + len(batch.failed)
+            if uncommitted >= COMMIT_EVERY:
+                session.commit()
+                uncommitted = 0
+            if len(done) < len(rows) and should_yield():
+                outcome.remaining = [i for i in rows if i not in done]
+                for image_id in outcome.remaining:  # not tried: no attempt is held against them
+                    rows[image_id].attempts = 0
+                break
+    finally:
+        batches.close()
+        session.commit()
+    return outcome
+
+
+def _loader(storage: Storage, key: str) -> Callable[[], bytes]:
+    return lambda: storage.get(key)
+
+
+def _store_batch(session: Session, encoder: Encoder, rows: dict, batch, outcome: Outcome) -> None:
+    for image_id, reason in batch.failed.items():
+        rows[image_id].state, rows[image_id].error = ImageState.failed, reason
+        log.warning("image %s failed: %s", image_id, reason)
+    # A failed image may have had a vector from an earlier encoder: every index drops it (change log).
+    crud.record_vector_changes(session, op="delete", image_ids=list(batch.failed), encoder_id=None)
+    if batch.ids:
+        write_vectors(session, [rows[i] for i in batch.ids], encoder.embed_tensor(batch.tensor),
+                      encoder.encoder_id)
+    outcome.embedded += len(batch.ids)
+    outcome.failed += len(batch.failed)
+
+
+def make_feeder(encoder: Encoder, settings: Settings, device: str) -> Feeder:
+    workers = settings.decode_workers or len(os.sched_getaffinity(0))
+    return Feeder(encoder.preprocess, device, workers,
+                  tensor_decode=device.startswith("cuda") and settings.gpu_decode)
+
+
+def forward_batch_size(settings: Settings, device: str) -> int:
+    return settings.gpu_embed_batch_size if device.startswith("cuda") else settings.embed_batch_size
