@@ -13,7 +13,7 @@ from common.db import crud
 from common.db.models import AttributionJob, SourceImage, Verdict, Work
 from common.jobs import heartbeat_key
 
-router = APIRouter(tags=["console"])
+router = APIRouter(tags=["console"], include_in_schema=False)  # the console's own JSON, not the public API
 
 
 class SessionPublic(BaseModel):
