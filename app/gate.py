@@ -22,6 +22,13 @@ from app.keycache import CachedKey, lookup_key
 from common.settings import Settings, get_settings
 
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+# Pages anyone may read: problem explanations, the docs' assets, the console's page shells and script (the
+# console's JSON calls carry the key; routes that need one still refuse a missing key themselves).
+PUBLIC_PREFIXES = ("/problems", "/static/docs/", "/console")
+
+
+def is_public(path: str) -> bool:
+    return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
@@ -95,7 +102,7 @@ async def _nothing() -> Message:
 async def _identify_or_outage(request: Request, settings: Settings) -> CachedKey | None:
     """As _identify, with outages answered like the routes answer them (503 + Retry-After), except
     on the public paths: /readyz must still say "not ready" when it cannot check the caller's key."""
-    public = request.url.path in PUBLIC_PATHS
+    public = is_public(request.url.path)
     if public and "authorization" not in request.headers:
         return None
     try:
@@ -120,7 +127,7 @@ def _identify(request: Request, settings: Settings) -> CachedKey | None:
     key = lookup_key(redis, settings, secret.strip()) if scheme.lower() == "bearer" and secret.strip() else None
     if key is not None:
         return key
-    if request.url.path in PUBLIC_PATHS:
+    if is_public(request.url.path):
         return None
     client = request.client.host if request.client else "unknown"
     enforce_rate_limit(redis, f"ip:{client}", settings.anonymous_rate_limit_requests, settings.rate_limit_window_s,

@@ -1,7 +1,6 @@
 """The change log: sequence order is commit order (two interleaved writers never make a reader skip a
 row), a sync reads only what changed, deletes reach every encoder's index, and re-embedding resumes."""
 import threading
-import time
 import uuid
 
 import numpy as np

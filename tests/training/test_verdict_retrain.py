@@ -15,7 +15,7 @@ from PIL import Image
 
 from common.apikeys import create_key
 from common.db import crud
-from common.db.models import AttributionJob, Embedding, ImageState, Scope, SourceImage, Verdict, VerdictKind, Work
+from common.db.models import AttributionJob, Embedding, ImageState, Scope, SourceImage, Verdict, VerdictKind
 from common.db.session import new_session
 from core.encoder import builtin_lite0_encoder_id, load_encoder
 from training.retrain_verdicts import main as retrain_verdicts

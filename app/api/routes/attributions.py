@@ -71,7 +71,7 @@ def _submit(*, key: ApiKey, session: Session, settings: Settings, storage: Stora
         raise
     bind(job_id=job.id)
     try:
-        enqueue_attribution(queues.attribute, str(job.id))
+        enqueue_attribution(queue, str(job.id))
     except RedisError as exc:
         _fail_unqueued(session, storage, job)
         raise Problem(503, "the job queue (Redis) cannot be reached; retry shortly",
