@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from common.db import crud
 from common.db.models import ImageState, Scope, SourceImage, Work
 from common.images import CheckedImage, ImageLimits, ImageRejected, check_image
-from common.storage import LocalStorage
+from common.storage import Storage
 
 
 class BulkRejected(ValueError):
@@ -98,7 +98,7 @@ def parse_manifest(raw: bytes, max_items: int) -> list:
     return items
 
 
-def register_items(session: Session, storage: LocalStorage, *, caller: Caller, entries: list,
+def register_items(session: Session, storage: Storage, *, caller: Caller, entries: list,
                    read_file: Callable[[str], bytes | None], limits: Limits,
                    on_created: Callable[[list[int]], None] = lambda ids: None) -> Report:
     """Register each entry; `read_file(name)` gives a named file's bytes (None if absent);
@@ -190,7 +190,7 @@ def _work_holding_all(session: Session, rights_holder: str, images: dict[str, Ch
                   f"in other works: {', '.join(sorted(str(w) for w in work_ids))}")
 
 
-def _create(session: Session, storage: LocalStorage, item: BulkItem, rights_holder: str,
+def _create(session: Session, storage: Storage, item: BulkItem, rights_holder: str,
             images: dict[str, CheckedImage]) -> uuid.UUID:
     work_id = uuid.uuid4()
     try:
@@ -208,7 +208,7 @@ def _image_ids(session: Session, work_id: uuid.UUID) -> list[int]:
     return list(session.scalars(select(SourceImage.id).where(SourceImage.work_id == work_id)))
 
 
-def store_source_image(storage: LocalStorage, work_id: uuid.UUID, image: CheckedImage) -> SourceImage:
+def store_source_image(storage: Storage, work_id: uuid.UUID, image: CheckedImage) -> SourceImage:
     """Write the file under its work (deleting a work never removes another's file) and return its row."""
     key = f"sources/{work_id}/{image.sha256}.{image.extension}"
     storage.put(key, image.data)

@@ -10,7 +10,7 @@ from common.db.models import AttributionJob, Embedding, JobStatus, Match, Source
 from common.db.session import new_session
 from common.settings import get_settings
 from common.storage import get_storage
-from indexing.store import fetch_vectors
+from indexing.changelog import fetch_vectors
 from training.pseudo_pairs import Registry, sample_rows
 
 
@@ -26,7 +26,8 @@ def stored_registry_sample(encoder_id: str, dim: int, queries: int, pool: int,
         if not listed:
             raise SystemExit(f"no stored vectors for encoder {encoder_id}: register works first")
         query_rows, pool_rows = sample_rows([str(w) for _, w, _ in listed], queries, pool, seed)
-        ids, vectors = fetch_vectors(session, encoder_id, [listed[r][0] for r in pool_rows], dim)
+        ids, vectors = fetch_vectors(session, encoder_id=encoder_id, dim=dim,
+                                     ids=np.asarray([listed[r][0] for r in pool_rows], np.int64))
     position = {int(image_id): i for i, image_id in enumerate(ids.tolist())}
     work_of = {image_id: str(work_id) for image_id, work_id, _ in listed}
     registry = Registry(vectors, np.array([work_of[int(i)] for i in ids], dtype=object))

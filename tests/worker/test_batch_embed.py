@@ -50,7 +50,7 @@ def test_embedding_yields_to_a_waiting_attribution_then_resumes(client, monkeypa
     queues.attribute.empty()  # nothing waits any more: the rest goes through in one job
     assert jobs.embed_images(ids[1:]) == 2
     assert states() == [ImageState.embedded] * 3
-    assert len(runtime_module.get_runtime().index) == 3
+    assert runtime_module.get_runtime().store.count() == 3
     assert jobs.embed_images(ids) == 0  # a retried or duplicated job finds nothing pending
 
 

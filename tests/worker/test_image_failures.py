@@ -53,9 +53,9 @@ def test_a_stored_elongated_image_fails_alone_and_the_catch_up_skips_it(client):
     assert image_of(good).state == ImageState.embedded
     listed = client.get(f"/sources/{strip}").json()
     assert listed["searchable"] is False and listed["images"][0]["state"] == "failed"
-    assert len(runtime.index) == 1
+    assert runtime.store.count() == 1
     with new_session() as session:  # a restarted worker starts cleanly and leaves the failed image alone
-        assert len(Runtime.load(session, get_settings()).index) == 1
+        assert Runtime.load(session, get_settings()).store.count() == 1
     assert image_of(strip).state == ImageState.failed
 
 
@@ -77,7 +77,7 @@ def test_attempts_are_persisted_before_embedding_and_a_crasher_is_given_up(clien
         runtime = Runtime.load(session, get_settings())
     assert [image_of(w).state for w in works] == [ImageState.embedded] * 2
     assert [image_of(w).attempts for w in works] == [0, 0]
-    assert len(runtime.index) == 2
+    assert runtime.store.count() == 2
 
 
 def test_an_image_that_stopped_a_worker_twice_is_marked_failed(client):
