@@ -54,14 +54,14 @@ def test_report_per_item_and_a_rerun_answers_duplicate(client, monkeypatch):
     assert by_id[("anyone", "refused")]["reason"] == "rights_holder_required"
     # 3 images, 2 per job: ceil(3 / 2) = 2 embedding jobs, nothing else.
     assert len(embed_queue().job_ids) == 2
-    works = client.get("/sources").json()
+    works = client.get("/sources?with_count=true").json()
     assert works["count"] == 2 and {w["title"] for w in works["data"]} == {"Dog", "Cat"}
 
     again = post_bulk(client, GOOD, GOOD_FILES).json()
     assert [r["status"] for r in again["items"]] == ["duplicate", "duplicate"]
     created = {r["item_id"]: r["work_id"] for r in body["items"] if r["status"] == "created"}
     assert {r["item_id"]: r["work_id"] for r in again["items"]} == created
-    assert client.get("/sources").json()["count"] == 2
+    assert client.get("/sources?with_count=true").json()["count"] == 2
     assert len(embed_queue().job_ids) == 2
 
 
@@ -106,7 +106,7 @@ def test_request_limits_are_clear_problems(client, monkeypatch):
     assert no_manifest.status_code == 422 and no_manifest.headers["content-type"] == "application/problem+json"
     twice = post_bulk(client, GOOD[:1], [GOOD_FILES[0], GOOD_FILES[0]])
     assert twice.status_code == 422 and twice.json()["reason"] == "duplicate_filename"
-    assert client.get("/sources").json()["count"] == 0
+    assert client.get("/sources?with_count=true").json()["count"] == 0
 
 
 def test_an_oversized_image_refuses_only_its_item(client, monkeypatch):
@@ -129,7 +129,7 @@ def test_a_full_embedding_queue_answers_503(client, monkeypatch):
     full = post_bulk(client, GOOD[1:], GOOD_FILES[2:])
     assert full.status_code == 503 and full.json()["reason"] == "queue_full"
     assert int(full.headers["retry-after"]) > 0
-    assert client.get("/sources").json()["count"] == 1
+    assert client.get("/sources?with_count=true").json()["count"] == 1
 
 
 def test_the_manifest_may_be_a_file_part(client):

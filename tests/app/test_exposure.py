@@ -39,7 +39,7 @@ def test_links_never_come_from_the_host_header(client, monkeypatch, base):
                            files={"image": ("q.jpg", photo_bytes("dog", 1), "image/jpeg")})
     body = response.json()
     assert "evil" not in body["status_url"] and "evil" not in response.headers["location"]
-    assert body["status_url"] == f"{base or ''}/attribute/{body['id']}" == response.headers["location"]
+    assert body["status_url"] == f"{base or ''}/v1/attribute/{body['id']}" == response.headers["location"]
 
 
 def test_pillow_wording_never_leaks(client):
