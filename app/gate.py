@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.api.deps import redis_for_url
 from app.problems import Problem, problem_response
 from app.ratelimit import enforce_rate_limit
-from app.keycache import CachedKey, lookup_key
+from app.keycache import CachedKey, lookup_key, unmetered_key
 from common.settings import Settings, get_settings
 
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
@@ -122,13 +122,16 @@ async def _identify_or_outage(request: Request, settings: Settings) -> CachedKey
 def _identify(request: Request, settings: Settings) -> CachedKey | None:
     """The caller's valid key (metered per key), or None for a public path; otherwise 401/429."""
     scheme, _, secret = request.headers.get("authorization", "").partition(" ")
+    secret = secret.strip() if scheme.lower() == "bearer" else ""
+    if is_public(request.url.path):
+        # Health checks are not metered and must answer during a Redis outage: the key (which only adds
+        # details for admins) is read from the database alone.
+        return unmetered_key(secret) if secret else None
     redis = redis_for_url(settings.redis_url)
     # Looked up through the per-process key cache (app/keycache.py) and metered against the key's rate.
-    key = lookup_key(redis, settings, secret.strip()) if scheme.lower() == "bearer" and secret.strip() else None
+    key = lookup_key(redis, settings, secret) if secret else None
     if key is not None:
         return key
-    if is_public(request.url.path):
-        return None
     client = request.client.host if request.client else "unknown"
     enforce_rate_limit(redis, f"ip:{client}", settings.anonymous_rate_limit_requests, settings.rate_limit_window_s,
                        who="address")

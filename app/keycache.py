@@ -93,6 +93,13 @@ def lookup_key(redis, settings, secret: str) -> CachedKey | None:
     return fresh
 
 
+def unmetered_key(secret: str) -> CachedKey | None:
+    """The valid key for `secret` from the database alone (no Redis, no rate count): for health checks."""
+    with new_session() as session:
+        row = authenticate(session, secret=secret)
+        return CachedKey.of(row) if row is not None else None
+
+
 def _count(redis, key: CachedKey, settings) -> bytes | None:
     return enforce_rate_limit(redis, str(key.id), settings.rate_limit_requests, settings.rate_limit_window_s,
                               also_get=KEYS_VERSION)
