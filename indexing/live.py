@@ -7,6 +7,7 @@ from changing the store at the same time; a rebuild runs outside it and swaps in
 searches keep being served (exactly, by base + delta) until the new base is ready."""
 import logging
 import threading
+import time
 from pathlib import Path
 
 from sqlalchemy.orm import Session
@@ -29,6 +30,8 @@ class LiveStore:
         self.params: IndexParams = index_params(settings)
         self.storage = get_storage(settings)
         self.snapshot_seq = store.applied_seq if loaded_from.startswith("snapshots/") else -1
+        # When this worker last loaded or wrote a snapshot (unix time; the metrics' snapshot age).
+        self.snapshot_at: float | None = time.time() if self.snapshot_seq >= 0 else None
         self._lock = threading.Lock()
 
     @classmethod
@@ -83,7 +86,7 @@ class LiveStore:
             if self.store.applied_seq == self.snapshot_seq:
                 return None
             key = write_snapshot(self.storage, self.store)
-            self.snapshot_seq = self.store.applied_seq
+            self.snapshot_seq, self.snapshot_at = self.store.applied_seq, time.time()
         if self.store.base_path is None:  # a base built here: map the stored copy, share its pages
             self.refresh(force=True)
         return key

@@ -71,7 +71,8 @@ class Runtime:
     def describe(self) -> dict:
         store = self.store.describe()
         return {"encoder_id": self.encoder.encoder_id, "index_id": store["index_id"], "index_size": store["count"],
-                "index": store, "pair_id": self.pair_id, "loaded_from": self.loaded_from,
+                "index": store, "index_type": store.get("index_type"), "snapshot_saved_at": self.live.snapshot_at,
+                "pair_id": self.pair_id, "loaded_from": self.loaded_from,
                 "calibration": self.calibration.summary()}
 
 

@@ -64,8 +64,11 @@ def test_restarted_worker_loads_the_snapshot_and_replays_the_tail(client):
     register(client, "cat")
     embed_pending(runtime)
     sync(runtime)
+    assert runtime.describe()["snapshot_saved_at"] is None
     key = runtime.snapshot(None)
     assert runtime.snapshot(None) is None  # nothing changed since: no second snapshot
+    beat = runtime.describe()  # what the heartbeat carries to /metrics
+    assert beat["index_type"] == runtime.store.factory and beat["snapshot_saved_at"] is not None
     register(client, "dog")  # after the snapshot: only in the log
     embed_pending(runtime)
     restarted = load_runtime()
