@@ -19,7 +19,7 @@ from common.retention import sweep_expired_jobs
 from common.settings import get_settings
 from common.storage import get_storage
 from worker import jobs
-from worker.deliveries import DeliveryLoop
+from worker.deliveries import DeliveryLoop, EventWaker
 from indexing.snapshots import WriterLock
 from worker.heartbeat import Heartbeat, Periodic
 from worker.logged_worker import LoggedWorker
@@ -69,7 +69,8 @@ def main(argv: list[str] | None = None) -> None:
     writer = lambda: WriterLock(redis, settings.queue_name, get_runtime().encoder.encoder_id, name,  # noqa: E731
                                 ttl_s=int(3 * settings.snapshot_interval_s))
     # Webhook sending, the retention sweep and snapshots run beside the jobs, each on its own thread and schedule.
-    side_threads = [recovery, DeliveryLoop(settings, name),
+    deliveries = DeliveryLoop(settings, name)
+    side_threads = [recovery, deliveries, EventWaker(settings.redis_url, deliveries),
                     Periodic("retention", settings.retention_sweep_interval_s, lambda: _sweep(settings)),
                     Periodic("snapshot", settings.snapshot_interval_s, lambda: get_runtime().snapshot(writer()))]
     heartbeat.beat()

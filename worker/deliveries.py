@@ -17,10 +17,13 @@ import socket
 import threading
 
 import httpx
+from redis import Redis
+from redis.exceptions import RedisError
 
 from common import outbox
 from common.db.models import WebhookDelivery
 from common.db.session import new_session
+from common.events import CHANNEL
 from common.settings import Settings, get_settings
 from common.webhooks import (
     DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER, pinned_targets, signature_header,
@@ -120,6 +123,32 @@ class DeliveryLoop(threading.Thread):
     def stop(self) -> None:
         self.stopped.set()
         self.woken.set()
+
+
+class EventWaker(threading.Thread):
+    """Wakes a DeliveryLoop when a job finishes (the job-finished event, common/events.py), so a webhook
+    leaves at once instead of at the next poll; the poll stays the safety net (pub/sub is lossy)."""
+
+    def __init__(self, redis_url: str, loop: DeliveryLoop):
+        super().__init__(name="delivery-events", daemon=True)
+        self.redis_url, self.loop = redis_url, loop
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                pubsub = Redis.from_url(self.redis_url).pubsub(ignore_subscribe_messages=True)
+                pubsub.subscribe(CHANNEL)
+                while not self.stopped.is_set():
+                    if pubsub.get_message(timeout=1.0) is not None:
+                        self.loop.wake()
+                pubsub.close()
+            except RedisError as exc:  # Redis restarting: the poll delivers meanwhile
+                log.warning("job-finished events unavailable (%s); retrying", exc)
+                self.stopped.wait(2.0)
+
+    def stop(self) -> None:
+        self.stopped.set()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,7 +20,7 @@ from common.webhooks import verify_signature
 from tests.conftest import clear_cached_config
 from tests.factories import photo_bytes
 from tests.webhook_receiver import Receiver
-from worker.deliveries import Deliverer
+from worker.deliveries import Deliverer, DeliveryLoop, EventWaker
 
 SECRET_KEY = "test-secret-key-" + "x" * 32
 
@@ -213,3 +213,24 @@ def test_pinned_targets_keep_host_and_tls_name(monkeypatch):
     monkeypatch.setattr(webhooks, "_resolve", lambda host, port: ["93.184.216.34", "10.0.0.7"])
     with pytest.raises(webhooks.UnsafeCallback):  # one private answer among public ones is enough
         webhooks.pinned_targets("https://hooks.example.com/a")
+
+
+def test_a_finished_job_wakes_the_deliverer_before_its_next_poll(client, webhook_env, receiver, monkeypatch):
+    monkeypatch.setenv("ATTRIB_WEBHOOK_POLL_INTERVAL_S", "300")  # only the event can bring it back early
+    clear_cached_config()
+    job_id = submit(client, receiver.url)
+    loop = DeliveryLoop(get_settings())
+    waker = EventWaker(get_settings().redis_url, loop)
+    loop.start()
+    waker.start()
+    try:
+        time.sleep(1.5)  # the loop's first pass found nothing and now sleeps for 300 s
+        give_up_on_dead_worker(job_id)  # recovery gives up: the row commits, then the event is published
+        deadline = time.monotonic() + 30
+        while not receiver.received and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(receiver.received) == 1
+        assert deliveries(job_id)[0].status == DeliveryStatus.delivered
+    finally:
+        waker.stop()
+        loop.stop()
