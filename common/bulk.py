@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from common.db import crud
 from common.db.models import ImageState, Scope, SourceImage, Work
 from common.images import CheckedImage, ImageLimits, ImageRejected, check_image
+from common.audit import record
 from common.storage import Storage
 
 
@@ -46,6 +47,7 @@ class Caller:
     """Who registers: an admin names each item's rights holder; a registrar registers for its own."""
     scope: Scope
     rights_holder: str | None
+    key: object | None = None  # the caller's key, named in the audit log
 
 
 @dataclass(frozen=True)
@@ -122,7 +124,7 @@ def _register_one(session, storage, caller, entry, read_file, limits, seen: set)
         images = _checked_images(item, read_file, limits.image)
         if (work_id := _work_holding_all(session, rights_holder, images)) is not None:
             return ItemResult(item_id, "duplicate", work_id)
-        return ItemResult(item_id, "created", _create(session, storage, item, rights_holder, images))
+        return ItemResult(item_id, "created", _create(session, storage, item, rights_holder, images, caller))
     except Refused as exc:
         session.rollback()
         return ItemResult(item_id, "refused", reason=exc.reason, detail=exc.detail)
@@ -191,12 +193,15 @@ def _work_holding_all(session: Session, rights_holder: str, images: dict[str, Ch
 
 
 def _create(session: Session, storage: Storage, item: BulkItem, rights_holder: str,
-            images: dict[str, CheckedImage]) -> uuid.UUID:
+            images: dict[str, CheckedImage], caller: Caller) -> uuid.UUID:
     work_id = uuid.uuid4()
     try:
         session.add(Work(id=work_id, title=item.title, rights_holder=rights_holder, external_ref=item.external_ref,
                          licence=item.licence, import_item_id=item.item_id,
                          images=[store_source_image(storage, work_id, image) for image in images.values()]))
+        record(session, action="work.register", key=caller.key, target=work_id,
+               detail={"title": item.title, "rights_holder": rights_holder, "images": len(images),
+                       "bulk_item_id": item.item_id})
         session.commit()
     except Exception:
         storage.delete_prefix(f"sources/{work_id}")  # nothing refers to these files

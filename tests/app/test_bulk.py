@@ -63,6 +63,10 @@ def test_report_per_item_and_a_rerun_answers_duplicate(client, monkeypatch):
     assert {r["item_id"]: r["work_id"] for r in again["items"]} == created
     assert client.get("/sources?with_count=true").json()["count"] == 2
     assert len(embed_queue().job_ids) == 2
+    # Each created work is in the audit log once, naming its bulk item; the rerun added nothing.
+    audited = client.get("/audit", params={"action": "work.register"}).json()["data"]
+    assert sorted((e["target"], e["detail"]["bulk_item_id"]) for e in audited) == sorted(
+        (work_id, item_id) for item_id, work_id in created.items())
 
 
 def test_same_images_under_another_item_id_are_a_duplicate(client):

@@ -106,7 +106,7 @@ def _register(key, entries: list, files: dict[str, UploadFile], settings: Settin
     batcher = _EmbedBatcher(queues.embed, settings.embed_job_images)
     limits = Limits(settings.bulk_max_items, settings.max_images_per_work, limits_from(settings))
     with new_session() as session:
-        report = register_items(session, storage, caller=Caller(key.scope, key.rights_holder), entries=entries,
+        report = register_items(session, storage, caller=Caller(key.scope, key.rights_holder, key), entries=entries,
                                 read_file=lambda name: _read_capped(files.get(name), settings.max_upload_bytes),
                                 limits=limits, on_created=batcher.add)
     batcher.flush()
