@@ -63,6 +63,10 @@ def test_filters_never_reach_another_keys_jobs(anonymous_client, jobs, make_key)
     assert {row["job_id"] for row in exported} == set(jobs["theirs"])
     # Admins may ask for one key's jobs.
     assert set(listed(get("/v1/attribute", headers=jobs["admin"], params={"key_id": first_key_id}))) == set(jobs["mine"])
+    # Reviewers read every job, so they list them all (a review queue: `status=done`).
+    reviewer = auth(make_key("reviewer"))
+    assert listed(get("/v1/attribute", headers=reviewer, params={"status": "done"})) == [jobs["mine"][0]]
+    assert set(listed(get("/v1/attribute", headers=reviewer))) == set(jobs["mine"] + jobs["theirs"])
     # Registrars have no jobs to list.
     assert get("/v1/attribute", headers=auth(make_key("registrar", "ACME"))).status_code == 403
 

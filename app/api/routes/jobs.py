@@ -12,7 +12,7 @@ from app.api.deps import SessionDep
 from app.api.routes.attributions import attribution_public
 from app.problems import Problem, invalid_parameter
 from app.schemas import AttributionsPublic, JobFilters
-from app.security import AttributorKey
+from app.security import JobReaderKey
 from common.db import listing
 from common.db.listing import CreatedRange
 from common.db.models import ApiKey, AttributionJob, Scope
@@ -28,9 +28,9 @@ _EXPORT_PAGE = 500
 @router.get("", response_model=AttributionsPublic,
             responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}},
                              "description": "a page of jobs (JSON), or every matching job with `format=csv`"}})
-def read_attributions(key: AttributorKey, request: Request, session: SessionDep,
+def read_attributions(key: JobReaderKey, request: Request, session: SessionDep,
                       filters: Annotated[JobFilters, Query()]):
-    """Your attribution jobs, newest first (admins: everyone's, or one key's with `key_id`)."""
+    """Your attribution jobs, newest first (admins and reviewers: everyone's, or one key's with `key_id`)."""
     query = listing.jobs_query(client_key_id=_listed_key(key, filters.key_id), status=filters.status,
                                created=CreatedRange(filters.created_after, filters.created_before))
     _check_cursor(filters.cursor)
@@ -43,8 +43,9 @@ def read_attributions(key: AttributorKey, request: Request, session: SessionDep,
 
 
 def _listed_key(key: ApiKey, requested) -> object:
-    """Attributors list their own jobs only; naming another key is refused rather than ignored."""
-    if key.scope == Scope.admin:
+    """Attributors list their own jobs only; naming another key is refused rather than ignored. Reviewers
+    read every job (they give verdicts on them), so they list every job too."""
+    if key.scope in (Scope.admin, Scope.reviewer):
         return requested
     if requested is not None and requested != key.id:
         raise Problem(403, "this key lists its own jobs only", title="Forbidden")
