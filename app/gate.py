@@ -25,6 +25,7 @@ PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/docs", "/docs/oauth2-redirect
 # Pages anyone may read: problem explanations, the docs' assets, the console's page shells and script (the
 # console's JSON calls carry the key; routes that need one still refuse a missing key themselves).
 PUBLIC_PREFIXES = ("/problems", "/static/docs/", "/console")
+HEALTH_PATHS = frozenset({"/healthz", "/readyz"})
 
 
 def is_public(path: str) -> bool:
@@ -123,15 +124,23 @@ def _identify(request: Request, settings: Settings) -> CachedKey | None:
     """The caller's valid key (metered per key), or None for a public path; otherwise 401/429."""
     scheme, _, secret = request.headers.get("authorization", "").partition(" ")
     secret = secret.strip() if scheme.lower() == "bearer" else ""
-    if is_public(request.url.path):
+    if request.url.path in HEALTH_PATHS:
         # Health checks are not metered and must answer during a Redis outage: the key (which only adds
         # details for admins) is read from the database alone.
         return unmetered_key(secret) if secret else None
+    if is_public(request.url.path) and not secret:
+        return None
     redis = redis_for_url(settings.redis_url)
-    # Looked up through the per-process key cache (app/keycache.py) and metered against the key's rate.
+    # Looked up through the per-process key cache (app/keycache.py) and metered against the key's rate;
+    # a key sent to a public page is checked and metered like anywhere else (no free key-guessing oracle).
     key = lookup_key(redis, settings, secret) if secret else None
     if key is not None:
         return key
+    if is_public(request.url.path):  # an unknown key on a public page: metered per address, then served
+        client = request.client.host if request.client else "unknown"
+        enforce_rate_limit(redis, f"ip:{client}", settings.anonymous_rate_limit_requests,
+                           settings.rate_limit_window_s, who="address")
+        return None
     client = request.client.host if request.client else "unknown"
     enforce_rate_limit(redis, f"ip:{client}", settings.anonymous_rate_limit_requests, settings.rate_limit_window_s,
                        who="address")

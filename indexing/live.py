@@ -98,6 +98,7 @@ class LiveStore:
         found = load_snapshot(self.storage, self.store.encoder_id, self.settings.cache_dir)
         if found is not None and (force or found[0].index_id != self.store.index_id):
             self._swap(found[0])
+            self.snapshot_seq, self.snapshot_at = found[0].applied_seq, time.time()
 
     def _rebuilt(self) -> FaissStore:
         log.info("rebuilding the index base (%s, %d vectors)", self.store.factory, self.store.count())

@@ -50,10 +50,10 @@ def embed_pending(session: Session, encoder: Encoder, feeder: Feeder, storage: S
     # An image whose earlier attempt took a worker down goes the careful way, alone (indexing.embedding:
     # attempt counts, a budgeted decode, failed for good after max_image_attempts).
     suspects = [row for row in pending if row.attempts > 0]
+    rows = {row.id: row for row in pending if row.attempts == 0}  # before the careful pass resets attempts
     if suspects:
         outcome.embedded += embed_source_images(session, encoder, storage, suspects, 1)
         session.commit()
-    rows = {row.id: row for row in pending if row.attempts == 0}
     for row in rows.values():  # counted and committed before the risky part, as in indexing.embedding
         row.attempts = 1
     session.commit()

@@ -4,14 +4,13 @@ import json
 
 from fastapi import APIRouter
 from pydantic import BaseModel
-from rq import Queue
 from sqlalchemy import func, select
 
 from app.api.deps import RedisDep, SessionDep, SettingsDep
 from app.security import AdminKey, CurrentKey
 from common.db import crud
 from common.db.models import AttributionJob, SourceImage, Verdict, Work
-from common.jobs import heartbeat_key
+from common.jobs import backlog, get_queues, heartbeat_key
 
 router = APIRouter(tags=["console"], include_in_schema=False)  # the console's own JSON, not the public API
 
@@ -47,9 +46,12 @@ def _serving(session, settings) -> dict:
 
 
 def _queue(redis, name: str) -> dict:
-    queue = Queue(name, connection=redis)
-    return {"name": name, "queued": queue.count, "failed": queue.failed_job_registry.count,
-            "started": queue.started_job_registry.count}
+    """Per queue of the deployment (attribution first, then embedding: common.jobs)."""
+    shown: dict[str, int] = {}
+    for queue in get_queues(redis, name).by_kind():
+        shown |= {f"{queue.name} queued": backlog(queue), f"{queue.name} started": queue.started_job_registry.count,
+                  f"{queue.name} failed": queue.failed_job_registry.count}
+    return shown
 
 
 def _workers(redis, queue_name: str) -> list[dict]:

@@ -67,6 +67,9 @@ def test_requests_without_a_valid_key_are_metered_per_address(anonymous_client, 
     statuses = [anonymous_client.get("/sources", headers=auth(f"atk_guess{i}")).status_code for i in range(8)]
     assert statuses[:5] == [401] * 5 and statuses[5:] == [429] * 3
     assert anonymous_client.get("/healthz").status_code == 200  # health checks are never metered
+    # Guessing keys against a public page (where the console checks a key) is metered the same way.
+    guesses = [anonymous_client.get("/console/session", headers=auth(f"atk_more{i}")).status_code for i in range(2)]
+    assert guesses == [429, 429]
 
 
 def test_idempotent_replays_count_against_the_key(anonymous_client, make_key, monkeypatch):

@@ -40,7 +40,7 @@ async def create_attribution(
     callback_url: Annotated[str | None, Form(max_length=2000, description="POSTed the signed result when the job finishes")] = None,
 ) -> AttributionPublic:
     """Queue an attribution job; with `wait`, answer with the result if it is ready in time."""
-    _refuse_when_full(queues, settings)
+    await run_in_threadpool(_refuse_when_full, queues, settings)  # a Redis call: never on the event loop
     # The upload check and the database work block, so they run in the thread pool; the wait that
     # follows holds no thread (app/waiting.py), so waiting clients can never starve the others.
     job = await run_in_threadpool(_submit, key=key, session=session, settings=settings, storage=storage,
