@@ -62,3 +62,19 @@ def test_a_worker_without_the_attribution_queue_never_yields(client, monkeypatch
     queues = get_queues(Redis.from_url(get_settings().redis_url), get_settings().queue_name)
     enqueue_attribution(queues.attribute, "00000000-0000-0000-0000-000000000000")
     assert jobs.embed_images(ids) == 2
+
+
+def test_an_image_that_once_stopped_a_worker_is_embedded_once_alone(client):
+    from sqlalchemy import func, update
+    from common.db.models import VectorChange
+    load_runtime()
+    ids = bulk_register(client, ["dog", "cat"])
+    with new_session() as session:  # a worker died while embedding the dog: its attempt stayed counted
+        session.execute(update(SourceImage).where(SourceImage.id == ids[0]).values(attempts=1))
+        session.commit()
+    assert jobs.embed_images(ids) == 2  # the dog the careful way, the cat in the batch: each once
+    with new_session() as session:
+        upserts = session.scalar(select(func.count()).select_from(VectorChange).where(
+            VectorChange.op == "upsert", VectorChange.image_id == ids[0]))
+        attempts = session.scalars(select(SourceImage.attempts).order_by(SourceImage.id)).all()
+    assert upserts == 1 and attempts == [0, 0] and states() == [ImageState.embedded] * 2
