@@ -21,7 +21,6 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
 
 from bench.ingest_load import AttributionProber, bulk_upload, enqueue_saturation, make_images, query_photos
 from bench.ingest_report import write_report
@@ -53,15 +52,7 @@ class IngestStack(Stack):
             process.wait(timeout=30)
 
     def wait_api(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.3)
-        raise RuntimeError(self.log_tail("api"))
+        self._wait_ready(timeout, probe="/healthz")
 
 
 def bare_rate(paths: list[Path], settings) -> dict:

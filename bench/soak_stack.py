@@ -83,14 +83,15 @@ class Stack:
         self.processes[role] = subprocess.Popen(argv, cwd=REPO, stdout=log, stderr=log,
                                                 env={**os.environ, **self.env, "PYTHONPATH": str(REPO)})
 
-    def _wait_ready(self, timeout: float) -> None:
+    def _wait_ready(self, timeout: float, probe: str = "/readyz") -> None:
+        """Until `probe` answers 200 (/readyz: API, database, Redis and a worker; /healthz: the API alone)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for role, process in self.processes.items():
                 if process.poll() is not None:
                     raise RuntimeError(f"{role} exited early:\n{self.log_tail(role)}")
             try:
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                if httpx.get(f"{self.url}{probe}", timeout=2).status_code == 200:
                     return
             except httpx.TransportError:
                 pass

@@ -1,7 +1,5 @@
 """`python -m training calibrate` for the serving encoder: pseudo-pairs from the registered works'
 stored vectors, published as a new pair; results name their pair and calibration, the ranking stays."""
-import time
-
 import pytest
 
 from core.calibration import packaged_calibration
@@ -9,25 +7,16 @@ from core.encoder import load_encoder
 from training.calibrate import main as calibrate
 from training.publish import ActivePairChanged, publish_calibration, rollback
 from tests.factories import photo_bytes
+from tests.training.test_publish import attribute as attribute_image, wait_searchable
+
+
+def attribute(client):
+    return attribute_image(client, "dog", 2)  # a photo that is not registered
 
 
 def register(client, subject):
     files = [("images", (f"{subject}{i}.jpg", photo_bytes(subject, i), "image/jpeg")) for i in (0, 1)]
     return client.post("/sources", files=files, data={"title": subject, "rights_holder": "s"}).json()["id"]
-
-
-def attribute(client, subject="dog", index=2):
-    body = client.post("/attribute", params={"wait": 60},
-                       files={"image": ("q.jpg", photo_bytes(subject, index), "image/jpeg")}).json()
-    assert body["status"] == "done", body
-    return body
-
-
-def wait_searchable(client, ids):
-    deadline = time.monotonic() + 60
-    while not all(client.get(f"/sources/{i}").json()["searchable"] for i in ids):
-        assert time.monotonic() < deadline
-        time.sleep(0.2)
 
 
 def test_calibrate_publishes_a_new_pair_and_old_results_keep_theirs(client, start_worker, capsys):
