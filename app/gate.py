@@ -136,15 +136,12 @@ def _identify(request: Request, settings: Settings) -> CachedKey | None:
     key = lookup_key(redis, settings, secret) if secret else None
     if key is not None:
         return key
-    if is_public(request.url.path):  # an unknown key on a public page: metered per address, then served
-        client = request.client.host if request.client else "unknown"
-        enforce_rate_limit(redis, f"ip:{client}", settings.anonymous_rate_limit_requests,
-                           settings.rate_limit_window_s, who="address")
-        return None
     client = request.client.host if request.client else "unknown"
     enforce_rate_limit(redis, f"ip:{client}", settings.anonymous_rate_limit_requests, settings.rate_limit_window_s,
                        who="address")
-    if secret.strip():
+    if is_public(request.url.path):  # an unknown key on a public page: metered per address, then served
+        return None
+    if secret:
         raise Problem(401, "the API key is unknown or revoked", title="Invalid API key", headers=CHALLENGE)
     raise Problem(401, "send an API key as `Authorization: Bearer <key>`", title="API key required",
                   headers=CHALLENGE)

@@ -31,14 +31,6 @@ def add_job_finished(session: Session, *, job: AttributionJob) -> WebhookDeliver
     return delivery
 
 
-def add_event(session: Session, *, key_id: uuid.UUID, url: str, event: str, data: dict) -> WebhookDelivery:
-    """Queue any other event (e.g. a bulk registration finishing), in the caller's transaction."""
-    delivery = WebhookDelivery(id=uuid.uuid4(), key_id=key_id, event=event, url=url,
-                               payload={"event": event, "data": data})
-    session.add(delivery)
-    return delivery
-
-
 def job_payload(session: Session, *, job: AttributionJob) -> dict:
     rows = session.execute(select(Match, Work).join(Work, Match.work_id == Work.id)
                            .where(Match.job_id == job.id).order_by(Match.rank)).all()

@@ -73,10 +73,6 @@ def workers_alive(redis: Redis, base: str, names: Iterable[str]) -> set[str]:
     return {name for name, exists in zip(names, pipe.execute()) if exists}
 
 
-def worker_alive(redis: Redis, queue_name: str, worker_name: str | None) -> bool:
-    return bool(worker_name) and bool(redis.exists(heartbeat_key(queue_name, worker_name)))
-
-
 def _text(value) -> str:
     return value.decode() if isinstance(value, bytes) else value
 

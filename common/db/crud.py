@@ -3,7 +3,7 @@ import uuid
 from collections.abc import Iterable
 from datetime import datetime, timezone
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from common.db.models import (
@@ -35,17 +35,6 @@ def get_work(session: Session, *, work_id: uuid.UUID) -> Work | None:
     """A live work with its images, or None (deleted works are gone for every reader)."""
     work = session.get(Work, work_id, options=[selectinload(Work.images)])
     return None if work is None or work.deleted_at is not None else work
-
-
-def list_works(session: Session, *, offset: int, limit: int,
-               rights_holder: str | None = None) -> tuple[list[Work], int]:
-    query = select(Work).where(Work.deleted_at.is_(None))
-    if rights_holder is not None:
-        query = query.where(Work.rights_holder == rights_holder)
-    total = session.scalar(select(func.count()).select_from(query.subquery()))
-    works = session.scalars(query.options(selectinload(Work.images))
-                            .order_by(Work.created_at, Work.id).offset(offset).limit(limit))
-    return list(works), int(total or 0)
 
 
 def delete_work(session: Session, *, work: Work) -> list[str]:
