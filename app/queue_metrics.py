@@ -4,7 +4,6 @@ From Redis: jobs waiting and running per queue; from the database: images waitin
 embedding backlog); from each live worker's heartbeat (worker.heartbeat, worker.stats): its index size
 and type, snapshot age and job latency histograms. No worker needs a port of its own, and every API
 process answers the same numbers."""
-import json
 import time
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -12,7 +11,7 @@ from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from sqlalchemy import func, select
 
 from common.db.models import ImageState, SourceImage, Work
-from common.jobs import KINDS, get_queues, heartbeat_key
+from common.jobs import KINDS, get_queues, live_heartbeats
 
 _BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)  # = worker.stats.BUCKETS
 
@@ -47,9 +46,7 @@ class QueueCollector:
                                  value=int(pending or 0))
 
     def _heartbeats(self) -> list[dict]:
-        keys = list(self.redis.scan_iter(match=heartbeat_key(self.base, "*"), count=100))
-        beats = self.redis.mget(keys) if keys else []
-        return [json.loads(beat) for beat in beats if beat]
+        return live_heartbeats(self.redis, self.base)
 
     def _workers(self, beats: list[dict]):
         size = GaugeMetricFamily("attrib_index_vectors", "vectors in a worker's index", labels=["worker"])

@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from common.db import crud
 from common.db.models import AttributionJob, SourceImage, WebhookDelivery, Work
 from common.db.session import new_session
-from common.jobs import WORKER_HEARTBEAT_PREFIX
+from common.jobs import live_heartbeats
 from common.settings import get_settings
 
 
@@ -38,8 +38,7 @@ def _by(session, column) -> dict[str, int]:
 def _workers(settings) -> list[dict] | str:
     try:
         redis = Redis.from_url(settings.redis_url, socket_timeout=3)
-        keys = sorted(redis.scan_iter(f"{WORKER_HEARTBEAT_PREFIX}{settings.queue_name}:*"))
-        return [json.loads(v) for v in redis.mget(keys) if v] if keys else []
+        return live_heartbeats(redis, settings.queue_name)
     except RedisError as exc:
         return f"Redis unreachable: {exc}"
 

@@ -5,6 +5,7 @@ Two queues per deployment (docs/design.md §5): `{queue_name}-attribute`, served
 `{queue_name}-embed` for registration embedding, batched (many images per job). A worker listens to
 both in that order, so an attribution waits at most for the embedding batch in progress (and the
 embedding job yields between forward passes when attributions wait: worker.batch_embed)."""
+import json
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -85,3 +86,9 @@ WORKER_HEARTBEAT_PREFIX = "attrib:worker:"
 
 def heartbeat_key(queue_name: str, worker_name: str) -> str:
     return f"{WORKER_HEARTBEAT_PREFIX}{queue_name}:{worker_name}"
+
+
+def live_heartbeats(redis: Redis, queue_name: str) -> list[dict]:
+    """What each live worker says of itself (its heartbeat payload), sorted by key: one SCAN, one MGET."""
+    keys = sorted(redis.scan_iter(match=heartbeat_key(queue_name, "*"), count=100))
+    return [json.loads(beat) for beat in (redis.mget(keys) if keys else []) if beat]

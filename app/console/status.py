@@ -1,6 +1,5 @@
 """Two small JSON endpoints the console needs: who the key is (to show the pages its scope may use), and
 for admins the service state in one read (serving model, queue, workers' indexes, counts)."""
-import json
 
 from fastapi import APIRouter
 from pydantic import BaseModel
@@ -10,7 +9,7 @@ from app.api.deps import RedisDep, SessionDep, SettingsDep
 from app.security import AdminKey, CurrentKey
 from common.db import crud
 from common.db.models import AttributionJob, SourceImage, Verdict, Work
-from common.jobs import backlog, get_queues, heartbeat_key
+from common.jobs import backlog, get_queues, live_heartbeats
 
 router = APIRouter(tags=["console"], include_in_schema=False)  # the console's own JSON, not the public API
 
@@ -55,8 +54,7 @@ def _queue(redis, name: str) -> dict:
 
 
 def _workers(redis, queue_name: str) -> list[dict]:
-    keys = sorted(redis.scan_iter(match=heartbeat_key(queue_name, "*"), count=100))
-    return [json.loads(beat) for beat in (redis.get(k) for k in keys) if beat]
+    return live_heartbeats(redis, queue_name)
 
 
 def _counts(session) -> dict:

@@ -1,5 +1,4 @@
 """Liveness, readiness and Prometheus metrics."""
-import json
 
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -11,7 +10,7 @@ from app.queue_metrics import render_queue_metrics
 from app.security import MetricsKey
 from common.db import crud
 from common.db.models import Scope
-from common.jobs import heartbeat_key
+from common.jobs import live_heartbeats
 
 router = APIRouter(tags=["health"])
 
@@ -30,7 +29,7 @@ def read_readiness(request: Request, session: SessionDep, redis: RedisDep, setti
     each worker (host, pid, paths, encoder, index size) and the pair it really serves."""
     checks = {"database": _check(lambda: session.execute(text("SELECT 1"))),
               "redis": _check(redis.ping)}
-    workers = _live_workers(redis, settings.queue_name) if checks["redis"] == "ok" else []
+    workers = live_heartbeats(redis, settings.queue_name) if checks["redis"] == "ok" else []
     checks["worker_index"] = "ok" if workers else "no worker with a loaded index"
     ready = all(v == "ok" for v in checks.values())
     if not _is_admin(request):
@@ -63,12 +62,6 @@ def _check(probe) -> str:
         return "ok"
     except Exception as exc:  # any failure means not ready; say which
         return f"unavailable ({type(exc).__name__})"
-
-
-def _live_workers(redis, queue_name: str) -> list[dict]:
-    keys = list(redis.scan_iter(match=heartbeat_key(queue_name, "*"), count=100))
-    beats = [redis.get(key) for key in keys]
-    return [json.loads(beat) for beat in beats if beat]
 
 
 @router.get("/metrics", include_in_schema=False)

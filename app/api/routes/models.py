@@ -1,6 +1,5 @@
 """Which (encoder, index) pair serves results, which served before, and how each was evaluated, so a
 client can tell which model produced a result (its `encoder_id`/`index_id` receipt)."""
-import json
 from datetime import datetime
 
 from fastapi import APIRouter
@@ -12,7 +11,7 @@ from app.schemas import CalibrationPublic
 from app.security import CurrentKey
 from common.db.models import ApiKey, ModelPair, Scope
 from core.calibration import Calibration
-from common.jobs import heartbeat_key
+from common.jobs import live_heartbeats
 
 router = APIRouter(prefix="/models", tags=["models"])
 _PAIRS_SHOWN = 50
@@ -74,5 +73,4 @@ def _evaluation(report: dict | None, key: ApiKey) -> dict | None:
 
 
 def _workers(redis, queue_name: str) -> list[WorkerModelPublic]:
-    beats = [redis.get(k) for k in redis.scan_iter(match=heartbeat_key(queue_name, "*"), count=100)]
-    return [WorkerModelPublic.model_validate(json.loads(b)) for b in beats if b]
+    return [WorkerModelPublic.model_validate(beat) for beat in live_heartbeats(redis, queue_name)]
