@@ -173,7 +173,8 @@ def calibrate_serving(queries: int = QUERIES, pool: int = POOL, seed: int = 0,
     with new_session() as session:
         active = crud.get_active_pair(session)
         spec, based_on = (active.encoder_uri, active.id) if active else (get_settings().encoder, None)
-    encoder = load_encoder(spec)
+    from indexing.artifacts import resolve  # a pair published to shared storage names a `storage:` spec
+    encoder = load_encoder(resolve(spec, get_settings()))
     top_k, hits = serving_top_k()
     table = verdict_candidates(encoder.encoder_id)
     if table is not None:

@@ -1,13 +1,12 @@
 """The registered works as calibration sees them: (image, work) ids listed from the database, the stored
 vectors of a bounded sample read from the `embeddings` table, and the sampled query images from storage."""
-import io
-
 import numpy as np
 from PIL import Image
 from sqlalchemy import select
 
 from common.db.models import AttributionJob, Embedding, JobStatus, Match, SourceImage, Work
 from common.db.session import new_session
+from common.images import decode_rgb
 from common.settings import get_settings
 from common.storage import get_storage
 from indexing.changelog import fetch_vectors
@@ -32,7 +31,7 @@ def stored_registry_sample(encoder_id: str, dim: int, queries: int, pool: int,
     work_of = {image_id: str(work_id) for image_id, work_id, _ in listed}
     registry = Registry(vectors, np.array([work_of[int(i)] for i in ids], dtype=object))
     storage = get_storage(get_settings())
-    images = [_decode(storage.get(listed[r][2])) for r in query_rows]
+    images = [decode_rgb(storage.get(listed[r][2])) for r in query_rows]
     return registry, [position[listed[r][0]] for r in query_rows], images
 
 
@@ -44,8 +43,3 @@ def recent_top_scores(encoder_id: str, limit: int = 2000) -> np.ndarray:
             .where(Match.rank == 1, AttributionJob.encoder_id == encoder_id, AttributionJob.status == JobStatus.done)
             .order_by(AttributionJob.finished_at.desc()).limit(limit)).all()
     return np.asarray(scores, np.float64)
-
-
-def _decode(data: bytes) -> Image.Image:
-    with Image.open(io.BytesIO(data)) as image:
-        return image.convert("RGB")

@@ -167,7 +167,7 @@ def _record_failure(session: Session, job_id: str, exc: Exception) -> None:
 def _announce(job_id: str, status: JobStatus) -> None:
     """The job-finished event (common/events.py), after the row is committed."""
     rq_job = get_current_job()
-    redis = rq_job.connection if rq_job else Redis.from_url(runtime_module.get_runtime().settings.redis_url)
+    redis = rq_job.connection if rq_job else _redis(runtime_module.get_runtime().settings.redis_url)
     publish_job_finished(redis, job_id, status)
 
 
