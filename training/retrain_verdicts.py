@@ -24,6 +24,7 @@ from common.db.session import new_session
 from common.settings import get_settings
 from core.encoder import file_digest, load_encoder
 from core.mapping import MAPPED_FORMAT, map_vectors
+from indexing.store import fetch_live_vectors
 from training.publish import publish_pair
 from training.rebuild_index import rebuild_index
 from training.verdict_mapper import MapperConfig, fit_verdict_mapper, maps_of
@@ -104,15 +105,15 @@ def write_mapped_artefact(out_dir: Path, base_spec: str, base, maps: dict[str, n
 
 
 def copy_mapped_vectors(session, base_encoder_id: str, encoder_id: str, real_map: np.ndarray) -> int:
-    """The candidate's source vectors from the stored ones, so publishing re-embeds no image."""
-    rows = session.execute(Embedding.__table__.select().where(Embedding.encoder_id == base_encoder_id)).all()
-    if not rows:
+    """The candidate's source vectors from the stored ones of live works (paged into one array, as a worker
+    loads them), so publishing re-embeds no image."""
+    ids, stored = fetch_live_vectors(session, base_encoder_id, int(real_map.shape[1]))
+    if len(ids) == 0:
         return 0
-    vectors = map_vectors(np.stack([np.frombuffer(r.vector, np.float32) for r in rows]), real_map)
-    for row, vector in zip(rows, vectors):
-        session.merge(Embedding(image_id=row.image_id, encoder_id=encoder_id, vector=vector.tobytes()))
+    for image_id, vector in zip(ids.tolist(), map_vectors(stored, real_map)):
+        session.merge(Embedding(image_id=image_id, encoder_id=encoder_id, vector=vector.tobytes()))
     session.commit()
-    return len(rows)
+    return len(ids)
 
 
 def benchmark_report(eval_set_path: str, serving_spec: str, artefact: Path, out_dir: Path) -> dict:
