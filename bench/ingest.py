@@ -22,7 +22,9 @@ import time
 from pathlib import Path
 
 
-from bench.ingest_load import AttributionProber, bulk_upload, enqueue_saturation, make_images, query_photos
+from bench.ingest_load import (
+    AttributionProber, bulk_upload, enqueue_saturation, make_images, query_photos, wait_overhead,
+)
 from bench.ingest_report import write_report
 from bench.soak_stack import REPO, Stack, create_keys, stack_env
 
@@ -160,6 +162,7 @@ def main(argv=None) -> int:
         sample = paths[:args.bare_images]
         result["bare_before"] = bare_rate(sample, settings)
         result["idle_before"] = probe(stack, keys["attributor"], photos, args.probe_seconds)
+        result["wait_overhead"] = wait_overhead(stack.url, keys["attributor"], photos)
         result["import"] = run_import(stack, keys, paths, photos, args, env["ATTRIB_DATABASE_URL"])
         result["idle_after"] = probe(stack, keys["attributor"], photos, args.probe_seconds)
         result["bare_after"] = bare_rate(sample, settings)

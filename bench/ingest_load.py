@@ -82,6 +82,21 @@ class AttributionProber(threading.Thread):
         return sorted(self.samples, key=lambda s: s["at_s"])
 
 
+def wait_overhead(url: str, key: str, photos: list[bytes], n: int = 40) -> list[dict]:
+    """Sequential `POST /attribute?wait=10` on an idle stack: the client's submit-to-answer time beside
+    the server's created_at -> finished_at (the worker's time plus its queue pickup). The difference is
+    what `?wait` adds: upload, the event round trip and the response (issue 8: <= 10 ms at p50)."""
+    samples = []
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=60) as client:
+        for i in range(n):
+            t0 = time.monotonic()
+            body = client.post("/attribute?wait=10", files={"image": ("q.jpg", photos[i % len(photos)], "image/jpeg")}).json()
+            client_ms = (time.monotonic() - t0) * 1000
+            if body.get("status") == "done":
+                samples.append({"client_ms": client_ms, "server_ms": _server_ms(body)})
+    return samples
+
+
 def _server_ms(body: dict) -> float | None:
     from datetime import datetime
     if not body.get("finished_at"):

@@ -30,6 +30,12 @@ def summarise(result: dict) -> dict:
                               "errors": r["closed_loop"]["errors"] + r["open_loop_half_rate"]["errors"]}
                     for workers, r in result["enqueue"].items()},
     }
+    waits = result.get("wait_overhead") or []
+    summary["wait_client_p50_ms"] = percentile([w["client_ms"] for w in waits], 0.5)
+    summary["wait_server_p50_ms"] = percentile([w["server_ms"] for w in waits], 0.5)
+    summary["wait_overhead_p50_ms"] = percentile([w["client_ms"] - w["server_ms"] for w in waits
+                                                  if w["server_ms"] is not None], 0.5)
+    summary["wait_samples"] = len(waits)
     summary["attribution_p95_increase_ms"] = (
         round(summary["attribution_import_p95_ms"] - summary["attribution_idle_p95_ms"], 1)
         if summary["attribution_import_p95_ms"] is not None and summary["attribution_idle_p95_ms"] is not None else None)
@@ -48,6 +54,9 @@ def markdown(result: dict) -> str:
          f"{s['attribution_import_p50_ms']} ms", ""),
         ("server-side p95 (created -> finished), idle -> import", f"{s['attribution_idle_server_p95_ms']} -> "
          f"{s['attribution_import_server_p95_ms']} ms", ""),
+        ("`?wait` end to end vs the job's created -> finished, p50 (idle, sequential)",
+         f"{s.get('wait_client_p50_ms')} vs {s.get('wait_server_p50_ms')} ms: "
+         f"**+{s.get('wait_overhead_p50_ms')} ms** (n={s.get('wait_samples')})", "<= +10 ms"),
     ]
     for workers, e in s["enqueue"].items():
         rows.append((f"POST /attribute saturation, {workers} API process(es), 32 connections",

@@ -210,8 +210,10 @@ def score_run(features, zero, maps, reviewed, others, n_boot, seed) -> dict:
 
 
 def markdown(results: dict) -> str:
-    lines = ["# Verdict learning on the cross-context benchmark", "",
-             results["summary_line"], "",
+    lines = ["# Verdict learning on the cross-context benchmark" + ("" if results.get("complete") else " (partial)"), "",
+             results["summary_line"], "", f"Command: `{results['command']}`; {results['date']}; "
+             f"{results['machine']['cpus']} cores, load average {results['machine']['load_average'][0]:.1f}; "
+             f"wall {results['wall_s']} s.", "",
              "| verdicts | seed | gate | subjects with verdicts: zero-shot → candidate (Δ, 95% CI) | "
              "subjects without: zero-shot → candidate (Δ, 95% CI) |", "|---|---|---|---|---|"]
     for run in results["runs"]:
@@ -223,7 +225,7 @@ def markdown(results: dict) -> str:
         gate = "passed" if run["gate"]["passed"] else "refused"
         lines.append(f"| {run['fraction']:.0%} ({run['n_verdict_queries']} queries) | {run['seed']} | {gate} | "
                      f"{cells[0]} | {cells[1]} |")
-    lines += ["", "| verdicts | mean Δ with verdicts (3 seeds) | mean Δ without |", "|---|---|---|"]
+    lines += ["", "| verdicts | mean Δ with verdicts (over the seeds run) | mean Δ without |", "|---|---|---|"]
     for fraction, row in results["by_fraction"].items():
         lines.append(f"| {fraction} | {row['with_verdicts']:+.1f} | {row['without_verdicts']:+.1f} |")
     return "\n".join(lines) + "\n"
@@ -259,9 +261,10 @@ def main(argv=None) -> int:
                              "gate": {k: report[k] for k in ("passed", "reasons", "held_out", "unreviewed")},
                              "eval": score_run(features, zero, maps, reviewed, others, args.bootstrap, seed)})
                 print(json.dumps(runs[-1]["eval"]))
+                # written after every run, so a run cut short keeps what it measured
+                write_results(args, runs, reviewed, others, len(jobs), time.monotonic() - started, argv)
     finally:
         stack.stop()
-    write_results(args, runs, reviewed, others, len(jobs), time.monotonic() - started, argv)
     return 0
 
 
@@ -269,16 +272,20 @@ def write_results(args, runs, reviewed, others, n_traffic, seconds, argv) -> Non
     by_fraction = {}
     for fraction in args.fractions:
         rows = [r for r in runs if r["fraction"] == fraction]
+        if not rows:
+            continue
         by_fraction[f"{fraction:.0%}"] = {g: float(np.mean([r["eval"][g]["diff"] for r in rows]))
                                           for g in ("with_verdicts", "without_verdicts")}
     results = {"command": "python -m bench.verdicts " + " ".join(argv or []),
                "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                           "note": "shared machine (8 concurrent sessions, 2 cores): timings are noisy"},
+                           "note": "shared machine (2 cores, other jobs running): timings are noisy",
+                           "load_average": os.getloadavg()},
                "date": datetime.now(timezone.utc).isoformat(), "wall_s": round(seconds),
                "reviewed_subjects": sorted(reviewed), "unreviewed_subjects": sorted(others),
                "n_traffic_queries": n_traffic, "eval_distractors": args.eval_distractors,
                "catalogue_distractors": args.catalogue_distractors, "steps": args.steps,
-               "runs": runs, "by_fraction": by_fraction}
+               "runs": runs, "by_fraction": by_fraction,
+               "complete": len(runs) == len(args.fractions) * len(args.seeds)}
     results["summary_line"] = (f"{len(reviewed)} subjects reviewed, {len(others)} not; {n_traffic} traffic queries "
                                f"attributed through the API; evaluation half scored with the service protocol "
                                f"against {args.eval_distractors} distractors. Δ in mAP points, candidate − zero-shot.")

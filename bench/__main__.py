@@ -1,0 +1,61 @@
+"""One command for the scale benchmarks (issue 8): index scale, ingest/enqueue, FAISS beside Milvus.
+
+    PYTHONPATH=. .venv/bin/python -m bench            # reduced sizes: minutes on 2 cores
+    PYTHONPATH=. .venv/bin/python -m bench --full     # 10k/100k/1M vectors, 2,000-image ingest (an hour+)
+    PYTHONPATH=. .venv/bin/python -m bench --only scale ingest
+
+Needs the cross-context set (bench/README.md: `scripts/install-bench-data.sh`, then it is built on
+first use). Each benchmark writes its JSON, markdown table and plots under bench/results/<name>/ and
+names the machine; ratios inside one run are what to read on a shared machine. One failing benchmark
+does not stop the others; the exit status says whether all ran."""
+import argparse
+import sys
+import time
+import traceback
+
+REDUCED = {
+    "scale": [],
+    "ingest": ["--images", "300", "--bare-images", "64", "--probe-seconds", "15", "--saturation-seconds", "6"],
+    "vectors": ["--sizes", "10000", "--queries", "100"],
+}
+FULL = {
+    "scale": ["--full"],
+    "ingest": [],
+    "vectors": ["--sizes", "10000", "50000", "--queries", "200"],
+}
+
+
+def run(name: str, argv: list[str]) -> None:
+    if name == "scale":
+        from bench.scale import main
+    elif name == "ingest":
+        from bench.ingest import main
+    else:
+        from bench.vector_backends import main
+    main(argv)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--full", action="store_true", help="the issue's sizes instead of the reduced ones")
+    parser.add_argument("--only", nargs="+", choices=list(REDUCED), default=list(REDUCED))
+    args = parser.parse_args(argv)
+    sizes = FULL if args.full else REDUCED
+    failed = []
+    for name in args.only:
+        started = time.monotonic()
+        print(f"== bench {name} {' '.join(sizes[name])}", flush=True)
+        try:
+            run(name, sizes[name])
+        except Exception:  # noqa: BLE001 - report and go on with the next benchmark
+            traceback.print_exc()
+            failed.append(name)
+        print(f"== bench {name}: {time.monotonic() - started:.0f} s", flush=True)
+    if failed:
+        print(f"failed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
