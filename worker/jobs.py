@@ -43,7 +43,7 @@ def embed_images(image_ids: list[int]) -> int:
         settings, device = runtime.settings, runtime.device
         _fault_delay(settings.fault_job_delay_s)
         outcome = batch_embed.embed_pending(
-            session, runtime.encoder, batch_embed.make_feeder(runtime.encoder, settings, device),
+            session, runtime.encoder, runtime.feeder,
             get_storage(settings), list(image_ids), batch_embed.forward_batch_size(settings, device),
             should_yield=_attributions_waiting)
         for work_id in outcome.work_ids:
