@@ -33,7 +33,9 @@ def parse_args(argv):
     parser.add_argument("--state", type=Path, help="resume file (default beside the source)")
     parser.add_argument("--batch", type=int, default=16, help="works per bulk request")
     parser.add_argument("--no-bulk", action="store_true", help="never use POST /sources/bulk")
-    parser.add_argument("--callback-url", help="bulk registration only: POSTed when the batch is done")
+    parser.add_argument("--callback-url", help="bulk registration only: each bulk request (--batch works) is one "
+                        "import, and this URL gets one signed registration.finished webhook per import once "
+                        "every image it created is embedded or failed")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     return parser.parse_args(argv)
 
@@ -47,7 +49,7 @@ def main(argv: list[str] | None = None, transport: httpx.BaseTransport | None = 
         importer = Importer(client, state, bulk_path=None if args.no_bulk else find_bulk_path(client),
                             callback_url=args.callback_url)
         results = importer.run(items, args.batch, lambda: save_state(state_path, state))
-    print_summary(results, args.json)
+    print_summary(results, args.json, importer.imports)
     return 1 if any(r["status"] == "refused" for r in results) else 0
 
 
@@ -81,6 +83,7 @@ class Importer:
     def __init__(self, client: httpx.Client, state: dict, *, bulk_path: str | None, callback_url: str | None = None):
         self.client, self.state, self.callback_url = client, state, callback_url
         self.bulk_path, self.bulk = bulk_path, bulk_path is not None
+        self.imports: list[str] = []  # the server's import ids (one per bulk request), to follow progress
 
     def run(self, items: list[Item], batch_size: int, save) -> list[dict]:
         results, todo = [], []
@@ -136,7 +139,10 @@ class Importer:
             error = ApiError(response)
             return [_result(item, "refused", reason=error.reason or _reason_of(error.status), detail=error.detail)
                     for item, _ in chunk]
-        by_id = {r["item_id"]: r for r in checked(response).json()["items"]}
+        body = checked(response).json()
+        if body.get("import_id"):
+            self.imports.append(body["import_id"])
+        by_id = {r["item_id"]: r for r in body["items"]}
         return [_result(item, **{k: v for k, v in by_id.get(item.item_id, {"status": "refused",
                                                                            "reason": "missing_from_response"}).items()
                                  if k != "item_id"}) for item, _ in chunk]
@@ -151,12 +157,14 @@ def _result(item: Item, status: str, **extra) -> dict:
     return {"item_id": item.item_id, "title": item.title, "status": status, **extra}
 
 
-def print_summary(results: list[dict], as_json: bool) -> None:
+def print_summary(results: list[dict], as_json: bool, imports: list[str] = ()) -> None:
     counts = {s: sum(r["status"] == s for r in results) for s in ("created", "duplicate", "refused")}
     if as_json:
-        print(json.dumps({"items": results, "summary": counts}, indent=1))
+        print(json.dumps({"items": results, "summary": counts, "imports": list(imports)}, indent=1))
         return
     for r in results:
         note = r.get("work_id") or f"{r.get('reason')}: {r.get('detail')}"
         print(f"{r['status']:<9} {r['item_id']}  {note}{'  (already imported)' if r.get('skipped') else ''}")
+    for import_id in imports:  # embedding goes on after the command ends
+        print(f"import    {import_id}  progress: GET /v1/sources/bulk/{import_id}")
     print(f"{counts['created']} created, {counts['duplicate']} duplicate, {counts['refused']} refused")

@@ -2,9 +2,10 @@
 
 An item is a work: an `item_id` chosen by the client, a title, optional metadata and the names of its
 image files. Each item is validated, checked and committed alone, so a bad item never sinks the others
-and a request cut off half-way keeps what it committed. Re-sending an item is idempotent: an item whose
-(rights holder, item_id) already names a live work, or whose images all belong to one live work of
-that rights holder, answers `duplicate` with that work's id, so a re-run after a crash resumes.
+and a request cut off half-way keeps what it committed. The registration rules are the single path's
+(common.registration): an item whose (rights holder, item_id) already names a live work, whose images
+all belong to one live work of that rights holder, or (with ATTRIB_UNIQUE_EXTERNAL_REF) whose
+external_ref names a live work, answers `duplicate` with that work's id, so a re-run resumes.
 No FastAPI here: the route (app/api/routes/bulk.py) reads the request and enqueues the embedding."""
 import json
 import uuid
@@ -12,14 +13,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from common.db import crud
-from common.db.models import ImageState, Scope, SourceImage, Work
 from common.images import CheckedImage, ImageLimits, ImageRejected, check_image
-from common.audit import record
+from common.registration import (
+    Metadata, Registrant, RegistrationRefused, image_ids, register, rights_holder_for, work_of_import_item,
+)
 from common.storage import Storage
 
 
@@ -43,18 +42,11 @@ class BulkItem(BaseModel):
 
 
 @dataclass(frozen=True)
-class Caller:
-    """Who registers: an admin names each item's rights holder; a registrar registers for its own."""
-    scope: Scope
-    rights_holder: str | None
-    key: object | None = None  # the caller's key, named in the audit log
-
-
-@dataclass(frozen=True)
 class Limits:
     max_items: int
     max_images_per_item: int
     image: ImageLimits
+    unique_external_ref: bool = False  # ATTRIB_UNIQUE_EXTERNAL_REF, as on the single path
 
 
 @dataclass
@@ -80,13 +72,21 @@ class Refused(Exception):
 class Report:
     items: list[ItemResult] = field(default_factory=list)
 
+    def summary(self) -> dict[str, int]:
+        return {status: sum(r.status == status for r in self.items) for status in ("created", "duplicate", "refused")}
+
     def public(self) -> dict:
-        summary = {status: sum(r.status == status for r in self.items) for status in ("created", "duplicate", "refused")}
-        return {"items": [r.public() for r in self.items], "summary": summary}
+        return {"items": [r.public() for r in self.items], "summary": self.summary()}
 
 
-def parse_manifest(raw: bytes, max_items: int) -> list:
-    """The manifest's raw item entries (each validated later, on its own)."""
+@dataclass(frozen=True)
+class Manifest:
+    entries: list
+    callback_url: str | None = None
+
+
+def parse_manifest(raw: bytes, max_items: int) -> Manifest:
+    """The manifest's raw item entries (each validated later, on its own) and its `callback_url`."""
     try:
         manifest = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -97,42 +97,48 @@ def parse_manifest(raw: bytes, max_items: int) -> list:
                            "least one item")
     if len(items) > max_items:
         raise BulkRejected(413, "too_many_items", f"{len(items)} items in one request; the limit is {max_items}")
-    return items
+    callback_url = manifest.get("callback_url")
+    if callback_url is not None and (not isinstance(callback_url, str) or not 0 < len(callback_url) <= 2000):
+        raise BulkRejected(422, "invalid_manifest", "callback_url must be a URL of at most 2000 characters")
+    return Manifest(items, callback_url)
 
 
-def register_items(session: Session, storage: Storage, *, caller: Caller, entries: list,
-                   read_file: Callable[[str], bytes | None], limits: Limits,
+def register_items(session: Session, storage: Storage, *, registrant: Registrant, entries: list,
+                   read_file: Callable[[str], bytes | None], limits: Limits, import_id: uuid.UUID | None = None,
                    on_created: Callable[[list[int]], None] = lambda ids: None) -> Report:
     """Register each entry; `read_file(name)` gives a named file's bytes (None if absent);
-    `on_created(image_ids)` is called after each created work commits (to enqueue its embedding)."""
+    `on_created(image_ids)` is called after each created work commits (to enqueue its embedding).
+    Created works name `import_id` (common.imports follows them until embedded)."""
     report, seen = Report(), set()
     for entry in entries:
-        result = _register_one(session, storage, caller, entry, read_file, limits, seen)
+        result = _register_one(session, storage, registrant, entry, read_file, limits, seen, import_id)
         report.items.append(result)
         if result.status == "created":
-            on_created(_image_ids(session, result.work_id))
+            on_created(image_ids(session, result.work_id))
     return report
 
 
-def _register_one(session, storage, caller, entry, read_file, limits, seen: set) -> ItemResult:
+def _register_one(session, storage, registrant, entry, read_file, limits: Limits, seen: set,
+                  import_id) -> ItemResult:
     item_id = entry.get("item_id") if isinstance(entry, dict) and isinstance(entry.get("item_id"), str) else None
     try:
         item = _validate(entry, limits, seen)
-        rights_holder = _rights_holder_for(caller, item.rights_holder)
-        if (work_id := _work_of_item(session, rights_holder, item.item_id)) is not None:
+        rights_holder = rights_holder_for(registrant, item.rights_holder)
+        # Before reading the files: a re-sent item costs one lookup.
+        if (work_id := work_of_import_item(session, rights_holder, item.item_id)) is not None:
             return ItemResult(item_id, "duplicate", work_id)
-        images = _checked_images(item, read_file, limits.image)
-        if (work_id := _work_holding_all(session, rights_holder, images)) is not None:
-            return ItemResult(item_id, "duplicate", work_id)
-        return ItemResult(item_id, "created", _create(session, storage, item, rights_holder, images, caller))
-    except Refused as exc:
+        meta = Metadata(item.title, item.external_ref, item.licence, import_item_id=item.item_id, import_id=import_id)
+        outcome = register(session, storage, registrant, rights_holder, _checked_images(item, read_file, limits.image),
+                           meta, unique_external_ref=limits.unique_external_ref)
+    except (Refused, RegistrationRefused) as exc:
         session.rollback()
         return ItemResult(item_id, "refused", reason=exc.reason, detail=exc.detail)
-    except IntegrityError:  # a concurrent request created the same item between our check and commit
-        session.rollback()
-        work_id = _work_of_item(session, rights_holder, item.item_id)
-        return (ItemResult(item_id, "duplicate", work_id) if work_id else
-                ItemResult(item_id, "refused", reason="conflict", detail="a concurrent request changed this item"))
+    if outcome.created:
+        return ItemResult(item_id, "created", outcome.work_id)
+    if outcome.why == "external_ref":  # say why: the images may differ from the registered work's
+        return ItemResult(item_id, "duplicate", outcome.work_id, reason="external_ref",
+                          detail=f"external_ref {item.external_ref!r} already names work {outcome.work_id}")
+    return ItemResult(item_id, "duplicate", outcome.work_id)
 
 
 def _validate(entry, limits: Limits, seen: set) -> BulkItem:
@@ -150,21 +156,6 @@ def _validate(entry, limits: Limits, seen: set) -> BulkItem:
     return item
 
 
-def _rights_holder_for(caller: Caller, requested: str | None) -> str:
-    if caller.scope == Scope.admin:
-        if requested is None:
-            raise Refused("rights_holder_required", "an admin key must name each item's rights_holder")
-        return requested
-    if requested is not None and requested != caller.rights_holder:
-        raise Refused("forbidden", f"this key registers works for {caller.rights_holder!r} only")
-    return caller.rights_holder
-
-
-def _work_of_item(session: Session, rights_holder: str, item_id: str) -> uuid.UUID | None:
-    return session.scalar(select(Work.id).where(Work.rights_holder == rights_holder, Work.import_item_id == item_id,
-                                                Work.deleted_at.is_(None)))
-
-
 def _checked_images(item: BulkItem, read_file, limits: ImageLimits) -> dict[str, CheckedImage]:
     checked = {}
     for name in item.files:
@@ -177,47 +168,3 @@ def _checked_images(item: BulkItem, read_file, limits: ImageLimits) -> dict[str,
             raise Refused(exc.reason, f"{name}: {exc.detail}") from exc
         checked[image.sha256] = image
     return checked
-
-
-def _work_holding_all(session: Session, rights_holder: str, images: dict[str, CheckedImage]) -> uuid.UUID | None:
-    """Same rule as POST /sources: the one live work already holding every image is this item; images
-    spread over other works are refused rather than registered twice."""
-    existing = crud.find_live_images_by_hash(session, rights_holder=rights_holder, hashes=images)
-    if not existing:
-        return None
-    work_ids = {image.work_id for image in existing.values()}
-    if len(existing) == len(images) and len(work_ids) == 1:
-        return work_ids.pop()
-    raise Refused("duplicate_images", "some of these images are already registered for this rights holder "
-                  f"in other works: {', '.join(sorted(str(w) for w in work_ids))}")
-
-
-def _create(session: Session, storage: Storage, item: BulkItem, rights_holder: str,
-            images: dict[str, CheckedImage], caller: Caller) -> uuid.UUID:
-    work_id = uuid.uuid4()
-    try:
-        session.add(Work(id=work_id, title=item.title, rights_holder=rights_holder, external_ref=item.external_ref,
-                         licence=item.licence, import_item_id=item.item_id,
-                         images=[store_source_image(storage, work_id, image) for image in images.values()]))
-        record(session, action="work.register", key=caller.key, target=work_id,
-               detail={"title": item.title, "rights_holder": rights_holder, "images": len(images),
-                       "bulk_item_id": item.item_id})
-        session.commit()
-    except Exception:
-        storage.delete_prefix(f"sources/{work_id}")  # nothing refers to these files
-        raise
-    return work_id
-
-
-def _image_ids(session: Session, work_id: uuid.UUID) -> list[int]:
-    return list(session.scalars(select(SourceImage.id).where(SourceImage.work_id == work_id)))
-
-
-def store_source_image(storage: Storage, work_id: uuid.UUID, image: CheckedImage) -> SourceImage:
-    """Write the file under its work (deleting a work never removes another's file) and return its row."""
-    key = f"sources/{work_id}/{image.sha256}.{image.extension}"
-    storage.put(key, image.data)
-    return SourceImage(content_sha256=image.sha256, storage_key=key, media_type=image.media_type,
-                       byte_size=len(image.data), width=image.width, height=image.height,
-                       state=ImageState.pending)
-

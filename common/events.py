@@ -20,6 +20,15 @@ def publish_job_finished(redis: Redis, job_id, status) -> None:
         log.warning("could not publish job-finished for %s: %s", job_id, exc)
 
 
+def publish_import_finished(redis: Redis, import_id) -> None:
+    """A bulk import finished (common.imports): wakes webhook deliverers like a finished job does. The
+    body has no `job_id`, so `?wait` listeners (parse_job_finished) ignore it."""
+    try:
+        redis.publish(CHANNEL, json.dumps({"import_id": str(import_id), "status": "finished"}))
+    except RedisError as exc:
+        log.warning("could not publish import-finished for %s: %s", import_id, exc)
+
+
 def parse_job_finished(data: bytes | str) -> str | None:
     """The job id of a message on CHANNEL, or None if it is not one of ours."""
     try:

@@ -14,6 +14,7 @@ from common.db.models import (
 from common.webhooks import decrypt_secret, encrypt_secret, new_secret
 
 JOB_FINISHED = "attribution.finished"
+REGISTRATION_FINISHED = "registration.finished"
 
 
 def _now() -> datetime:
@@ -25,8 +26,16 @@ def add_job_finished(session: Session, *, job: AttributionJob) -> WebhookDeliver
     if not job.callback_url:
         return None
     session.flush()  # the matches added in this transaction must be readable for the payload
-    delivery = WebhookDelivery(id=uuid.uuid4(), job_id=job.id, key_id=job.client_key_id, event=JOB_FINISHED,
-                               url=job.callback_url, payload=job_payload(session, job=job))
+    return add_event(session, key_id=job.client_key_id, url=job.callback_url, event=JOB_FINISHED,
+                     payload=job_payload(session, job=job), job_id=job.id)
+
+
+def add_event(session: Session, *, key_id: uuid.UUID | None, url: str, event: str, payload: dict,
+              job_id: uuid.UUID | None = None, import_id: uuid.UUID | None = None) -> WebhookDelivery:
+    """One outbox row, signed with `key_id`'s secret when sent. Call inside the transaction that
+    produced the event: the row commits with it or not at all. `payload` is sent as is, every retry."""
+    delivery = WebhookDelivery(id=uuid.uuid4(), job_id=job_id, import_id=import_id, key_id=key_id, event=event,
+                               url=url, payload=payload)
     session.add(delivery)
     return delivery
 

@@ -17,9 +17,9 @@ from rq.utils import parse_composite_key
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from common import outbox
+from common import imports, outbox
 from common.db.models import AttributionJob, ImageState, JobStatus, SourceImage, Work
-from common.events import publish_job_finished
+from common.events import publish_import_finished, publish_job_finished
 from common.jobs import Queues, enqueue_attribution, enqueue_embed_batches, heartbeat_key
 from common.storage import Storage
 
@@ -86,9 +86,19 @@ def recover(session: Session, redis: Redis, queues: Queues, storage: Storage, *,
               "requeued": _requeue_lost(session, redis, queues, cutoff),
               "embeds": _reembed_pending(session, redis, queues, cutoff, images_per_job)}
     session.commit()
+    counts["imports_finished"] = _finish_imports(session, redis)
     if any(counts.values()):
         log.info("recovery: %s", counts)
     return counts
+
+
+def _finish_imports(session: Session, redis: Redis) -> int:
+    """Bulk imports completed other than by an embedding job (an image failed at a worker's start, the
+    last pending work deleted): finished here, with their webhook row (common.imports)."""
+    finished = imports.finish_ready_imports(session)
+    for import_id in finished:
+        publish_import_finished(redis, import_id)
+    return len(finished)
 
 
 def _recover_running(session: Session, redis: Redis, queues: Queues, storage: Storage,

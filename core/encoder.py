@@ -90,6 +90,29 @@ def load_encoder(spec: str, device: str = "cpu") -> Encoder:
     raise ValueError(f"unknown encoder spec {spec!r}")
 
 
+def encoder_identity(spec: str) -> tuple[str, int]:
+    """(encoder_id, dim) of an encoder spec without building its model or reading its weights: an
+    artefact says both in its `encoder.json`, the built-in encoder is named by its weights' digest, an
+    open_clip model by its name and tag (its config gives the dim). For tools that only need to know
+    which index belongs to the encoder (worker.consistency), not to run it."""
+    if spec == "builtin:efficientnet-lite0":
+        return builtin_lite0_encoder_id(), 1280
+    if spec.startswith("open_clip:"):
+        import open_clip
+        _, model_name, pretrained = spec.split(":", 2)
+        config = open_clip.get_model_config(model_name)
+        if config is None or "embed_dim" not in config:
+            encoder = load_open_clip_encoder(model_name, pretrained, "cpu")  # no config to read: ask the model
+            return encoder.encoder_id, encoder.dim
+        tag = file_digest(pretrained) if Path(pretrained).is_file() else pretrained
+        return f"open_clip-{model_name}@{tag}", int(config["embed_dim"])
+    meta_path = Path(spec) / "encoder.json"
+    if meta_path.is_file():
+        meta = json.loads(meta_path.read_text())  # exported and mapped artefacts alike
+        return meta["encoder_id"], int(meta["dim"])
+    raise ValueError(f"unknown encoder spec {spec!r}")
+
+
 def file_digest(path: str | Path, length: int = 12) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:

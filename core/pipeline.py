@@ -26,34 +26,43 @@ class Batch:
 
 
 class Feeder:
-    """`tensor_decode`: decode plain JPEGs with `TensorDecoder` on `device` (meant for GPUs)."""
+    """`tensor_decode`: decode plain JPEGs with `TensorDecoder` on `device` (meant for GPUs).
+
+    Made once per worker and encoder (worker.runtime), not per job: the transform, the GPU decoder
+    and the thread pools outlive each job's `batches`. One `batches` runs at a time (a worker runs one
+    job at a time); `close()` stops the pools when the worker switches encoders."""
 
     def __init__(self, preprocess: Preprocess, device: str = "cpu", workers: int = 2,
                  tensor_decode: bool = False):
         self.preprocess, self.device, self.workers = preprocess, device, max(1, workers)
         self.transform = eval_transform(preprocess)
         self.decoder = TensorDecoder(preprocess, device) if tensor_decode else None
+        self.readers = ThreadPoolExecutor(self.workers, thread_name_prefix="decode")
+        self.assembler = ThreadPoolExecutor(1, thread_name_prefix="assemble")
 
     def batches(self, items: Sequence[Item], batch_size: int, prefetch: int = 2) -> Iterator[Batch]:
         """Yield batches in order; at most `prefetch` batches beyond the current one are in flight.
         Closing the generator early (a job yielding to attributions) cancels what was not started."""
         chunks = [items[i:i + batch_size] for i in range(0, len(items), batch_size)]
-        readers = ThreadPoolExecutor(self.workers, thread_name_prefix="decode")
-        assembler = ThreadPoolExecutor(1, thread_name_prefix="assemble")
         pending: deque[Future] = deque()
+        reads: list[Future] = []
         try:
             for chunk in chunks:
-                pending.append(assembler.submit(self._assemble, [(i, readers.submit(self._read, load))
-                                                                 for i, load in chunk]))
+                chunk_reads = [(i, self.readers.submit(self._read, load)) for i, load in chunk]
+                reads += [future for _, future in chunk_reads]
+                pending.append(self.assembler.submit(self._assemble, chunk_reads))
                 if len(pending) > prefetch:
                     yield pending.popleft().result()
             while pending:
                 yield pending.popleft().result()
         finally:
-            for future in pending:
+            # The pools are kept for the next job: cancel only this call's work that has not started.
+            for future in [*pending, *reads]:
                 future.cancel()
-            assembler.shutdown(wait=False, cancel_futures=True)
-            readers.shutdown(wait=False, cancel_futures=True)
+
+    def close(self) -> None:
+        self.assembler.shutdown(wait=False, cancel_futures=True)
+        self.readers.shutdown(wait=False, cancel_futures=True)
 
     def _read(self, load: Callable[[], bytes]):
         """One item -> ("jpeg", bytes) for the tensor decoder, or ("tensor", [3, S, S]) decoded here."""

@@ -41,10 +41,7 @@ class LiveStore:
         On Milvus the engine persists the vectors and their log position itself: open and replay the tail."""
         if settings.vector_backend == "milvus":
             return cls._open_milvus(session, settings, encoder_id, dim)
-        storage = get_storage(settings)
-        found = load_snapshot(storage, encoder_id, settings.cache_dir)
-        if found is None and pair_index_path:
-            found = _load_published(Path(pair_index_path), encoder_id)
+        found = saved_store(settings, encoder_id, pair_index_path)
         if found is None:
             found = build_from_database(session, encoder_id, dim, index_params(settings)), "database"
         live = cls(*found, settings)
@@ -113,9 +110,22 @@ class LiveStore:
         log.info("serving index %s (%s, %d vectors)", fresh.index_id, fresh.factory, fresh.count())
 
 
-def _load_published(directory: Path, encoder_id: str) -> tuple[FaissStore, str] | None:
+def saved_store(settings: Settings, encoder_id: str, pair_index_path: str | None, *,
+                strict: bool = False) -> tuple[FaissStore, str] | None:
+    """What a starting worker loads before the change log, and where from: the newest snapshot of this
+    encoder, else the published pair's index (memory-mapped); None: build from the database.
+    A published index that cannot be served is skipped with a warning (never serve a bad index), or
+    with `strict` raises IndexCorrupt/IndexEncoderMismatch (worker.consistency reports it)."""
+    found = load_snapshot(get_storage(settings), encoder_id, settings.cache_dir)
+    if found is not None or not pair_index_path:
+        return found
+    directory = Path(pair_index_path)
+    if strict and not (directory / "index.json").exists():
+        return None  # nothing was published there: not a problem to report
     try:
         return load_store(directory, encoder_id, mmap=True), str(directory)
     except (IndexCorrupt, IndexEncoderMismatch) as exc:
-        log.warning("ignoring index in %s: %s", directory, exc)  # never serve a bad index
+        if strict:
+            raise
+        log.warning("ignoring index in %s: %s", directory, exc)
         return None

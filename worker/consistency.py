@@ -5,7 +5,6 @@ log replayed on top), and with the images' embedding states; exit 1 on any incon
 import argparse
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
@@ -14,12 +13,13 @@ from common.db import crud
 from common.db.models import Embedding, ImageState, SourceImage, Work
 from common.db.session import new_session
 from common.settings import Settings, get_settings
-from core.encoder import load_encoder
+from core.encoder import encoder_identity
 from common.storage import get_storage
+from indexing import live
 from indexing.artifacts import resolve
-from indexing.backends.faiss import FaissStore, load_store
+from indexing.backends.faiss import FaissStore
 from indexing.follower import sync_store
-from indexing.snapshots import load_snapshot, write_snapshot
+from indexing.snapshots import write_snapshot
 from indexing.store import build_from_database, index_params, live_vector_ids
 from indexing.vectorstore import IndexCorrupt, IndexEncoderMismatch
 
@@ -60,22 +60,17 @@ def _sample(ids: list[int], n: int = 10) -> str:
 
 
 def active_encoder_id_and_dim(session: Session, settings: Settings) -> tuple[str, int]:
+    """Read from the artefact's self-description: checking an index needs the encoder's name, not its weights."""
     pair = crud.get_active_pair(session)
-    encoder = load_encoder(resolve(pair.encoder_uri, settings) if pair else settings.encoder, "cpu")
-    return encoder.encoder_id, encoder.dim
+    return encoder_identity(resolve(pair.encoder_uri, settings) if pair else settings.encoder)
 
 
 def saved_store(session: Session, settings: Settings, encoder_id: str) -> tuple[FaissStore | None, str | None]:
-    """What a starting worker would load: the newest snapshot, else the published pair's index.
-    Raises IndexCorrupt/IndexEncoderMismatch for a published index that cannot be served."""
-    found = load_snapshot(get_storage(settings), encoder_id, settings.cache_dir)
-    if found is not None:
-        return found
+    """What a starting worker would load, in the worker's own order (indexing.live.saved_store), except
+    that a published index that cannot be served raises IndexCorrupt/IndexEncoderMismatch to be reported."""
     pair = crud.get_active_pair(session)
-    index_path = resolve(pair.index_path, settings) if pair is not None and pair.index_path else None
-    if index_path and (Path(index_path) / "index.json").exists():
-        return load_store(Path(index_path), encoder_id, mmap=True), str(index_path)
-    return None, None
+    index_path = resolve(pair.index_path, settings) if pair is not None else None
+    return live.saved_store(settings, encoder_id, index_path, strict=True) or (None, None)
 
 
 def check(session: Session, settings: Settings, encoder_id: str) -> Report:

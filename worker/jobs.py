@@ -12,11 +12,11 @@ from rq import get_current_job
 from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
-from common import outbox
+from common import imports, outbox
 from common.db import crud
 from common.db.models import AttributionJob, JobStatus, Match
 from common.db.session import new_session
-from common.events import publish_job_finished
+from common.events import publish_import_finished, publish_job_finished
 from common.images import ImageRejected, decode_rgb
 from common.jobs import Queues, backlog, enqueue_embedding, get_queues
 from common.storage import get_storage
@@ -43,16 +43,25 @@ def embed_images(image_ids: list[int]) -> int:
         settings, device = runtime.settings, runtime.device
         _fault_delay(settings.fault_job_delay_s)
         outcome = batch_embed.embed_pending(
-            session, runtime.encoder, batch_embed.make_feeder(runtime.encoder, settings, device),
+            session, runtime.encoder, runtime.feeder,
             get_storage(settings), list(image_ids), batch_embed.forward_batch_size(settings, device),
             should_yield=_attributions_waiting)
         for work_id in outcome.work_ids:
             _drop_vectors_if_deleted_meanwhile(session, work_id)
+        _finish_imports(session, image_ids, settings)
         runtime.sync(session)
         if outcome.remaining:
             enqueue_embedding(_queues(settings).embed, outcome.remaining, at_front=True)
         STATS.observe("embed", time.monotonic() - started, outcome.embedded)
         return outcome.embedded
+
+
+def _finish_imports(session: Session, image_ids, settings) -> None:
+    """After the vectors committed: a bulk import whose last pending image this job embedded (or
+    failed) finishes now, its webhook row committed with it (common.imports); then deliverers wake."""
+    for import_id in imports.finish_imports_of_images(session, image_ids):
+        log.info("bulk import %s finished", import_id)
+        publish_import_finished(_redis(settings.redis_url), import_id)
 
 
 def embed_work(work_id: str) -> int:

@@ -14,11 +14,13 @@ from common.settings import Settings
 from common.storage import get_storage
 from core.calibration import Calibration
 from core.encoder import Encoder, load_encoder
+from core.pipeline import Feeder
 from indexing.artifacts import resolve
 from indexing.embedding import embed_missing
 from indexing.live import LiveStore
 from indexing.snapshots import WriterLock
 from indexing.vectorstore import VectorStore
+from worker.batch_embed import make_feeder
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +33,7 @@ class Runtime:
     pair_id: int | None
     device: str = "cpu"
     calibration: Calibration = field(default_factory=Calibration)  # the pair's, else the encoder's (design §7)
+    _feeder: Feeder | None = field(default=None, repr=False)
 
     @classmethod
     def load(cls, session: Session, settings: Settings, device: str = "cpu") -> "Runtime":
@@ -47,6 +50,18 @@ class Runtime:
         return cls(settings, encoder, live, pair.id if pair else None, device, calibration)
 
     @property
+    def feeder(self) -> Feeder:
+        """The decode pipeline of this encoder, made on first use and kept for every embedding job (its
+        transform, GPU decoder and thread pools are not rebuilt per job)."""
+        if self._feeder is None:
+            self._feeder = make_feeder(self.encoder, self.settings, self.device)
+        return self._feeder
+
+    def close(self) -> None:
+        if self._feeder is not None:
+            self._feeder.close()
+
+    @property
     def store(self) -> VectorStore:
         return self.live.store
 
@@ -60,7 +75,9 @@ class Runtime:
         if (pair.id if pair else None) == self.pair_id:
             return self
         log.info("active pair changed (%s -> %s); reloading", self.pair_id, pair.id if pair else None)
-        return Runtime.load(session, self.settings, self.device)
+        fresh = Runtime.load(session, self.settings, self.device)
+        self.close()
+        return fresh
 
     def sync(self, session: Session) -> None:
         self.live.sync(session)

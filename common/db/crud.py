@@ -23,9 +23,10 @@ def find_live_images_by_hash(session: Session, *, rights_holder: str,
 
 
 def create_work(session: Session, *, work_id: uuid.UUID, title: str, rights_holder: str,
-                external_ref: str | None, licence: str | None, images: list[SourceImage]) -> Work:
+                external_ref: str | None, licence: str | None, images: list[SourceImage],
+                import_item_id: str | None = None, import_id: uuid.UUID | None = None) -> Work:
     work = Work(id=work_id, title=title, rights_holder=rights_holder, external_ref=external_ref, licence=licence,
-                images=images)
+                images=images, import_item_id=import_item_id, import_id=import_id)
     session.add(work)
     session.flush()
     return work

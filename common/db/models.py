@@ -97,6 +97,9 @@ class Work(Base):
     licence: Mapped[str | None] = mapped_column(String(200))
     # The `item_id` of the bulk import (POST /sources/bulk) that created the work, if any.
     import_item_id: Mapped[str | None] = mapped_column(String(200))
+    # The bulk import that created it: the import is finished once all such works' images are done.
+    # (Import rows are kept as long as the works: no ON DELETE, see migration 0013.)
+    import_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("bulk_imports.id"), index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     deleted_at: Mapped[datetime | None]
 
@@ -288,6 +291,35 @@ class ModelPair(Base):
     activated_at: Mapped[datetime | None]
 
 
+class ImportStatus(str, enum.Enum):
+    registering = "registering"  # the request is still registering items: never finished yet
+    embedding = "embedding"      # every item answered; waiting for its created images to be embedded
+    finished = "finished"        # every created image is embedded or failed (or its work was deleted)
+
+
+class BulkImport(Base):
+    """One `POST /sources/bulk` request, tracked until every image it created is searchable or failed;
+    then, if it named a `callback_url`, one `registration.finished` webhook is queued (common.imports)."""
+    __tablename__ = "bulk_imports"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    key_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("api_keys.id", ondelete="SET NULL"))
+    # The registrar key's rights holder (NULL for an admin's import, which only admins may read).
+    rights_holder: Mapped[str | None] = mapped_column(String(200))
+    status: Mapped[ImportStatus] = mapped_column(
+        Enum(ImportStatus, name="import_status", native_enum=False, length=20), default=ImportStatus.registering,
+        index=True)  # the recovery pass looks for imports still embedding
+    callback_url: Mapped[str | None] = mapped_column(String(2000))
+    created_items: Mapped[int] = mapped_column(Integer, default=0)
+    duplicate_items: Mapped[int] = mapped_column(Integer, default=0)
+    refused_items: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+
+    deliveries: Mapped[list["WebhookDelivery"]] = relationship(
+        order_by="WebhookDelivery.created_at", cascade="all, delete-orphan", passive_deletes=True)
+
+
 class DeliveryStatus(str, enum.Enum):
     pending = "pending"      # due at next_attempt_at (also while being sent: the claim pushes it forward)
     delivered = "delivered"  # the receiver answered 2xx
@@ -313,6 +345,9 @@ class WebhookDelivery(Base):
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     job_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("attribution_jobs.id", ondelete="CASCADE"), index=True)
+    # Or the bulk import whose registration.finished event this is.
+    import_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("bulk_imports.id", ondelete="CASCADE"), index=True)
     key_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"))
     event: Mapped[str] = mapped_column(String(50))
     url: Mapped[str] = mapped_column(String(2000))

@@ -140,3 +140,70 @@ def test_the_manifest_may_be_a_file_part(client):
     manifest = ("manifest.json", json.dumps({"items": GOOD[1:]}).encode(), "application/json")
     response = client.post("/sources/bulk", files=[("manifest", manifest), ("files", GOOD_FILES[2])])
     assert response.status_code == 200 and response.json()["summary"]["created"] == 1
+
+
+@pytest.mark.parametrize("service_env", ["sqlite", "postgresql"], indirect=True)
+def test_external_ref_unique_per_rights_holder_holds_for_bulk_too(client, monkeypatch):
+    """ATTRIB_UNIQUE_EXTERNAL_REF, the single path's rule: a re-run keyed by external_ref (other item ids,
+    re-encoded images) reports each item duplicate with the work holding the reference, not a new work."""
+    monkeypatch.setenv("ATTRIB_UNIQUE_EXTERNAL_REF", "true")
+    clear_cached_config()
+    items = [{**GOOD[0], "external_ref": "CAT-1"}, {**GOOD[1], "external_ref": "CAT-2"}]
+    first = post_bulk(client, items, GOOD_FILES).json()
+    assert first["summary"] == {"created": 2, "duplicate": 0, "refused": 0}
+    work_of = {r["item_id"]: r["work_id"] for r in first["items"]}
+    rerun = [{**items[0], "item_id": "row-1", "files": ["dog-2.jpg"]}, {**items[1], "item_id": "row-2"},
+             {"item_id": "row-3", "title": "Teapot", "rights_holder": "studio", "external_ref": "CAT-1",
+              "files": ["teapot-0.jpg"]}]
+    again = post_bulk(client, rerun, [jpeg("dog", 2), GOOD_FILES[2], jpeg("teapot", 0)]).json()
+    assert again["summary"] == {"created": 0, "duplicate": 3, "refused": 0}
+    assert [(r["work_id"], r.get("reason")) for r in again["items"]] == [
+        (work_of["dog"], "external_ref"), (work_of["cat"], None), (work_of["dog"], "external_ref")]
+    assert client.get("/sources?with_count=true").json()["count"] == 2
+    # Another rights holder's reference is its own; and the single path says the same (409 naming the work).
+    other = post_bulk(client, [{**rerun[2], "rights_holder": "other"}], [jpeg("teapot", 0)]).json()
+    assert other["items"][0]["status"] == "created"
+    clash = client.post("/v1/sources", data={"title": "t", "rights_holder": "studio", "external_ref": "CAT-2"},
+                        files=[("images", jpeg("vase", 0))])
+    assert clash.status_code == 409 and clash.json()["work_id"] == work_of["cat"]
+
+
+def test_external_refs_may_repeat_in_bulk_by_default(client):
+    items = [{**GOOD[0], "external_ref": "SAME"}, {**GOOD[1], "external_ref": "SAME"}]
+    assert post_bulk(client, items, GOOD_FILES).json()["summary"]["created"] == 2
+
+
+def test_an_import_is_read_by_its_own_tenant_only(anonymous_client, make_key):
+    studio, other = auth(make_key("registrar", rights_holder="studio")), auth(make_key("registrar", "other"))
+    items = [{"item_id": "a", "title": "A", "files": ["dog-0.jpg"]}]
+    report = post_bulk(anonymous_client, items, [GOOD_FILES[0]], headers=studio).json()
+    url = f"/v1/sources/bulk/{report['import_id']}"
+    assert report["status_url"].endswith(url)
+    shown = anonymous_client.get(url, headers=studio).json()
+    assert (shown["status"], shown["items"], shown["images"]) == (
+        "embedding", {"created": 1, "duplicate": 0, "refused": 0},
+        {"total": 1, "pending": 1, "embedded": 0, "failed": 0, "deleted": 0})
+    assert shown["deliveries"] is None  # no callback_url
+    missing = anonymous_client.get(url, headers=other)
+    assert missing.status_code == 404 and missing.json()["title"] == "Unknown import"
+    assert anonymous_client.get(url, headers=auth(make_key("admin"))).status_code == 200
+    assert anonymous_client.get(url, headers=auth(make_key("attributor"))).status_code == 403
+    # Deleting the work leaves nothing pending (the recovery pass then finishes it: tests/common/test_imports.py).
+    anonymous_client.delete(f"/v1/sources/{report['items'][0]['work_id']}", headers=studio)
+    assert anonymous_client.get(url, headers=studio).json()["images"]["deleted"] == 1
+
+
+def test_an_import_with_nothing_to_embed_finishes_at_once(client, monkeypatch):
+    """A re-run (all duplicates) has no image to wait for: it finishes in the request, its webhook row
+    committed with it (sent by any worker's deliverer; none runs here)."""
+    monkeypatch.setenv("ATTRIB_SECRET_KEY", "bulk-" + "k" * 40)
+    monkeypatch.setenv("ATTRIB_WEBHOOK_ALLOW_HOSTS", "127.0.0.1")
+    clear_cached_config()
+    post_bulk(client, GOOD, GOOD_FILES)
+    manifest = {"items": GOOD, "callback_url": "http://127.0.0.1:9/hooks"}
+    rerun = client.post("/v1/sources/bulk", data={"manifest": json.dumps(manifest)},
+                        files=[("files", f) for f in GOOD_FILES]).json()
+    shown = client.get(f"/v1/sources/bulk/{rerun['import_id']}").json()
+    assert shown["status"] == "finished" and shown["items"]["duplicate"] == 2 and shown["images"]["total"] == 0
+    assert [(d["event"], d["status"], d["attempts"]) for d in shown["deliveries"]] == [
+        ("registration.finished", "pending", 0)]

@@ -1,4 +1,4 @@
-"""`attrib import` against a real API on loopback (no bulk route yet: one POST /sources per work):
+"""`attrib import` against a real API on loopback (through its bulk route, POST /v1/sources/bulk):
 a folder with a duplicate, a broken image and an empty folder gives the right per-item summary and
 exit code; a re-run resumes; a lost state file is covered by the per-item Idempotency-Key."""
 import json
@@ -40,6 +40,9 @@ def test_import_folder_summary_exit_code_and_resume(client, make_key, live_api, 
                                            "dog-again": "duplicate", "empty": "refused"}
     assert "2 created, 1 duplicate, 2 refused" in first.stdout
     assert "corrupt" in first.stdout or "not_an_image" in first.stdout  # the server's reason is shown
+    # Sent through POST /v1/sources/bulk: the import's id is printed to follow its embedding.
+    [import_id] = [line.split()[1] for line in first.stdout.splitlines() if line.startswith("import ")]
+    assert client.get(f"/v1/sources/bulk/{import_id}").json()["items"]["created"] == 2
     registered = works(client)
     assert sorted(w["title"] for w in registered) == ["A cat", "dog"]
     assert {w["external_ref"] for w in registered} == {"cat-001", None}

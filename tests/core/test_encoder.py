@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from core.backbones import copy_by_position, create_trunk, packaged_lite0_weights_path
-from core.encoder import load_encoder
+from core.encoder import encoder_identity, load_encoder
 from tests.factories import photo_path
 
 
@@ -68,8 +68,22 @@ def test_open_clip_model_from_local_checkpoint(tmp_path):
         expected = torch.nn.functional.normalize(reference.encode_image(encoder._transform(image)[None]), dim=1)
     np.testing.assert_allclose(encoder.embed([image]), expected.numpy(), atol=1e-5)
     assert encoder.dim == 32 and encoder.encoder_id.startswith("open_clip-attrib-test-lite0@")
+    assert encoder_identity(f"open_clip:attrib-test-lite0:{tmp_path / 'weights.pt'}") == (encoder.encoder_id, 32)
 
 
 def test_unknown_spec_is_refused():
     with pytest.raises(ValueError, match="unknown encoder spec"):
         load_encoder("nonsense:thing")
+    with pytest.raises(ValueError, match="unknown encoder spec"):
+        encoder_identity("nonsense:thing")
+
+
+def test_identity_without_loading_the_model(lite0, tmp_path):
+    """What worker.consistency needs: the encoder's id and dim, read from its self-description. An
+    artefact whose weights are absent still names itself (nothing tries to load them)."""
+    assert encoder_identity("builtin:efficientnet-lite0") == (lite0.encoder_id, lite0.dim)
+    (tmp_path / "encoder.json").write_text(json.dumps({"format": "attrib-encoder/1", "encoder_id": "tuned@abc",
+                                                       "dim": 256}))
+    assert encoder_identity(str(tmp_path)) == ("tuned@abc", 256)
+    with pytest.raises((KeyError, FileNotFoundError)):  # loading it would need the model and its weights
+        load_encoder(str(tmp_path))

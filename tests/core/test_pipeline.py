@@ -81,3 +81,16 @@ def test_encoder_embeds_pipeline_batches_like_pil_images():
     via_pil = encoder.embed([decode_rgb(p) for p in PHOTOS])
     cosines = (via_tensors * via_pil).sum(axis=1)
     assert np.all(cosines > 0.99), cosines
+
+
+def test_one_feeder_serves_job_after_job():
+    """Kept for the worker's life: a `batches` closed early (a job that yielded) leaves the pools
+    ready for the next job's."""
+    feeder = Feeder(LITE0_PREPROCESS, "cpu", workers=2)
+    items = [(i, (lambda i=i: PHOTOS[i])) for i in range(len(PHOTOS))]
+    early = feeder.batches(items, 2, prefetch=1)
+    next(early)
+    early.close()
+    for _ in range(2):
+        assert [b.ids for b in feeder.batches(items, 4)] == [[0, 1, 2, 3], [4, 5]]
+    feeder.close()

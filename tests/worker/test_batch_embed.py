@@ -16,12 +16,17 @@ from worker.runtime import Runtime
 
 
 def bulk_register(client, subjects) -> list[int]:
+    return bulk_import(client, subjects)[1]
+
+
+def bulk_import(client, subjects) -> tuple[str, list[int]]:
+    """The import's id and its images' ids."""
     items = [{"item_id": s, "title": s, "rights_holder": "studio", "files": [f"{s}.jpg"]} for s in subjects]
     files = [("files", (f"{s}.jpg", photo_bytes(s, 0), "image/jpeg")) for s in subjects]
     response = client.post("/sources/bulk", data={"manifest": json.dumps({"items": items})}, files=files)
     assert response.json()["summary"]["created"] == len(subjects), response.text
     with new_session() as session:
-        return list(session.scalars(select(SourceImage.id).order_by(SourceImage.id)))
+        return response.json()["import_id"], list(session.scalars(select(SourceImage.id).order_by(SourceImage.id)))
 
 
 def states() -> list[ImageState]:
@@ -37,7 +42,7 @@ def load_runtime() -> None:
 def test_embedding_yields_to_a_waiting_attribution_then_resumes(client, monkeypatch):
     monkeypatch.setattr(get_settings(), "embed_batch_size", 1)
     load_runtime()  # before registering: a starting runtime embeds what is pending
-    ids = bulk_register(client, ["dog", "cat", "teapot"])
+    import_id, ids = bulk_import(client, ["dog", "cat", "teapot"])
     queues = get_queues(Redis.from_url(get_settings().redis_url), get_settings().queue_name)
     for queue in queues.by_kind():
         queue.empty()
@@ -46,10 +51,17 @@ def test_embedding_yields_to_a_waiting_attribution_then_resumes(client, monkeypa
     assert jobs.embed_images(ids) == 1  # one forward batch, then it yields
     assert states() == [ImageState.embedded, ImageState.pending, ImageState.pending]
     assert queues.embed.job_ids == [embed_job_id(ids[1:])]
+    assert client.get(f"/v1/sources/bulk/{import_id}").json()["status"] == "embedding"
+    feeder = runtime_module.get_runtime().feeder
 
     queues.attribute.empty()  # nothing waits any more: the rest goes through in one job
     assert jobs.embed_images(ids[1:]) == 2
     assert states() == [ImageState.embedded] * 3
+    # One decode pipeline per worker: the job after the one that stopped early reused its pools.
+    assert runtime_module.get_runtime().feeder is feeder
+    # The job that embedded the import's last image finished it.
+    shown = client.get(f"/v1/sources/bulk/{import_id}").json()
+    assert (shown["status"], shown["images"]["embedded"]) == ("finished", 3)
     assert runtime_module.get_runtime().store.count() == 3
     assert jobs.embed_images(ids) == 0  # a retried or duplicated job finds nothing pending
 

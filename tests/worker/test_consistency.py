@@ -83,3 +83,23 @@ def test_consistent_then_tampered_then_repaired(client, capsys):
     entry_point = subprocess.run([sys.executable, "-m", "worker.consistency"], cwd=REPO, capture_output=True,
                                  text=True, timeout=60)
     assert entry_point.returncode == 0, entry_point.stdout + entry_point.stderr
+
+
+def test_worker_and_check_read_the_published_index_the_same_way(service_env, tmp_path):
+    """One load order (indexing.live.saved_store): no snapshot, so both look at the active pair's index.
+    A worker skips one it cannot serve and builds from the database; the check reports it."""
+    from common.db.models import ModelPair
+    from indexing import live
+    from worker.consistency import active_encoder_id_and_dim, check
+    published = tmp_path / "published-index"
+    published.mkdir()
+    (published / "index.json").write_text("{not json")
+    settings = get_settings()
+    with new_session() as session:
+        session.add(ModelPair(encoder_id="e", encoder_uri=settings.encoder, index_path=str(published), active=True))
+        session.commit()
+        encoder_id, dim = active_encoder_id_and_dim(session, settings)
+        assert (encoder_id, dim) == (Runtime.load(session, settings).encoder.encoder_id, 1280)
+        assert live.saved_store(settings, encoder_id, str(published)) is None
+        report = check(session, settings, encoder_id)
+    assert "cannot read index" in report.index_problem and not report.consistent

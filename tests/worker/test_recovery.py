@@ -47,7 +47,8 @@ def test_pending_images_and_queued_jobs_are_re_enqueued(client, service_env):
     assert counts["embeds"] == 1 and counts["requeued"] == 1
     assert queues.attribute.job_ids == [f"attr-{job['id']}"]
     assert queues.embed.job_ids == [embed_job_id([work["images"][0]["id"]])]
-    assert run_pass(redis, queues, storage) == {"orphaned_running": 0, "requeued": 0, "embeds": 0}
+    assert run_pass(redis, queues, storage) == {"orphaned_running": 0, "requeued": 0, "embeds": 0,
+                                                 "imports_finished": 0}
 
 
 def test_a_dead_workers_job_is_taken_once(client, service_env):

@@ -1,11 +1,11 @@
 """Registering, listing, changing and deleting works (source concepts) and their images."""
 import logging
 import uuid
+from contextlib import contextmanager
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile, status
 from redis.exceptions import RedisError
-from sqlalchemy.exc import IntegrityError
 
 from app.api.deps import QueuesDep, SessionDep, SettingsDep, StorageDep, refuse_when_full
 from app.keycache import CachedKey
@@ -15,13 +15,14 @@ from app.schemas import Storable, WorkFilters, WorkPublic, WorksPublic, WorkUpda
 from app.security import RegistrarKey, owns_rights_holder
 from app.uploads import read_checked_image
 from common.audit import record
-from common.bulk import store_source_image
 from common.db import crud, listing
 from common.db.listing import CreatedRange
-from common.db.models import Scope, SourceImage, Work
-from common.images import CheckedImage
+from common.db.models import Scope, Work
 from common.jobs import enqueue_embedding
-from common.storage import Storage
+from common.registration import (
+    Metadata, Registrant, RegistrationRefused, check_external_ref_free, external_ref_used, register,
+    rights_holder_for,
+)
 from common.thumbnails import source_thumbnails_prefix
 
 router = APIRouter(prefix="/sources", tags=["sources"])
@@ -45,69 +46,35 @@ def create_source(
     licence: Annotated[str | None, Form(max_length=200), Storable] = None,
 ) -> WorkPublic:
     """Register a work; its images are embedded by a worker, after which it is searchable."""
-    rights_holder = _rights_holder_for(key, rights_holder)
+    registrant = Registrant(key.scope, key.rights_holder, key)
+    with refusals_as_problems():
+        rights_holder = rights_holder_for(registrant, rights_holder)
     refuse_when_full(queues.embed, settings.max_queued_embed_jobs, settings.queue_full_retry_after_s, "embedding")
     if len(images) > settings.max_images_per_work:
         raise Problem(422, f"a work may have at most {settings.max_images_per_work} images, got {len(images)}")
-    checked = _unique_by_hash([read_checked_image(upload, settings) for upload in images])
-    existing = crud.find_live_images_by_hash(session, rights_holder=rights_holder, hashes=checked)
-    if not existing and external_ref is not None:
-        _check_external_ref_free(session, settings, rights_holder, external_ref)  # locks it until commit
-    work = None if existing else _create_work(session, storage, checked, key, title=title,
-                                              rights_holder=rights_holder, external_ref=external_ref, licence=licence)
-    if work is None:  # already registered, or a concurrent registration of the same bytes won the race
-        existing = existing or crud.find_live_images_by_hash(session, rights_holder=rights_holder, hashes=checked)
+    checked = {image.sha256: image for image in (read_checked_image(upload, settings) for upload in images)}
+    with refusals_as_problems():
+        outcome = register(session, storage, registrant, rights_holder, checked,
+                           Metadata(title, external_ref, licence), unique_external_ref=settings.unique_external_ref)
+        if outcome.why == "external_ref":
+            raise external_ref_used(external_ref, outcome.work_id)
+    work = crud.get_work(session, work_id=outcome.work_id)
+    if not outcome.created:  # these exact images are already this work
         response.status_code = status.HTTP_200_OK
-        return work_public(_existing_work_or_conflict(session, checked, existing))
+        return work_public(work)
     _enqueue_quietly(queues.embed, work)
     response.headers["Location"] = public_url(request, request.app.url_path_for("read_source", work_id=work.id))
     return work_public(work)
 
 
-def _create_work(session, storage: Storage, checked: dict[str, CheckedImage], key: CachedKey,
-                 **fields) -> Work | None:
-    """Store the files and commit the rows; None if the same bytes of this rights holder committed first
-    (uq_source_images_live_hash). Files are only kept when their rows commit."""
-    # Files live under their work's id, so deleting a work can never remove another work's file.
-    work_id = uuid.uuid4()
+@contextmanager
+def refusals_as_problems():
+    """A registration rule's refusal (common.registration) as the problem response it stands for."""
     try:
-        work = crud.create_work(session, work_id=work_id, **fields,
-                                images=[store_source_image(storage, work_id, image) for image in checked.values()])
-        record(session, action="work.register", key=key, target=work_id,
-               detail={"title": fields["title"], "rights_holder": fields["rights_holder"], "images": len(checked)})
-        session.commit()
-        return work
-    except BaseException as exc:
-        session.rollback()
-        storage.delete_prefix(f"sources/{work_id}")
-        if isinstance(exc, IntegrityError):
-            return None
-        raise
-
-
-def _rights_holder_for(key: CachedKey, requested: str | None) -> str:
-    """Registrars act for their own rights holder only; admins must name one."""
-    if key.scope == Scope.admin:
-        if requested is None:
-            raise Problem(422, "rights_holder is required", title="Invalid request parameters")
-        return requested
-    if requested is not None and requested != key.rights_holder:
-        raise Problem(403, f"this key registers works for {key.rights_holder!r} only", title="Forbidden")
-    return key.rights_holder
-
-
-def _unique_by_hash(images: list[CheckedImage]) -> dict[str, CheckedImage]:
-    return {image.sha256: image for image in images}
-
-
-def _existing_work_or_conflict(session, checked: dict[str, CheckedImage],
-                               existing: dict[str, SourceImage]) -> Work:
-    """Identical bytes re-registered: return the one work that already holds them all, else 409."""
-    work_ids = {image.work_id for image in existing.values()}
-    if len(existing) == len(checked) and len(work_ids) == 1:
-        return crud.get_work(session, work_id=work_ids.pop())
-    raise Problem(409, "some of these images are already registered for this rights holder in other works",
-                  title="Duplicate images", type_="/problems/duplicate-images", duplicates={h: str(i.work_id) for h, i in existing.items()})
+        yield
+    except RegistrationRefused as exc:
+        raise Problem(exc.status, exc.detail, title=exc.title, type_=exc.type,
+                      **({"reason": exc.reason} if exc.status != 409 else {}), **exc.extra) from exc
 
 
 def _enqueue_quietly(queue, work: Work) -> None:
@@ -158,28 +125,14 @@ def update_source(key: RegistrarKey, session: SessionDep, settings: SettingsDep,
     changes = body.model_dump(exclude_unset=True)
     if changes.get("title", "") is None:
         raise invalid_parameter(["body", "title"], "a work keeps a title; it cannot be set to null")
-    if changes.get("external_ref") is not None:
-        _check_external_ref_free(session, settings, work.rights_holder, changes["external_ref"], exclude=work.id)
+    if changes.get("external_ref") is not None and settings.unique_external_ref:
+        with refusals_as_problems():
+            check_external_ref_free(session, work.rights_holder, changes["external_ref"], exclude=work.id)
     for field, value in changes.items():
         setattr(work, field, value)
     record(session, action="work.update", key=key, target=work_id, detail=changes)
     session.commit()
     return work_public(work)
-
-
-def _check_external_ref_free(session, settings, rights_holder: str, external_ref: str,
-                             exclude: uuid.UUID | None = None) -> None:
-    """With ATTRIB_UNIQUE_EXTERNAL_REF, one live work per (rights holder, external_ref): a re-run
-    import is told which work already holds the reference instead of creating a second one."""
-    if not settings.unique_external_ref:
-        return
-    listing.lock_external_ref(session, rights_holder=rights_holder, external_ref=external_ref)
-    holder = listing.find_live_work_by_external_ref(session, rights_holder=rights_holder,
-                                                    external_ref=external_ref, exclude=exclude)
-    if holder is not None:
-        raise Problem(409, f"external_ref {external_ref!r} already belongs to work {holder.id}; "
-                           "change that work with PATCH instead", title="Duplicate external_ref",
-                      type_="/problems/duplicate-external-ref", work_id=str(holder.id))
 
 
 @router.get("/{work_id}", response_model=WorkPublic)
