@@ -51,10 +51,14 @@ def study_lines(results: dict) -> list[str]:
              "| nprobe | p50 ms | p99 ms | recall@10 |", "|---|---|---|---|"]
     lines += [f"| {s['nprobe']} | {s['p50_ms']:.2f} | {s['p99_ms']:.2f} | {s['recall_at_10']:.3f} |"
               for s in largest["nprobe_sweep"]]
-    pq, q = largest["pq"], largest["quality"]
-    lines += ["", f"Compressed codes `{pq['index_type']}`: {pq['index_memory_mb']:.0f} MB, p50 {pq['p50_ms']:.1f} ms, "
-                  f"p99 {pq['p99_ms']:.1f} ms, recall@10 {pq['recall_at_10']:.3f}, build {pq['build_s']} s", "",
-              f"Cross-context attribution at {_n(largest['n'])} ({results['real_queries']} queries, "
+    q = largest["quality"]
+    for row in results["sizes"]:
+        if "pq" in row:
+            pq = row["pq"]
+            lines += ["", f"Compressed codes at {_n(row['n'])}, `{pq['index_type']}`: {pq['index_memory_mb']:.0f} MB "
+                          f"(the runtime's pick: {row['start']['index_memory_mb']:.0f} MB), p50 {pq['p50_ms']:.1f} ms, "
+                          f"p99 {pq['p99_ms']:.1f} ms, recall@10 {pq['recall_at_10']:.3f}, build {pq['build_s']} s"]
+    lines += ["", f"Cross-context attribution at {_n(largest['n'])} ({results['real_queries']} queries, "
               f"{results['subjects']} works), approximate index forced:", "",
               "| search | top-1 % | AP@100 % |", "|---|---|---|"]
     lines += [f"| {name} | {m['top1_pct']:.2f} | {m['ap_at_100_pct']:.2f} |" for name, m in q.items()]
@@ -83,11 +87,17 @@ def plot(results: dict, out: Path) -> None:
     plt.close(fig)
 
 
+def _load(results: dict, key: str) -> str:
+    return f"{results[key][0]:.1f}" if key in results else "not recorded"
+
+
 def write_report(results: dict, out: Path) -> None:
     m = results["machine"]
     lines = [f"# Scale benchmark ({results['command']})", "",
              f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']}, {m['date']}. Shared with other "
-             "jobs at the time, so timings are noisy; ratios inside one run are the reliable part.", "",
+             "jobs at the time, so timings are noisy; ratios inside one run are the reliable part "
+             f"(1-min load average {_load(results, 'load_average_before')} at the start, "
+             f"{_load(results, 'load_average_after')} at the end).", "",
              f"Vectors: {results['real_vectors']} real Lite0 features (the cross-context set's exemplars and "
              f"distractors) padded with samples of a per-cluster Gaussian mixture fitted to them and to "
              f"{results['real_extra']} other real images of the subjects (traffic half, DreamBooth photos); "
