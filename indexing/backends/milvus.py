@@ -11,8 +11,8 @@ may open a data file; a second opener fails, which `open_milvus_store` reports a
 
 Which collection serves is decided by the active pair row (`model_pairs.collection`), the same switch on every
 backend. Where the engine has aliases, `point_alias` also keeps one stable name per encoder on the serving
-collection, for whatever reads Milvus outside the workers; `supports_aliases` detects them (older milvus-lite
-has none; 3.2.2 does).
+collection, for whatever reads Milvus outside the workers; `supports_aliases` detects them (milvus-lite 2.4 is
+documented without; 3.2.2, installed here, has them).
 """
 import hashlib
 import re
@@ -66,8 +66,9 @@ def connect(uri: str, token: str = "") -> MilvusClient:
 
 
 def supports_aliases(client: MilvusClient) -> bool:
-    """Ask the engine once: milvus-lite before 2.5 answers alias calls with an error; servers and
-    milvus-lite 3.x list them. Anything but a clean answer means "no aliases" (the pair row still switches)."""
+    """Ask the engine: servers and milvus-lite 3.2.2 list aliases; an engine without them (milvus-lite 2.4
+    is documented without) answers with an error. Anything but a clean answer means "no aliases": the pair
+    row still switches collections, which is what workers follow anyway."""
     try:
         client.list_aliases()
         return True
