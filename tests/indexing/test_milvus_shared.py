@@ -121,7 +121,9 @@ def test_without_aliases_the_row_alone_switches(service_env, monkeypatch, tmp_pa
     worker's own file, which the publisher may not open), get no alias; workers follow the pair row."""
     closed = milvus.connect(str(tmp_path / "closed.db"))
     closed.close()
-    assert not milvus.supports_aliases(closed)  # the engine refuses the call: no aliases, no error
+    # An engine that refuses alias calls (here a closed connection: no alias-less engine installs from the
+    # registries) means "no aliases", never an error in publish or rollback.
+    assert not milvus.supports_aliases(closed)
     assert not milvus.point_alias(closed, "enc", "attrib_anything")
     monkeypatch.setenv("ATTRIB_VECTOR_BACKEND", "milvus")
     monkeypatch.setenv("ATTRIB_MILVUS_URI", str(tmp_path / "worker-0.db"))
