@@ -4,6 +4,10 @@ with the approximate index forced (issue 8, "How it is measured").
 
     PYTHONPATH=. .venv/bin/python -m bench.scale            # reduced: 10k and 100k vectors, minutes
     PYTHONPATH=. .venv/bin/python -m bench.scale --full     # adds 1M (about 25 GB of disk traffic, 5 GB file)
+    ... --milvus-max 0                                      # without the Milvus (milvus-lite) column
+
+Each size up to --milvus-max also loads the same vectors into the Milvus backend on milvus-lite and runs
+the same queries through it (bench/scale_milvus.py), a column beside FAISS.
 
 Vectors are real Lite0 features padded with samples of a mixture fitted to them (bench/scale_data.py).
 Writes bench/results/scale/{scale.json, report.md, *.png}; the machine is named in both."""
@@ -20,8 +24,14 @@ import numpy as np
 from bench.attribution import machine
 from bench.scale_data import exact_top_k, padded_base, real_features
 from bench.scale_measure import (
-    cold_start, quality, registration_sync_cost, search_quality, upsert_cost, warm_start_and_sharing,
+    cold_start,
+    quality,
+    registration_sync_cost,
+    search_quality,
+    upsert_cost,
+    warm_start_and_sharing,
 )
+from bench.scale_milvus import measure_milvus
 from bench.scale_report import write_report
 from common.settings import Settings
 from indexing.backends.faiss import IndexParams, build_store
@@ -44,6 +54,8 @@ def parse_args(argv):
     parser.add_argument("--pq-at", type=int, default=100_000,
                         help="the size at which PQ codes are compared with the runtime's pick (0 = never; "
                              "PQ training and encoding at 1280 d take minutes per 100k on 2 cores)")
+    parser.add_argument("--milvus-max", type=int, default=100_000,
+                        help="largest size also measured on Milvus (milvus-lite; ~300 inserts/s here); 0 = none")
     return parser.parse_args(argv)
 
 
@@ -70,6 +82,9 @@ def measure_size(n: int, base: np.ndarray, real, params: IndexParams, args, larg
     row["start"]["index_memory_mb"] = round(store.base_bytes_size() / 2**20, 1)
     if n <= args.cold_max:
         row["start"]["cold"] = cold_start(np.asarray(base), params)
+    if n <= args.milvus_max:
+        row["milvus"] = measure_milvus(n, base, queries, truth, real.base[rng.choice(len(real.base), 10)],
+                                       args.work, Settings().milvus_index_type)
     approximate = store if store.factory != "IDMap2,Flat" else None
     other = replace(params, ann_threshold=1 if approximate is None else 10**12)
     if n <= 200_000:  # exact beside it at 1M would need a second 5 GB copy; the issue measured it
@@ -113,7 +128,8 @@ def main(argv=None) -> None:
     real = real_features(args.set, args.work / f"features-lite0-{args.max_distractors}.npz", args.max_distractors)
     params = index_params(Settings())
     results = {"command": "python -m bench.scale" + (" --full" if args.full else "")
-               + (f" --max-distractors {args.max_distractors}" if args.max_distractors else ""), "machine": machine(),
+               + (f" --max-distractors {args.max_distractors}" if args.max_distractors else "")
+               + (f" --milvus-max {args.milvus_max}" if args.milvus_max != 100_000 else ""), "machine": machine(),
                "params": params.__dict__, "real_vectors": len(real.base), "real_extra": len(real.extra),
                "real_queries": len(real.queries),
                "subjects": len(real.subjects), "load_average_before": os.getloadavg(), "features_s": round(time.perf_counter() - started, 1), "sizes": []}

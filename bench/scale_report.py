@@ -40,6 +40,15 @@ def table(results: dict) -> list[str]:
     add("PSS per worker, two sharing one snapshot (MB, index only)",
         lambda r: " / ".join(f"{w['pss_mb']:.0f}" for w in r["start"]["two_workers"]))
     add("RSS alone (MB, index only)", lambda r: f"{r['start']['alone']['rss_mb']:.0f}")
+    add("Milvus (milvus-lite): index type", lambda r: f"`{r['milvus']['index_type']}`" if "milvus" in r else "not run")
+    add("Milvus: search p50 / p99 (ms, one query, k=40), recall@10", lambda r: (
+        f"{r['milvus']['p50_ms']:.1f} / {r['milvus']['p99_ms']:.1f}, {r['milvus']['recall_at_10']:.3f}")
+        if "milvus" in r else "not run")
+    add("Milvus: load (vectors/s, incl. flush)",
+        lambda r: f"{r['milvus']['load_vectors_per_s']:,}" if "milvus" in r else "not run")
+    add("Milvus: one registration, upsert p50 + first search after it p50 (ms)", lambda r: (
+        f"{r['milvus']['registration']['upsert']['p50_ms']:.1f} + "
+        f"{r['milvus']['registration']['first_search_after']['p50_ms']:.1f}") if "milvus" in r else "not run")
     return lines
 
 
@@ -71,6 +80,9 @@ def plot(results: dict, out: Path) -> None:
     ns = [r["n"] for r in rows]
     axes[0].plot(ns, [r["runtime_pick"]["p50_ms"] for r in rows], "o-", label="runtime pick p50")
     axes[0].plot(ns, [r["runtime_pick"]["p99_ms"] for r in rows], "o--", label="runtime pick p99")
+    lite = [r for r in rows if "milvus" in r]
+    if lite:
+        axes[0].plot([r["n"] for r in lite], [r["milvus"]["p50_ms"] for r in lite], "s-", label="milvus-lite p50")
     axes[0].set(xscale="log", yscale="log", xlabel="vectors", ylabel="ms", title="search latency")
     axes[1].plot(ns, [r["registration"]["store_upsert"]["p50_ms"] for r in rows], "o-", label="store upsert")
     axes[1].plot(ns, [r["registration"]["log_sync"]["p50_ms"] for r in rows], "o-", label="log sync")

@@ -15,8 +15,9 @@ from sqlalchemy.orm import Session
 from common.db.session import new_session
 from common.settings import Settings
 from common.storage import get_storage
+from indexing.apply_lock import ApplyLock
 from indexing.backends.faiss import FaissStore, IndexParams, load_store
-from indexing.follower import SyncResult, sync_store
+from indexing.follower import SyncResult, sync_shared, sync_store
 from indexing.snapshots import WriterLock, load_snapshot, write_snapshot
 from indexing.store import build_from_database, index_params
 from indexing.vectorstore import IndexCorrupt, IndexEncoderMismatch
@@ -25,8 +26,9 @@ log = logging.getLogger(__name__)
 
 
 class LiveStore:
-    def __init__(self, store: FaissStore, loaded_from: str, settings: Settings):
-        self.store, self.loaded_from, self.settings = store, loaded_from, settings
+    def __init__(self, store: FaissStore, loaded_from: str, settings: Settings, apply_lock: ApplyLock | None = None):
+        """`apply_lock`: the store is a collection other workers write too (a Milvus server); syncs take it."""
+        self.store, self.loaded_from, self.settings, self.apply_lock = store, loaded_from, settings, apply_lock
         self.params: IndexParams = index_params(settings)
         self.storage = get_storage(settings)
         self.snapshot_seq = store.applied_seq if loaded_from.startswith("snapshots/") else -1
@@ -36,11 +38,12 @@ class LiveStore:
 
     @classmethod
     def open(cls, session: Session, settings: Settings, encoder_id: str, dim: int,
-             pair_index_path: str | None) -> "LiveStore":
+             pair_index_path: str | None, collection: str | None = None) -> "LiveStore":
         """Warm start from a snapshot or the published index (memory-mapped), else cold from the database.
-        On Milvus the engine persists the vectors and their log position itself: open and replay the tail."""
+        On Milvus the engine persists the vectors and their log position itself: open the collection the
+        active pair names (`collection`; none: the encoder's default one) and replay the tail."""
         if settings.vector_backend == "milvus":
-            return cls._open_milvus(session, settings, encoder_id, dim)
+            return cls._open_milvus(session, settings, encoder_id, dim, collection)
         found = saved_store(settings, encoder_id, pair_index_path)
         if found is None:
             found = build_from_database(session, encoder_id, dim, index_params(settings)), "database"
@@ -49,10 +52,18 @@ class LiveStore:
         return live
 
     @classmethod
-    def _open_milvus(cls, session: Session, settings: Settings, encoder_id: str, dim: int) -> "LiveStore":
-        from indexing.backends.milvus import open_milvus_store  # only Milvus deployments import pymilvus
-        store = open_milvus_store(settings, encoder_id=encoder_id, dim=dim)
-        live = cls(store, f"milvus:{store.name}", settings)
+    def _open_milvus(cls, session: Session, settings: Settings, encoder_id: str, dim: int,
+                     collection: str | None) -> "LiveStore":
+        from indexing.backends.milvus import (  # only Milvus deployments import pymilvus
+            open_milvus_store,
+            shared_uri,
+        )
+        store = open_milvus_store(settings, encoder_id=encoder_id, dim=dim, collection=collection)
+        lock = None
+        if shared_uri(settings):
+            from redis import Redis
+            lock = ApplyLock(Redis.from_url(settings.redis_url), settings.queue_name, store.name)
+        live = cls(store, f"milvus:{store.name}", settings, lock)
         live.sync(session)
         return live
 
@@ -63,7 +74,12 @@ class LiveStore:
 
     def sync(self, session: Session) -> SyncResult:
         with self._lock:
-            result = sync_store(session, self.store)
+            if self.apply_lock is not None:
+                result = sync_shared(session, self.store, self.apply_lock)
+            else:
+                result = sync_store(session, self.store)
+        if result.waited_out:
+            log.warning("another worker held %s too long; serving the collection as it is", self.apply_lock.key)
         if result.rows_read:
             log.info("index synced: +%d -%d -> %d vectors (log %d)", result.upserted, result.deleted,
                      self.store.count(), self.store.applied_seq)

@@ -56,6 +56,20 @@ def service_env(request, tmp_path, monkeypatch):
 
 
 @pytest.fixture
+def vector_backend(request, service_env, monkeypatch):
+    """The vector engine of the deployment (workers started afterwards, and this process's publish calls);
+    `request.param` picks it, default FAISS. "milvus" is milvus-lite with ATTRIB_MILVUS_URI empty: each
+    worker process takes its own `DATA_DIR/milvus/worker-N.db` (one process per lite file), and the test
+    process opens none of them. Parametrise with `indirect=True` beside `service_env`."""
+    from common.settings import get_settings
+    backend = getattr(request, "param", "faiss")
+    service_env["ATTRIB_VECTOR_BACKEND"] = backend
+    monkeypatch.setenv("ATTRIB_VECTOR_BACKEND", backend)
+    get_settings.cache_clear()
+    return backend
+
+
+@pytest.fixture
 def make_key(service_env):
     """Create an API key in the test database; returns its secret."""
     from common.apikeys import create_key
@@ -102,8 +116,10 @@ class WorkerProcess:
     def __init__(self, env: dict, name: str, log_path: Path):
         self.env, self.name, self.log_path = env, name, log_path
         self.process: subprocess.Popen | None = None
+        self._asked = False
 
     def start(self, timeout: float = 90) -> "WorkerProcess":
+        self._asked = False
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "worker", "--name", self.name], cwd=REPO, stdout=log, stderr=log,
@@ -126,8 +142,17 @@ class WorkerProcess:
             self.process.wait()
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
+        self.terminate()
+        self.wait_stopped()
+
+    def terminate(self) -> None:
+        """Ask once (RQ treats a second SIGTERM as a forced stop)."""
+        if self.process and self.process.poll() is None and not self._asked:
+            self._asked = True
             self.process.terminate()
+
+    def wait_stopped(self) -> None:
+        if self.process and self.process.poll() is None:
             try:
                 self.process.wait(timeout=20)
             except subprocess.TimeoutExpired:
@@ -144,8 +169,10 @@ def start_worker(service_env, tmp_path):
         return worker.start()
 
     yield start
+    for worker in started:  # all at once: each takes a moment to finish its job and exit
+        worker.terminate()
     for worker in started:
-        worker.stop()
+        worker.wait_stopped()
 
 
 @pytest.fixture(scope="session")

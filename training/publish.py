@@ -16,7 +16,7 @@ from common.db.session import new_session
 from common.settings import get_settings
 from core.calibration import Calibration
 from core.encoder import Encoder, load_encoder
-from indexing import artifacts
+from indexing import artifacts, pair_collections
 from indexing.backends.faiss import load_store
 
 # The evaluation number that decides whether a new pair is better (service protocol, mean AP).
@@ -45,19 +45,25 @@ def publish_pair(encoder_spec: str, index_dir: Path, report: dict | None = None,
     """Check that the index was made by this encoder, refuse a worse pair, then activate it atomically."""
     encoder = load_encoder(encoder_spec)
     index = load_store(index_dir, encoder.encoder_id, mmap=True)  # raises IndexEncoderMismatch
+    settings = get_settings()
+    collection = pair_collections.pair_collection(settings, encoder.encoder_id, index.index_id)
     with new_session() as session:
         active = session.scalar(select(ModelPair).where(ModelPair.active.is_(True)))
         refuse_if_worse(active, report, force)
+        with new_session() as filling:  # a shared Milvus collection is filled before the row names it
+            pair_collections.prepare(filling, settings, encoder.encoder_id, encoder.dim, collection)
         encoder_uri, index_path = _shared_locations(encoder_spec, index_dir, index.index_id)
         calibration = encoder.calibration.to_dict() if encoder.calibration.fitted else None
-        pair = ModelPair(encoder_id=encoder.encoder_id, encoder_uri=encoder_uri,
-                         index_path=index_path, index_id=index.index_id, report=report, calibration=calibration)
+        pair = ModelPair(encoder_id=encoder.encoder_id, encoder_uri=encoder_uri, index_path=index_path,
+                         index_id=index.index_id, collection=collection, report=report, calibration=calibration)
         session.add(pair)
         _activate(session, pair)
         record(session, action="model.publish", actor="cli", target=pair.id,
-               detail={"encoder_id": pair.encoder_id, "index_id": pair.index_id, "forced": force})
+               detail={"encoder_id": pair.encoder_id, "index_id": pair.index_id, "collection": collection,
+                       "forced": force})
         session.commit()
-        return pair
+    pair_collections.point_serving_alias(settings, encoder.encoder_id, collection)
+    return pair
 
 
 def publish_calibration(calibration: Calibration, encoder: Encoder, based_on: int | None) -> ModelPair:
@@ -75,6 +81,7 @@ def publish_calibration(calibration: Calibration, encoder: Encoder, based_on: in
                          encoder_uri=active.encoder_uri if active else get_settings().encoder,
                          index_path=active.index_path if active else None,
                          index_id=active.index_id if active else None,
+                         collection=active.collection if active else None,
                          report=active.report if active else None, calibration=calibration.to_dict())
         session.add(pair)
         _activate(session, pair)
@@ -123,7 +130,18 @@ def rollback() -> ModelPair | None:
         record(session, action="model.rollback", actor="cli", target=previous.id if previous else None,
                detail={"from_pair": current.id if current else None})
         session.commit()
-        return previous
+    _point_alias_after_rollback(previous)
+    return previous
+
+
+def _point_alias_after_rollback(previous: ModelPair | None) -> None:
+    """Where a shared Milvus has aliases, the encoder now served gets its alias back on what it serves."""
+    settings = get_settings()
+    if not pair_collections.uses_shared_milvus(settings):
+        return
+    encoder_id = previous.encoder_id if previous else load_encoder(settings.encoder).encoder_id
+    collection = (previous.collection if previous else None) or pair_collections.default_collection(settings, encoder_id)
+    pair_collections.point_serving_alias(settings, encoder_id, collection)
 
 
 def main(argv: list[str]) -> int:

@@ -45,7 +45,8 @@ class Runtime:
         if caught_up:
             log.info("embedded %d images that lacked a vector from this encoder", caught_up)
         index_path = resolve(pair.index_path, settings) if pair else None
-        live = LiveStore.open(session, settings, encoder.encoder_id, encoder.dim, index_path)
+        live = LiveStore.open(session, settings, encoder.encoder_id, encoder.dim, index_path,
+                              collection=pair.collection if pair else None)
         log.info("loaded encoder %s, index %s from %s", encoder.encoder_id, live.store.describe(), live.loaded_from)
         return cls(settings, encoder, live, pair.id if pair else None, device, calibration)
 

@@ -282,6 +282,10 @@ class ModelPair(Base):
     encoder_uri: Mapped[str] = mapped_column(String(500))
     index_path: Mapped[str | None] = mapped_column(String(500))
     index_id: Mapped[str | None] = mapped_column(String(200))
+    # The vector collection this pair serves on Milvus (indexing.pair_collections); NULL with FAISS, which
+    # serves index_path, and for pairs published before 0012 (workers then use the encoder's default one).
+    # Workers open what the active row names, so the row's switch is the collection switch on every backend.
+    collection: Mapped[str | None] = mapped_column(String(200))
     report: Mapped[dict | None] = mapped_column(JSON)
     # Share calibration served with this pair (core.calibration.Calibration.to_dict()); NULL: the
     # encoder artefact's, else the packaged default. A new calibration is a new pair row.

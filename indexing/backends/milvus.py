@@ -8,6 +8,11 @@ comparable). The metric is inner product on L2-normalised vectors, as in the FAI
 
 milvus-lite limits (they shape the tests): it serves FLAT and IVF_FLAT indexes only, and one process at a time
 may open a data file; a second opener fails, which `open_milvus_store` reports as `MilvusFileBusy`.
+
+Which collection serves is decided by the active pair row (`model_pairs.collection`), the same switch on every
+backend. Where the engine has aliases, `point_alias` also keeps one stable name per encoder on the serving
+collection, for whatever reads Milvus outside the workers; `supports_aliases` detects them (milvus-lite 2.4 is
+documented without; 3.2.2, installed here, has them).
 """
 import hashlib
 import re
@@ -39,6 +44,12 @@ def collection_name(encoder_id: str, build: str) -> str:
     return f"attrib_{readable}_{digest}"[:_NAME_MAX]
 
 
+def alias_name(encoder_id: str) -> str:
+    """The stable per-encoder name that points at the serving collection (where aliases exist). Per
+    encoder, so whoever searches through it embeds queries with the encoder its vectors came from."""
+    return collection_name(encoder_id, "serving")
+
+
 def is_lite_uri(uri: str) -> bool:
     """milvus-lite URIs are local file paths ending in .db; anything else is a server."""
     return not re.match(r"^[a-z]+://", uri) and uri.endswith(".db")
@@ -52,6 +63,31 @@ def connect(uri: str, token: str = "") -> MilvusClient:
             raise MilvusFileBusy(f"milvus-lite could not open {uri}: a data file serves one process at a "
                                  f"time; give each worker process its own file, or use a Milvus server") from exc
         raise
+
+
+def supports_aliases(client: MilvusClient) -> bool:
+    """Ask the engine: servers and milvus-lite 3.2.2 list aliases; an engine without them (milvus-lite 2.4
+    is documented without) answers with an error. Anything but a clean answer means "no aliases": the pair
+    row still switches collections, which is what workers follow anyway."""
+    try:
+        client.list_aliases()
+        return True
+    except (MilvusException, NotImplementedError, AttributeError):
+        return False
+
+
+def point_alias(client: MilvusClient, encoder_id: str, collection: str) -> bool:
+    """Point the encoder's alias at `collection` (one atomic step in Milvus); False if there are no aliases.
+    A no-op when it already points there, so every publisher and rollback may call it."""
+    if not supports_aliases(client):
+        return False
+    alias = alias_name(encoder_id)
+    if alias in client.list_aliases().get("aliases", []):
+        if client.describe_alias(alias).get("collection_name") != collection:
+            client.alter_alias(collection, alias)
+    else:
+        client.create_alias(collection, alias)
+    return True
 
 
 class MilvusStore:
@@ -214,7 +250,14 @@ def client_for(settings) -> MilvusClient:
     return _clients[uri]
 
 
-def open_milvus_store(settings, *, encoder_id: str, dim: int, build: str = "live") -> MilvusStore:
-    lite = not settings.milvus_uri or is_lite_uri(settings.milvus_uri)
-    return MilvusStore(client_for(settings), encoder_id=encoder_id, dim=dim, build=build,
-                       index_type=settings.milvus_index_type, flush_before_read=lite)
+def shared_uri(settings) -> bool:
+    """A server or cluster: every worker writes the same collections (a lite file belongs to one process)."""
+    return bool(settings.milvus_uri) and not is_lite_uri(settings.milvus_uri)
+
+
+def open_milvus_store(settings, *, encoder_id: str, dim: int, collection: str | None = None,
+                      build: str = "live") -> MilvusStore:
+    """The collection a pair row names (created here if this engine lacks it: a lite file per worker fills
+    its own copy from the change log), else the encoder's default `build` collection."""
+    return MilvusStore(client_for(settings), encoder_id=encoder_id, dim=dim, build=build, collection=collection,
+                       index_type=settings.milvus_index_type, flush_before_read=not shared_uri(settings))

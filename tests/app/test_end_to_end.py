@@ -1,5 +1,7 @@
-"""Through HTTP with a real worker process, Redis and each database: register works, attribute
-copies of a registered photo, delete the work, and see it vanish from results."""
+"""Through HTTP with real worker processes, Redis and each database: register works, attribute
+copies of a registered photo, delete the work, and see it vanish from results. The scenario runs once per
+vector backend on PostgreSQL (the `vector_backend` fixture: FAISS, and Milvus through milvus-lite, where
+each worker process has its own lite file because a lite file serves one process)."""
 import time
 
 import pytest
@@ -34,9 +36,13 @@ def attribute(client, data: bytes, **params) -> dict:
     return body
 
 
-@pytest.mark.parametrize("service_env", ["sqlite", "postgresql"], indirect=True)
-def test_register_attribute_delete(client, start_worker):
-    start_worker()
+@pytest.mark.parametrize("service_env, vector_backend",
+                         [("sqlite", "faiss"), ("postgresql", "faiss"), ("postgresql", "milvus")], indirect=True)
+def test_register_attribute_delete(vector_backend, client, start_worker, tmp_path):
+    # With milvus-lite every worker process fills its own file, so two workers show that each file follows
+    # registrations and deletes. (FAISS workers following one log: tests/worker/test_runtime.py, in-process.)
+    for _ in range(2 if vector_backend == "milvus" else 1):
+        start_worker()
     works = {subject: register(client, subject) for subject in SUBJECTS}
     wait_searchable(client, [w["id"] for w in works.values()])
     dog = works["dog"]["id"]
@@ -53,11 +59,16 @@ def test_register_attribute_delete(client, start_worker):
     assert len(near_copy["matches"]) == 3
 
     assert client.delete(f"/sources/{dog}").status_code == 204
-    after = attribute(client, photo_bytes("dog", 0))
-    assert dog not in {m["work_id"] for m in after["matches"]}
+    for _ in range(4):  # with two workers, both serve in turn: neither brings the deleted work back
+        after = attribute(client, photo_bytes("dog", 0))
+        assert dog not in {m["work_id"] for m in after["matches"]}
+        assert after["index_size"] == 2 * (len(SUBJECTS) - 1)  # gone from the engine, not only filtered
     old = client.get(f"/attribute/{exact['id']}").json()
     assert dog not in {m["work_id"] for m in old["matches"]}
     assert client.get(f"/sources/{dog}").status_code == 404
+    if vector_backend == "milvus":  # served by a Milvus collection, one lite file per worker process
+        assert exact["index_id"].startswith("attrib_efficientnet_lite0")
+        assert sorted(p.name for p in (tmp_path / "data" / "milvus").glob("*.db")) == ["worker-0.db", "worker-1.db"]
 
 
 def test_job_is_queued_then_readable(client, start_worker):

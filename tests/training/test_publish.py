@@ -50,7 +50,9 @@ def wait_searchable(client, ids):
         time.sleep(0.2)
 
 
-def test_publish_swaps_running_worker_and_rollback_restores(client, start_worker, tmp_path):
+@pytest.mark.parametrize("service_env, vector_backend", [("sqlite", "faiss"), ("postgresql", "milvus")],
+                         indirect=True)
+def test_publish_swaps_running_worker_and_rollback_restores(vector_backend, client, start_worker, tmp_path):
     start_worker()
     ids = {s: register(client, s) for s in ("dog", "teapot", "vase")}
     wait_searchable(client, ids.values())
@@ -61,9 +63,10 @@ def test_publish_swaps_running_worker_and_rollback_restores(client, start_worker
     index_dir = rebuild_index(str(artefact), tmp_path / "index")
     assert json.loads((index_dir / "index.json").read_text())["count"] == 6
     pair = publish_pair(str(artefact), index_dir, report={"map": 0.5})
+    assert (pair.collection is not None) == (vector_backend == "milvus")  # the row names what serves
 
     after = attribute(client)
-    assert after["encoder_id"] == encoder_id and after["index_id"] == pair.index_id
+    assert after["encoder_id"] == encoder_id and after["index_id"] == (pair.collection or pair.index_id)
     assert after["matches"][0]["work_id"] == ids["dog"]
 
     late = register(client, "cat")  # registered after the swap: embedded by the new encoder
