@@ -1,14 +1,14 @@
 """bulk imports tracked until embedded: the import row, the works it created, its webhook deliveries
 
 Revision ID: 0013
-Revises: 0006
+Revises: 0012
 Create Date: 2026-11-27
 """
 from alembic import op
 import sqlalchemy as sa
 
 revision = '0013'
-down_revision = '0006'
+down_revision = '0012'
 branch_labels = None
 depends_on = None
 
