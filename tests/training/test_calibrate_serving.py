@@ -11,7 +11,9 @@ from tests.training.test_publish import attribute as attribute_image, wait_searc
 
 
 def attribute(client):
-    return attribute_image(client, "dog", 2)  # a photo that is not registered
+    # A photo of an unregistered subject: its scores are close together, so a new calibration visibly
+    # changes the shares (a near copy of a work gets share 1.0 under any reasonable calibration).
+    return attribute_image(client, "backpack", 0)
 
 
 def register(client, subject):
