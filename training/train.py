@@ -22,6 +22,7 @@ from training.config import PRESETS, TrainConfig, apply_overrides, load_config
 from training.data import UnlabeledImages, gather_training_paths
 from training.losses import AlignmentLoss, InfomaxLoss, total_loss
 from training.model import MoCo, build_moco, moco_momentum
+from training.html_report import REPORT_NAME, training_facts, write_html_report
 from training.plots import plot_losses
 
 
@@ -117,7 +118,10 @@ def train(config: TrainConfig, resume: str | Path | None = None) -> Path:
     progress.close()
     path = write_checkpoint(out_dir, model, infomax, optimizer, step, history, config, backbone.backbone_id,
                             seconds=time.time() - started)
-    plot_losses(history, out_dir / "loss_curve.png")
+    loss_png = plot_losses(history, out_dir / "loss_curve.png")
+    state = {"step": step, "base_encoder_id": backbone.backbone_id, "train_seconds": time.time() - started}
+    write_html_report(out_dir / REPORT_NAME, title=f"Training run {config.run_name}", command="python -m training train",
+                      facts=training_facts(config.to_dict(), state), history=history, loss_png=loss_png)
     return path
 
 
