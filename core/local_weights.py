@@ -94,7 +94,8 @@ def _best_prefix(tensors: dict[str, torch.Tensor], expected: dict[str, torch.Ten
     shapes); returns it and how many names it matches."""
     best, best_score = "", (-1, -1)
     for prefix in _candidate_prefixes(list(tensors)):
-        named = [(n[len(prefix):], t) for n, t in tensors.items() if n.startswith(prefix) and n[len(prefix):] in expected]
+        named = [(n[len(prefix):], t) for n, t in tensors.items()
+                 if n.startswith(prefix) and n[len(prefix):] in expected]
         score = (sum(tuple(expected[n].shape) == tuple(t.shape) for n, t in named), len(named))
         if score > best_score:  # candidates come in preference order: a tie keeps the preferred one
             best, best_score = prefix, score

@@ -19,8 +19,13 @@ from pathlib import Path
 
 from torch import nn
 
-from core.backbones import LITE0_PREPROCESS, Preprocess, create_trunk, load_packaged_lite0, \
-    packaged_lite0_weights_path
+from core.backbones import (
+    LITE0_PREPROCESS,
+    Preprocess,
+    create_trunk,
+    load_packaged_lite0,
+    packaged_lite0_weights_path,
+)
 from core.local_weights import load_local_weights
 
 BUILTIN = "builtin:efficientnet-lite0"
@@ -83,7 +88,7 @@ def create_architecture(architecture: str) -> nn.Module:
     """The network of `Backbone.architecture`, randomly initialised (an artefact's weights.pt fills it)."""
     if architecture.startswith("open_clip:"):
         import open_clip
-        return open_clip.create_model(architecture.split(":", 1)[1], pretrained=None).visual
+        return open_clip.create_model(architecture.split(":", 1)[1], pretrained=None, pretrained_text=False).visual
     return timm_trunk(architecture)
 
 
@@ -143,7 +148,9 @@ def _open_clip_backbone(model_name: str, pretrained: str) -> Backbone:
     local = Path(pretrained).is_file()
     if not local and ("/" in pretrained or Path(pretrained).suffix):
         raise FileNotFoundError(f"no checkpoint file {pretrained}")
-    model = open_clip.create_model(model_name, pretrained=None if local else pretrained)
+    # A local file: build the bare network (no text-tower weights fetched from a hub), then load and check.
+    model = open_clip.create_model(model_name, pretrained=None, pretrained_text=False) if local else \
+        open_clip.create_model(model_name, pretrained=pretrained)
     visual = model.visual
     if local:
         load_local_weights(visual, pretrained, f"open_clip {model_name} image tower")

@@ -18,10 +18,10 @@ import torch
 
 from core.calibration import Calibration
 from core.encoder import load_encoder
+from training.calibration_metrics import calibration_by_type
 from training.eval_data import EvalSet, read_eval_set
 from training.examples import example_queries
 from training.features import FeatureCache, SetFeatures, extract_set_features
-from training.calibration_metrics import calibration_by_type
 from training.metrics import abc_query_metrics, mean_percent, service_query_metrics
 from training.report import write_report
 from training.share_eval import service_candidates, service_outcomes

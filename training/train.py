@@ -20,9 +20,9 @@ from training.augment import two_view_transform
 from training.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from training.config import PRESETS, TrainConfig, apply_overrides, load_config
 from training.data import UnlabeledImages, gather_training_paths
+from training.html_report import REPORT_NAME, training_facts, write_html_report
 from training.losses import AlignmentLoss, InfomaxLoss, total_loss
 from training.model import MoCo, build_moco, moco_momentum
-from training.html_report import REPORT_NAME, training_facts, write_html_report
 from training.plots import plot_losses
 
 
@@ -120,7 +120,8 @@ def train(config: TrainConfig, resume: str | Path | None = None) -> Path:
                             seconds=time.time() - started)
     loss_png = plot_losses(history, out_dir / "loss_curve.png")
     state = {"step": step, "base_encoder_id": backbone.backbone_id, "train_seconds": time.time() - started}
-    write_html_report(out_dir / REPORT_NAME, title=f"Training run {config.run_name}", command="python -m training train",
+    write_html_report(out_dir / REPORT_NAME, title=f"Training run {config.run_name}",
+                      command="python -m training train",
                       facts=training_facts(config.to_dict(), state), history=history, loss_png=loss_png)
     return path
 

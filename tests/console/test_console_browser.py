@@ -174,6 +174,7 @@ def test_reviewer_sees_only_review_pages_and_plain_errors(api_server, browser, m
 def publish_pair_with_report(html: str) -> int:
     """A serving pair whose run stored its report, as `training publish --html-report` leaves it."""
     from datetime import datetime, timezone
+
     from common.settings import get_settings
     from common.storage import get_storage
     get_storage(get_settings()).put("reports/idx-1/report.html", html.encode())
@@ -190,7 +191,7 @@ def test_admin_opens_the_serving_pairs_run_report(api_server, browser, make_key)
     png = base64.b64encode(tiny_png((40, 30))).decode()
     pair_id = publish_pair_with_report(
         "<!doctype html><html><head><style>h1 { color: rgb(10, 120, 30); }</style></head><body>"
-        f"<h1>Recall@K of the run</h1><img id='curve' alt='loss curve' src='data:image/png;base64,{png}'></body></html>")
+        f"<h1>Recall@K of the run</h1><img alt='loss curve' src='data:image/png;base64,{png}'></body></html>")
     page = browser.new_page()
     page.on("pageerror", lambda exc: pytest.fail(f"script error: {exc}"))
     page.goto(api_server + "/console/signin")

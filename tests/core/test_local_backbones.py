@@ -71,7 +71,8 @@ def test_a_checkpoint_of_another_architecture_is_refused_by_name(checkpoints):
     _, dino = checkpoints["vit_tiny_patch16_224"]
     with pytest.raises(CheckpointMismatch, match=r"missing from the checkpoint \(layer1\.2\.conv1\.weight"):
         load_encoder(f"timm:resnet34:{moco}")
-    with pytest.raises(CheckpointMismatch, match=r"shape mismatch.*cls_token: checkpoint \(1, 1, 192\), model \(1, 1, 384\)"):
+    shapes = r"shape mismatch.*cls_token: checkpoint \(1, 1, 192\), model \(1, 1, 384\)"
+    with pytest.raises(CheckpointMismatch, match=shapes):
         load_encoder(f"timm:vit_small_patch16_224:{dino}")
     with pytest.raises(CheckpointMismatch, match="no tensor of the checkpoint fits"):
         load_encoder(f"timm:resnet18:{dino}")

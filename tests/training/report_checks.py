@@ -48,9 +48,11 @@ def read_report(html: str) -> _Page:
 def assert_evaluation_sections(page: _Page, encoders: int, queries: int = 8, top: int = 5) -> None:
     """Recall@K and reliability figures as PNGs, and per encoder `queries` rows of a query plus its top
     works (5, or every work when the set has fewer)."""
-    assert len(page.images["recall"]) == 2 and all(s.startswith("data:image/png;base64,") for s in page.images["recall"])
+    recall = page.images["recall"]
+    assert len(recall) == 2 and all(s.startswith("data:image/png;base64,") for s in recall)
     assert "R@1" in page.text["recall"] and "service" in page.text["recall"]
     assert len(page.images["calibration"]) == 1 and "ECE" in page.text["calibration"]
     thumbs = page.images["examples"]
-    assert len(thumbs) == encoders * queries * (1 + top) and all(s.startswith("data:image/jpeg;base64,") for s in thumbs)
+    assert len(thumbs) == encoders * queries * (1 + top)
+    assert all(s.startswith("data:image/jpeg;base64,") for s in thumbs)
     assert page.text["examples"].count("query ·") == encoders * queries

@@ -81,5 +81,6 @@ def test_a_vit_at_another_image_size_is_refused_before_training(images, tmp_path
     weights = tmp_path / "vit.pth"
     torch.save(timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0).state_dict(), weights)
     with pytest.raises(ValueError, match="cannot take image_size=64 images"):
-        cli(["train", "--preset", "smoke", f"backbone=timm:vit_tiny_patch16_224:{weights}", f"source_dirs=[\"{images}\"]",
+        cli(["train", "--preset", "smoke", f"backbone=timm:vit_tiny_patch16_224:{weights}",
+             f"source_dirs=[\"{images}\"]",
              f"out_dir={tmp_path / 'run'}", "image_size=64"])

@@ -8,9 +8,9 @@ import torch
 from PIL import Image, ImageFilter, ImageOps
 
 from core.encoder import load_encoder
+from tests.training.report_checks import assert_evaluation_sections, read_report
 from training.__main__ import main as cli
 from training.checkpoint import load_checkpoint
-from tests.training.report_checks import assert_evaluation_sections, read_report
 
 DREAMBOOTH = Path(__file__).resolve().parents[2] / "demo" / "data" / "dreambooth"
 SUBJECTS = ["backpack", "can", "cat", "bear_plushie"]

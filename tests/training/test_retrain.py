@@ -4,10 +4,10 @@ import json
 
 from common.db import crud
 from common.db.session import new_session
-from training.retrain import main as retrain
 from tests.conftest import auth
 from tests.factories import photo_bytes
 from tests.training.report_checks import assert_evaluation_sections, read_report
+from training.retrain import main as retrain
 
 
 def register(client, subject):
@@ -40,9 +40,8 @@ def test_retrain_publishes_a_calibrated_encoder(client, service_env, make_key, t
     page = read_report(response.text)
     assert len(page.images["losses"]) == 1 and "gate (service mAP)" in page.text["summary"]
     assert_evaluation_sections(page, encoders=2, queries=8, top=4)  # the registry: 4 works, 2 queries each
-    for scope in ("reviewer", "attributor", "registrar"):
-        denied = client.get(status["serving"]["report_url"], headers=auth(make_key(scope, name=scope,
-                                                                                 rights_holder="s" if scope == "registrar" else None)))
+    for scope, holder in (("reviewer", None), ("attributor", None), ("registrar", "s")):
+        denied = client.get(status["serving"]["report_url"], headers=auth(make_key(scope, holder, name=scope)))
         assert denied.status_code == 403 and "html" not in denied.headers["content-type"]
 
 
