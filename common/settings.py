@@ -18,8 +18,8 @@ class Settings(BaseSettings):
     data_dir: Path = Path("var")
 
     # Encoder used when no trained (encoder, index) pair has been published:
-    # "builtin:efficientnet-lite0" (packaged ImageNet weights), "open_clip:NAME:TAG",
-    # or the path of an exported encoder artefact directory.
+    # "builtin:efficientnet-lite0" (packaged ImageNet weights), "timm:ARCH:/path/ckpt.pth" (any timm
+    # architecture with a local checkpoint), "open_clip:NAME:TAG_OR_FILE", or an exported encoder artefact dir.
     encoder: str = "builtin:efficientnet-lite0"
     # Torch threads per process; 0 = half the cores (at least 1). Measured on this project's 2-core machine
     # while shared: 2 threads ran EfficientNet-Lite0 at 0.4-1.8 images/s, 1 thread at 4.2-5.8 (OpenMP

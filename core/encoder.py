@@ -2,13 +2,12 @@
 
 Encoders are named by a spec string:
   builtin:efficientnet-lite0    packaged ImageNet weights (the offline default)
-  open_clip:MODEL:PRETRAINED    any open_clip model; PRETRAINED is a hub tag or a local file path
+  timm:ARCH:/path/ckpt.pth      any timm architecture with a local checkpoint file (core.trunks)
+  open_clip:MODEL:PRETRAINED    any open_clip image tower; PRETRAINED is a hub tag or a local file path
   /path/to/artefact             an encoder exported by `python -m training export`
 """
-import hashlib
 import json
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -16,9 +15,10 @@ import torch
 from PIL import Image
 from torch import nn
 
-from core.backbones import LITE0_PREPROCESS, Preprocess, load_packaged_lite0, packaged_lite0_weights_path
+from core.backbones import Preprocess
 from core.calibration import Calibration, packaged_calibration
 from core.transforms import eval_transform
+from core.trunks import builtin_lite0_encoder_id, file_digest, is_backbone_spec, load_backbone  # noqa: F401
 
 ARTEFACT_FORMAT = "attrib-encoder/1"
 
@@ -77,11 +77,10 @@ class Encoder:
 
 
 def load_encoder(spec: str, device: str = "cpu") -> Encoder:
-    if spec == "builtin:efficientnet-lite0":
-        return _load_builtin_lite0(device)
-    if spec.startswith("open_clip:"):
-        _, model_name, pretrained = spec.split(":", 2)
-        return load_open_clip_encoder(model_name, pretrained, device)
+    if is_backbone_spec(spec):
+        backbone = load_backbone(spec)
+        return Encoder(backbone.backbone_id, backbone.trunk, backbone.preprocess, backbone.dim,
+                       packaged_calibration(backbone.backbone_id), device)
     if Path(spec).is_dir():
         from core.mapping import is_mapped_artefact, load_mapped_artefact
         if is_mapped_artefact(Path(spec)):
@@ -91,74 +90,20 @@ def load_encoder(spec: str, device: str = "cpu") -> Encoder:
 
 
 def encoder_identity(spec: str) -> tuple[str, int]:
-    """(encoder_id, dim) of an encoder spec without building its model or reading its weights: an
-    artefact says both in its `encoder.json`, the built-in encoder is named by its weights' digest, an
-    open_clip model by its name and tag (its config gives the dim). For tools that only need to know
-    which index belongs to the encoder (worker.consistency), not to run it."""
+    """(encoder_id, dim) of an encoder spec without running it: an artefact says both in its
+    `encoder.json`, the built-in encoder is named by its weights' digest; other backbones are built
+    (their width is known only from the architecture). For tools that only need to know which index
+    belongs to the encoder (worker.consistency), not to embed anything."""
     if spec == "builtin:efficientnet-lite0":
         return builtin_lite0_encoder_id(), 1280
-    if spec.startswith("open_clip:"):
-        import open_clip
-        _, model_name, pretrained = spec.split(":", 2)
-        config = open_clip.get_model_config(model_name)
-        if config is None or "embed_dim" not in config:
-            encoder = load_open_clip_encoder(model_name, pretrained, "cpu")  # no config to read: ask the model
-            return encoder.encoder_id, encoder.dim
-        tag = file_digest(pretrained) if Path(pretrained).is_file() else pretrained
-        return f"open_clip-{model_name}@{tag}", int(config["embed_dim"])
+    if is_backbone_spec(spec):
+        backbone = load_backbone(spec)
+        return backbone.backbone_id, backbone.dim
     meta_path = Path(spec) / "encoder.json"
     if meta_path.is_file():
         meta = json.loads(meta_path.read_text())  # exported and mapped artefacts alike
         return meta["encoder_id"], int(meta["dim"])
     raise ValueError(f"unknown encoder spec {spec!r}")
-
-
-def file_digest(path: str | Path, length: int = 12) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:length]
-
-
-@lru_cache
-def builtin_lite0_encoder_id() -> str:
-    """Named by the digest of the packaged weights, so another package version is another encoder."""
-    return f"efficientnet-lite0-imagenet@{file_digest(packaged_lite0_weights_path())}"
-
-
-def _load_builtin_lite0(device: str) -> Encoder:
-    encoder_id = builtin_lite0_encoder_id()
-    return Encoder(encoder_id, load_packaged_lite0(), LITE0_PREPROCESS, 1280, packaged_calibration(encoder_id), device)
-
-
-class _OpenClipImageTower(nn.Module):
-    def __init__(self, clip_model: nn.Module):
-        super().__init__()
-        self.clip_model = clip_model
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.clip_model.encode_image(images)
-
-
-def load_open_clip_encoder(model_name: str, pretrained: str, device: str = "cpu") -> Encoder:
-    """An open_clip image tower. `pretrained` is a hub tag (fetched at image build time in production)
-    or a local checkpoint file; the preprocessing comes from the model's own config."""
-    import open_clip
-    model, _, val_transform = open_clip.create_model_and_transforms(model_name, pretrained=pretrained)
-    config = model.visual.preprocess_cfg
-    preprocess = Preprocess(
-        size=_first(config["size"]), crop_pct=1.0, mean=tuple(config["mean"]), std=tuple(config["std"]),
-        interpolation=config.get("interpolation", "bicubic"))
-    tag = file_digest(pretrained) if Path(pretrained).is_file() else pretrained
-    dim = model.visual.output_dim if hasattr(model.visual, "output_dim") else model.text_projection.shape[1]
-    encoder_id = f"open_clip-{model_name}@{tag}"
-    return Encoder(encoder_id, _OpenClipImageTower(model), preprocess, int(dim), packaged_calibration(encoder_id),
-                   device)
-
-
-def _first(size) -> int:
-    return int(size[0] if isinstance(size, (tuple, list)) else size)
 
 
 def load_artefact(directory: Path, device: str = "cpu") -> Encoder:

@@ -4,7 +4,7 @@ serving (which rebuilds the model from the artefact's config alone)."""
 import torch
 from torch import nn
 
-from core.backbones import create_trunk
+from core.trunks import create_architecture
 
 
 def mlp(dims: list[int], last_bn: bool = True) -> nn.Sequential:
@@ -34,7 +34,8 @@ class EmbeddingModel(nn.Module):
 
 
 def build_embedding_model(config: dict) -> EmbeddingModel:
-    """config: {"backbone": timm name, "projector_dims": [in, hidden, ..., out] or None}."""
-    trunk = create_trunk(config["backbone"])
+    """config: {"backbone": a timm name or "open_clip:MODEL" (core.trunks.Backbone.architecture),
+    "projector_dims": [in, hidden, ..., out] or None}."""
+    trunk = create_architecture(config["backbone"])
     dims = config.get("projector_dims")
     return EmbeddingModel(trunk, mlp(dims) if dims else None)

@@ -10,12 +10,15 @@ from pathlib import Path
 class TrainConfig:
     run_name: str = "default"
     out_dir: str = "var/training/default"
-    # Backbone: packaged ImageNet weights for tf_efficientnet_lite0 (no hub download possible).
+    # Backbone, as serving names it (core.trunks): tf_efficientnet_lite0 / builtin:efficientnet-lite0 (packaged
+    # ImageNet weights), timm:ARCH:/path/ckpt.pth (a local checkpoint: DINO, MoCo v3, ...), open_clip:MODEL:TAG
+    # or open_clip:MODEL:/path. A bare timm name starts from random weights. No hub download happens.
     backbone: str = "tf_efficientnet_lite0"
-    # "head": projector/predictor only; "last_k": last `trainable_blocks` stages + conv_head; "all".
+    # "head": projector/predictor only; "last_k": the last `trainable_blocks` blocks (EfficientNet stages,
+    # ResNet layers, ViT transformer blocks) + what follows them (conv_head/bn2, norm); "all".
     trainable: str = "last_k"
     trainable_blocks: int = 1
-    projector_dims: list[int] = field(default_factory=lambda: [1280, 1024, 256])
+    projector_dims: list[int] = field(default_factory=lambda: [1280, 1024, 256])  # [0]: set to the trunk's width
     predictor_dims: list[int] = field(default_factory=lambda: [256, 1024, 256])
     # Losses (method.md §2): L = align_loss + infomax_lambda * info_loss.
     tau: float = 0.2

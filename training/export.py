@@ -14,12 +14,12 @@ from pathlib import Path
 
 import torch
 
-from core.backbones import LITE0_PREPROCESS
 from core.calibration import Calibration
 from core.encoder import ARTEFACT_FORMAT, file_digest
+from core.trunks import LITE0, architecture_of, architecture_preprocess, feature_dim
 from training.checkpoint import load_checkpoint
 from training.config import TrainConfig
-from training.model import MoCo, build_moco
+from training.model import MoCo, build_moco, projector_dims
 
 
 def rebuild_moco(config: TrainConfig, state: dict) -> MoCo:
@@ -29,12 +29,13 @@ def rebuild_moco(config: TrainConfig, state: dict) -> MoCo:
 
 
 def encoder_metadata(config: TrainConfig, checkpoint: dict, encoder_id: str, dim: int,
-                     projector_dims: list[int] | None) -> dict:
+                     projector: list[int] | None, trunk) -> dict:
+    architecture = architecture_of(config.backbone)
     return {
         "format": ARTEFACT_FORMAT,
         "encoder_id": encoder_id,
-        "model": {"backbone": config.backbone, "projector_dims": projector_dims},
-        "preprocess": LITE0_PREPROCESS.to_dict(),
+        "model": {"backbone": architecture, "projector_dims": projector},
+        "preprocess": architecture_preprocess(architecture, trunk).to_dict(),
         "dim": dim,
         "calibration": Calibration().to_dict(),
         "base_encoder_id": checkpoint.get("base_encoder_id"),
@@ -42,6 +43,13 @@ def encoder_metadata(config: TrainConfig, checkpoint: dict, encoder_id: str, dim
                      "train_seconds": checkpoint.get("train_seconds"),
                      "final_losses": checkpoint["history"][-1] if checkpoint["history"] else None},
     }
+
+
+def _id_stem(config: TrainConfig) -> str:
+    """`attrib-lite0-RUN` for the default backbone (as before), else `attrib-ARCH-RUN`."""
+    architecture = architecture_of(config.backbone)
+    name = "lite0" if architecture == LITE0 else architecture.replace("open_clip:", "open_clip-").replace("/", "-")
+    return f"attrib-{name}-{config.run_name}"
 
 
 def export_checkpoint(checkpoint_path: str | Path, out_dir: str | Path, embed_from: str | None = None,
@@ -57,10 +65,10 @@ def export_checkpoint(checkpoint_path: str | Path, out_dir: str | Path, embed_fr
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}-"))
     torch.save(model.state_dict(), tmp / "weights.pt")
-    encoder_id = f"attrib-lite0-{config.run_name}-{embed_from}@{file_digest(tmp / 'weights.pt')}"
-    dim = config.projector_dims[-1] if with_projector else _trunk_dim(model)
-    meta = encoder_metadata(config, checkpoint, encoder_id, dim,
-                            config.projector_dims if with_projector else None)
+    encoder_id = f"{_id_stem(config)}-{embed_from}@{file_digest(tmp / 'weights.pt')}"
+    dims = projector_dims(config, model.trunk)
+    dim = dims[-1] if with_projector else feature_dim(model.trunk)
+    meta = encoder_metadata(config, checkpoint, encoder_id, dim, dims if with_projector else None, model.trunk)
     (tmp / "encoder.json").write_text(json.dumps(meta, indent=2))
     tmp.chmod(0o755)  # mkdtemp makes 0700; workers may run as another user
     if out_dir.exists():
@@ -69,10 +77,6 @@ def export_checkpoint(checkpoint_path: str | Path, out_dir: str | Path, embed_fr
         raise FileExistsError(f"{out_dir} exists; export to a new directory")
     os.replace(tmp, out_dir)
     return out_dir
-
-
-def _trunk_dim(model) -> int:
-    return int(model.trunk.num_features)
 
 
 def main(argv: list[str] | None = None) -> Path:

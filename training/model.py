@@ -1,44 +1,19 @@
 """MoCo-v3 module: query encoder = trunk + projector + predictor; key encoder = EMA of trunk + projector.
 
-Only the last stages of the trunk are usually trained (config.trainable). The frozen stages are
-shared by both encoders (an EMA of frozen weights is those weights), so they run once per view,
-under no_grad and in eval mode (their BatchNorm statistics stay the ImageNet ones)."""
+Only the last stages of the trunk are usually trained (config.trainable; training.stages splits the
+trunk). The frozen stages are shared by both encoders (an EMA of frozen weights is those weights), so
+they run once per view, under no_grad and in eval mode (their BatchNorm statistics stay pretrained).
+The trunk is any backbone core.trunks loads (config.backbone); the projector's input width is its
+feature width, whatever projector_dims[0] says."""
 import copy
 import math
 
 import torch
 from torch import nn
 
-from core.backbones import load_packaged_lite0, create_trunk
 from core.heads import EmbeddingModel, mlp
-
-
-def trunk_stages(trunk: nn.Module) -> list[nn.Module]:
-    """A timm EfficientNet/MobileNet trunk as a sequence of stages whose composition is forward()."""
-    pool = nn.Sequential(trunk.global_pool, nn.Flatten()) if not isinstance(trunk.global_pool, nn.Identity) \
-        else nn.Flatten()
-    return [trunk.conv_stem, trunk.bn1, *trunk.blocks, trunk.conv_head, trunk.bn2, pool]
-
-
-def count_frozen(trunk: nn.Module, trainable: str, k: int) -> int:
-    """How many leading stages stay frozen. 'last_k' trains the last k blocks plus conv_head/bn2."""
-    n = len(trunk_stages(trunk))
-    if trainable == "all":
-        return 0
-    if trainable == "head":
-        return n
-    if trainable == "last_k":
-        return max(0, n - 3 - k)  # the 3 = conv_head, bn2, pool
-    raise ValueError(f"trainable must be head, last_k or all, not {trainable!r}")
-
-
-def load_backbone(name: str) -> nn.Module:
-    """Packaged ImageNet weights where we have them (offline); otherwise random init, loudly."""
-    if name == "tf_efficientnet_lite0":
-        return load_packaged_lite0()
-    import warnings
-    warnings.warn(f"no offline weights for {name}: starting from random initialisation")
-    return create_trunk(name)
+from core.trunks import Backbone, architecture_of, create_architecture, feature_dim
+from training.stages import count_frozen, trunk_stages
 
 
 class MoCo(nn.Module):
@@ -48,27 +23,27 @@ class MoCo(nn.Module):
         self.trunk = trunk
         self.projector = mlp(projector_dims)
         self.predictor = mlp(predictor_dims, last_bn=False)
-        self.n_frozen = count_frozen(trunk, trainable, trainable_blocks)
-        for stage in trunk_stages(trunk)[:self.n_frozen]:
+        self.n_frozen = count_frozen(trunk_stages(trunk), trainable, trainable_blocks)
+        for stage in trunk_stages(trunk).modules[:self.n_frozen]:
             stage.requires_grad_(False)
         self.key_trunk = copy.deepcopy(trunk).requires_grad_(False)
         self.key_projector = copy.deepcopy(self.projector).requires_grad_(False)
 
     def train(self, mode: bool = True):
         super().train(mode)
-        for stages in (trunk_stages(self.trunk), trunk_stages(self.key_trunk)):
-            for stage in stages[:self.n_frozen]:
+        for trunk in (self.trunk, self.key_trunk):
+            for stage in trunk_stages(trunk).modules[:self.n_frozen]:
                 stage.eval()
         return self
 
     def frozen_features(self, images: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            for stage in trunk_stages(self.trunk)[:self.n_frozen]:
+            for stage in trunk_stages(self.trunk).modules[:self.n_frozen]:
                 images = stage(images)
         return images
 
     def _tail(self, trunk: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        for stage in trunk_stages(trunk)[self.n_frozen:]:
+        for stage in trunk_stages(trunk).modules[self.n_frozen:]:
             x = stage(x)
         return x
 
@@ -101,6 +76,14 @@ def moco_momentum(step: int, total_steps: int, base: float) -> float:
     return 1 - (1 - base) * (math.cos(math.pi * step / max(1, total_steps)) + 1) / 2
 
 
-def build_moco(config) -> MoCo:
-    trunk = load_backbone(config.backbone)
-    return MoCo(trunk, config.projector_dims, config.predictor_dims, config.trainable, config.trainable_blocks)
+def projector_dims(config, trunk: nn.Module) -> list[int]:
+    """config.projector_dims with the first width set to the trunk's feature width."""
+    return [feature_dim(trunk), *config.projector_dims[1:]]
+
+
+def build_moco(config, backbone: Backbone | None = None) -> MoCo:
+    """`backbone`: the loaded trunk (training); None: the architecture, randomly initialised (an export
+    fills it from the checkpoint, so the backbone's original weights file is not needed there)."""
+    trunk = backbone.trunk if backbone else create_architecture(architecture_of(config.backbone))
+    return MoCo(trunk, projector_dims(config, trunk), config.predictor_dims, config.trainable,
+                config.trainable_blocks)

@@ -13,7 +13,7 @@ def plot_losses(history: list[dict], path: str | Path) -> Path:
     names = sorted({k for row in history for k in row if k.endswith("_loss")})
     for name in names:
         points = [(row["step"], row[name]) for row in history if name in row]
-        ax.plot(*zip(*points), label=name) if points else None
+        ax.plot(*zip(*points), label=name, marker="o" if len(points) <= 20 else None) if points else None
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.legend()

@@ -14,6 +14,7 @@ from common.audit import record
 from common.db.models import ModelPair
 from common.db.session import new_session
 from common.settings import get_settings
+from common.storage import get_storage
 from core.calibration import Calibration
 from core.encoder import Encoder, load_encoder
 from indexing import artifacts, pair_collections
@@ -21,6 +22,7 @@ from indexing.backends.faiss import load_store
 
 # The evaluation number that decides whether a new pair is better (service protocol, mean AP).
 GATE_METRIC = "map"
+REPORTS_PREFIX = "reports"  # storage keys of the runs' HTML reports: reports/<index id>/report.html
 
 
 class WorsePairRefused(RuntimeError):
@@ -38,11 +40,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--report", type=Path, default=None,
                         help=f"evaluation JSON with a top-level '{GATE_METRIC}' (compared with the active pair)")
     parser.add_argument("--force", action="store_true", help="publish even if it evaluates worse")
+    parser.add_argument("--html-report", type=Path, default=None,
+                        help="the run's report.html: stored with the pair, linked from the console's admin page")
     return parser.parse_args(argv)
 
 
-def publish_pair(encoder_spec: str, index_dir: Path, report: dict | None = None, force: bool = False) -> ModelPair:
-    """Check that the index was made by this encoder, refuse a worse pair, then activate it atomically."""
+def publish_pair(encoder_spec: str, index_dir: Path, report: dict | None = None, force: bool = False,
+                 html_report: Path | None = None) -> ModelPair:
+    """Check that the index was made by this encoder, refuse a worse pair, then activate it atomically.
+    `html_report`: the run's page, put in shared storage and named in the pair's report (`html_report`)."""
     encoder = load_encoder(encoder_spec)
     index = load_store(index_dir, encoder.encoder_id, mmap=True)  # raises IndexEncoderMismatch
     settings = get_settings()
@@ -52,6 +58,8 @@ def publish_pair(encoder_spec: str, index_dir: Path, report: dict | None = None,
         refuse_if_worse(active, report, force)
         with new_session() as filling:  # a shared Milvus collection is filled before the row names it
             pair_collections.prepare(filling, settings, encoder.encoder_id, encoder.dim, collection)
+        if html_report is not None:
+            report = {**(report or {}), "html_report": share_html_report(html_report, index.index_id)}
         encoder_uri, index_path = _shared_locations(encoder_spec, index_dir, index.index_id)
         calibration = encoder.calibration.to_dict() if encoder.calibration.fitted else None
         pair = ModelPair(encoder_id=encoder.encoder_id, encoder_uri=encoder_uri, index_path=index_path,
@@ -100,6 +108,13 @@ def _shared_locations(encoder_spec: str, index_dir: Path, index_id: str) -> tupl
     encoder_uri = (artifacts.upload_dir(settings, Path(encoder_spec), f"{prefix}/encoder")
                    if Path(encoder_spec).is_dir() else str(encoder_spec))
     return encoder_uri, artifacts.upload_dir(settings, index_dir, f"{prefix}/index")
+
+
+def share_html_report(html: Path, index_id: str) -> str:
+    """Through storage, not a local path: the API that shows it to admins may run on another host."""
+    key = f"{REPORTS_PREFIX}/{index_id}/report.html"
+    get_storage(get_settings()).put(key, Path(html).read_bytes())
+    return key
 
 
 def refuse_if_worse(active: ModelPair | None, report: dict | None, force: bool) -> None:
@@ -151,7 +166,7 @@ def main(argv: list[str]) -> int:
         print(f"error: {args.report} has no top-level '{GATE_METRIC}' (a verdict.json from retrain has one)")
         return 2
     try:
-        pair = publish_pair(args.encoder, args.index, report, args.force)
+        pair = publish_pair(args.encoder, args.index, report, args.force, args.html_report)
     except WorsePairRefused as exc:
         print(f"refused: {exc}")
         return 1

@@ -1,8 +1,10 @@
-"""Evaluation report writers: JSON (everything), markdown tables, Recall@K and reliability plots (PNG)."""
+"""Evaluation report writers: JSON (everything), markdown tables, Recall@K and reliability plots (PNG), and
+the run's self-contained HTML page (training.html_report)."""
 import json
 from pathlib import Path
 
 from training.calibration_report import calibration_table, reliability_png
+from training.html_report import REPORT_NAME, write_html_report
 from training.metrics import RECALL_KS
 from training.plots import plot_recall_curves
 
@@ -33,7 +35,7 @@ def _calibration_rows(report: dict) -> dict:
     return {label: r["calibration"] for label, r in report["encoders"].items() if "calibration" in r}
 
 
-def write_report(report: dict, out_dir: str | Path) -> dict[str, Path]:
+def write_report(report: dict, out_dir: str | Path, command: str = "evaluate") -> dict[str, Path]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"json": out_dir / "report.json", "markdown": out_dir / "report.md"}
@@ -49,4 +51,8 @@ def write_report(report: dict, out_dir: str | Path) -> dict[str, Path]:
     if _calibration_rows(report):
         paths["reliability_png"] = reliability_png(_calibration_rows(report), f"{report['dataset']}: reliability",
                                                    out_dir / "reliability.png")
+    paths["html"] = write_html_report(out_dir / REPORT_NAME, title=f"Evaluation: {report['dataset']}",
+                                      command=f"python -m training {command}", evaluation=report, figures=paths,
+                                      facts={"dataset": report["dataset"], "concepts": report["n_concepts"],
+                                             "distractors": report["n_distractors"]})
     return paths

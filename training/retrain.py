@@ -20,11 +20,13 @@ from common.db.session import new_session
 from common.settings import get_settings
 from indexing.artifacts import resolve
 from training.calibrate import calibrate_artefact
+from training.checkpoint import load_checkpoint
 from training.config import PRESETS, apply_overrides, load_config
 from training.data import registered_works
 from training.eval_data import EvalSet, read_eval_set
 from training.evaluate import evaluate
 from training.export import export_checkpoint
+from training.html_report import REPORT_NAME, training_facts, write_html_report
 from training.publish import publish_pair
 from training.rebuild_index import rebuild_index
 from training.train import train
@@ -77,6 +79,15 @@ def confirm_forced_publish(old: float, new: float, *, assume_yes: bool, ask=inpu
     return ask("publish it anyway? type 'yes': ").strip().lower() == "yes"
 
 
+def write_run_report(run_dir: Path, checkpoint: Path, report: dict, old: float, new: float) -> Path:
+    """The run's one page: training (facts, losses) and the head-to-head evaluation, beside its outputs."""
+    state = load_checkpoint(checkpoint)
+    facts = {**training_facts(state["config"], state), "gate (service mAP)": f"serving {old:.1f}, candidate {new:.1f}"}
+    return write_html_report(run_dir / REPORT_NAME, title=f"Retraining run {state['config']['run_name']}",
+                             command="python -m training retrain", facts=facts, history=state["history"],
+                             loss_png=run_dir / "loss_curve.png", evaluation=report, figures=report["files"])
+
+
 def main(argv: list[str]) -> int:
     if "--verdicts" in argv:  # learn from reviewers' verdicts instead (training.retrain_verdicts)
         from training.retrain_verdicts import main as retrain_from_verdicts
@@ -99,11 +110,12 @@ def main(argv: list[str]) -> int:
     print("[3/5] evaluating the candidate against the serving encoder")
     eval_set = read_eval_set(args.eval_set) if args.eval_set else registry_eval_set()
     serving = serving_encoder_spec()
-    report = evaluate(eval_set, [serving, str(artefact)], run_dir / "eval")
+    report = evaluate(eval_set, [serving, str(artefact)], run_dir / "eval", command="retrain")
     old, new = (gate_value(e) for e in report["encoders"].values())
     verdict = {"map": new / 100, "serving_map": old / 100, "eval_set": eval_set.name, "serving": serving}
     (run_dir / "verdict.json").write_text(json.dumps(verdict, indent=2))
-    print(f"      service mAP: serving {old:.1f}%  candidate {new:.1f}%  (report: {report['files']['markdown']})")
+    html = write_run_report(run_dir, checkpoint, report, old, new)
+    print(f"      service mAP: serving {old:.1f}%  candidate {new:.1f}%  (report: {html})")
     if args.no_publish:
         return 0
     if new < old and not args.force:
@@ -116,7 +128,7 @@ def main(argv: list[str]) -> int:
     index_dir = rebuild_index(str(artefact), settings.artifacts_dir / "pairs" / config.run_name / "index")
     print("[5/5] publishing")
     # The head-to-head comparison above is the gate; a stored score from another eval set is not comparable.
-    pair = publish_pair(str(artefact), index_dir, report=verdict, force=True)
+    pair = publish_pair(str(artefact), index_dir, report=verdict, force=True, html_report=html)
     print(f"published pair {pair.id}: encoder {pair.encoder_id}; workers switch before their next job. "
           f"Undo with `python -m training rollback`.")
     return 0

@@ -119,7 +119,7 @@ def copy_mapped_vectors(session, base_encoder_id: str, encoder_id: str, real_map
 def benchmark_report(eval_set_path: str, serving_spec: str, artefact: Path, out_dir: Path) -> dict:
     from training.eval_data import read_eval_set
     from training.evaluate import evaluate
-    report = evaluate(read_eval_set(eval_set_path), [serving_spec, str(artefact)], out_dir)
+    report = evaluate(read_eval_set(eval_set_path), [serving_spec, str(artefact)], out_dir, command="retrain --verdicts")
     old, new = (e["service"]["all"]["ap"] for e in report["encoders"].values())
     return {"serving": {"map": old}, "candidate": {"map": new}, "eval_set": eval_set_path}
 
@@ -174,6 +174,8 @@ def publish_candidate(artefact: Path, base_encoder_id: str, maps, report: dict, 
         copied = copy_mapped_vectors(session, base_encoder_id, encoder_id, maps["real"])
     print(f"[3/4] {copied} source vectors mapped from the stored ones; building the index")
     index_dir = rebuild_index(str(artefact), settings.artifacts_dir / "pairs" / f"verdicts-{stamp}" / "index")
-    pair = publish_pair(str(artefact), index_dir, report=report, force=True)
+    html = settings.data_dir / "training" / f"verdicts-{stamp}" / "eval" / "report.html"  # with --eval-set
+    pair = publish_pair(str(artefact), index_dir, report=report, force=True,
+                        html_report=html if html.is_file() else None)
     print(f"[4/4] published pair {pair.id}: encoder {pair.encoder_id}; undo with `python -m training rollback`")
     return 0

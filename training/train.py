@@ -14,22 +14,30 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from core.backbones import LITE0_PREPROCESS
-from core.encoder import builtin_lite0_encoder_id
+from core.backbones import Preprocess
+from core.trunks import load_backbone
 from training.augment import two_view_transform
 from training.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from training.config import PRESETS, TrainConfig, apply_overrides, load_config
 from training.data import UnlabeledImages, gather_training_paths
+from training.html_report import REPORT_NAME, training_facts, write_html_report
 from training.losses import AlignmentLoss, InfomaxLoss, total_loss
 from training.model import MoCo, build_moco, moco_momentum
 from training.plots import plot_losses
 
 
-def base_encoder_id(backbone: str) -> str:
-    """Same id core.encoder gives the zero-shot encoder, so reports can name what we started from."""
-    if backbone == "tf_efficientnet_lite0":
-        return builtin_lite0_encoder_id()
-    return f"{backbone}@random-init"
+def check_image_size(trunk: torch.nn.Module, size: int, spec: str) -> None:
+    """A ViT takes its own input size only: say so before training starts, not at the first step."""
+    was_training = trunk.training
+    trunk.eval()
+    try:
+        with torch.no_grad():
+            trunk(torch.zeros(1, 3, size, size))
+    except Exception as exc:
+        raise ValueError(f"backbone {spec} cannot take image_size={size} images ({type(exc).__name__}: {exc}); "
+                         "set image_size to its input size") from exc
+    finally:
+        trunk.train(was_training)
 
 
 def setup_runtime(config: TrainConfig) -> torch.device:
@@ -43,9 +51,10 @@ def setup_runtime(config: TrainConfig) -> torch.device:
     return torch.device(config.device)
 
 
-def make_loader(config: TrainConfig) -> DataLoader:
+def make_loader(config: TrainConfig, preprocess: Preprocess) -> DataLoader:
+    """Two augmented views per image, normalised as the backbone expects (its mean and std)."""
     paths = gather_training_paths(config)
-    dataset = UnlabeledImages(paths, two_view_transform(config, LITE0_PREPROCESS))
+    dataset = UnlabeledImages(paths, two_view_transform(config, preprocess))
     # BatchNorm in the heads needs > 1 sample; drop_last keeps every batch full.
     batch_size = min(config.batch_size, len(dataset))
     return DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True,
@@ -66,8 +75,10 @@ def train(config: TrainConfig, resume: str | Path | None = None) -> Path:
     # --- setup -----------------------------------------------------------------------------
     device = setup_runtime(config)
     out_dir = Path(config.out_dir)
-    loader = make_loader(config)
-    model = build_moco(config).to(device)
+    backbone = load_backbone(config.backbone, allow_random=True)
+    check_image_size(backbone.trunk, config.image_size, config.backbone)
+    loader = make_loader(config, backbone.preprocess)
+    model = build_moco(config, backbone).to(device)
     align = AlignmentLoss(config.tau)
     infomax = InfomaxLoss(config.projector_dims[-1], config.infomax_eps, config.covariance,
                           config.covariance_momentum).to(device)
@@ -103,11 +114,15 @@ def train(config: TrainConfig, resume: str | Path | None = None) -> Path:
             progress.update(1)
         # --- checkpoint once per epoch; the last one is written below, with the run's wall time --
         if step < total_steps:
-            write_checkpoint(out_dir, model, infomax, optimizer, step, history, config)
+            write_checkpoint(out_dir, model, infomax, optimizer, step, history, config, backbone.backbone_id)
     progress.close()
-    path = write_checkpoint(out_dir, model, infomax, optimizer, step, history, config,
+    path = write_checkpoint(out_dir, model, infomax, optimizer, step, history, config, backbone.backbone_id,
                             seconds=time.time() - started)
-    plot_losses(history, out_dir / "loss_curve.png")
+    loss_png = plot_losses(history, out_dir / "loss_curve.png")
+    state = {"step": step, "base_encoder_id": backbone.backbone_id, "train_seconds": time.time() - started}
+    write_html_report(out_dir / REPORT_NAME, title=f"Training run {config.run_name}",
+                      command="python -m training train",
+                      facts=training_facts(config.to_dict(), state), history=history, loss_png=loss_png)
     return path
 
 
@@ -131,11 +146,11 @@ def train_step(model: MoCo, losses: tuple[AlignmentLoss, InfomaxLoss], optimizer
 
 
 def write_checkpoint(out_dir: Path, model: MoCo, infomax: InfomaxLoss, optimizer, step: int,
-                     history: list[dict], config: TrainConfig, seconds: float | None = None) -> Path:
+                     history: list[dict], config: TrainConfig, base_id: str, seconds: float | None = None) -> Path:
     state = {
         "model": model.state_dict(), "infomax": infomax.state_dict(), "optimizer": optimizer.state_dict(),
         "step": step, "history": history, "config": config.to_dict(),
-        "base_encoder_id": base_encoder_id(config.backbone), "train_seconds": seconds,
+        "base_encoder_id": base_id, "train_seconds": seconds,
     }
     return save_checkpoint(out_dir / CHECKPOINT_NAME, state)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from app.console import pages, status
+from app.console import pages, reports, status
 
 STATIC_DIR = Path(__file__).parent / "static"
 
@@ -17,4 +17,5 @@ STATIC_DIR = Path(__file__).parent / "static"
 def install_console(app: FastAPI) -> None:
     app.include_router(pages.router)
     app.include_router(status.router)
+    app.include_router(reports.router)
     app.mount("/console/static", StaticFiles(directory=STATIC_DIR), name="console-static")

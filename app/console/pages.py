@@ -10,14 +10,18 @@ templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 # Scripts, styles and images from this origin only (blob: for thumbnails fetched with the key).
 _CSP = ("default-src 'self'; img-src 'self' blob:; script-src 'self'; style-src 'self'; "
         "connect-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'")
+# The run report page shows a stored, self-contained report (inline styles, data: images) in a sandboxed
+# frame that inherits this page's policy: only this page allows those two, and still no script but ours.
+_REPORT_CSP = _CSP.replace("img-src 'self' blob:", "img-src 'self' blob: data:").replace(
+    "style-src 'self'", "style-src 'self' 'unsafe-inline'")
 _PAGES = {"signin": "Sign in", "attribute": "Attribute an image", "job": "Attribution result",
-          "works": "Works", "register": "Register a work", "admin": "Service state"}
+          "works": "Works", "register": "Register a work", "admin": "Service state", "report": "Run report"}
 
 
-def _page(request: Request, page: str, **context) -> HTMLResponse:
+def _page(request: Request, page: str, csp: str = _CSP, **context) -> HTMLResponse:
     response = templates.TemplateResponse(request, f"{page}.html",
                                           {"page": page, "heading": _PAGES[page], **context})
-    response.headers["Content-Security-Policy"] = _CSP
+    response.headers["Content-Security-Policy"] = csp
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["Referrer-Policy"] = "no-referrer"
     return response
@@ -61,3 +65,8 @@ def read_register_page(request: Request) -> HTMLResponse:
 @router.get("/admin", response_class=HTMLResponse)
 def read_admin_page(request: Request) -> HTMLResponse:
     return _page(request, "admin")
+
+
+@router.get("/reports/{pair_id}", response_class=HTMLResponse)
+def read_report_page(request: Request, pair_id: int) -> HTMLResponse:
+    return _page(request, "report", csp=_REPORT_CSP, pair_id=pair_id)

@@ -6,6 +6,7 @@ from pydantic import BaseModel
 from sqlalchemy import func, select
 
 from app.api.deps import RedisDep, SessionDep, SettingsDep
+from app.console.reports import report_url
 from app.security import AdminKey, CurrentKey
 from common.db import crud
 from common.db.models import AttributionJob, SourceImage, Verdict, Work
@@ -41,7 +42,7 @@ def _serving(session, settings) -> dict:
         return {"source": "settings (no published pair)", "encoder": settings.encoder}
     return {"source": "published pair", "pair_id": pair.id, "encoder_id": pair.encoder_id,
             "index_id": pair.index_id, "activated_at": pair.activated_at.isoformat() if pair.activated_at else None,
-            "report": pair.report}
+            "report": pair.report, "report_url": report_url(pair)}
 
 
 def _queue(redis, name: str) -> dict:

@@ -3,6 +3,7 @@ download): a real uvicorn on loopback and a real worker. Sign in, register a wor
 see the query beside the matched thumbnails, give a verdict, search and delete a work, read the service
 state. A screenshot of the result is saved under the test's tmp path (and in ATTRIB_CONSOLE_SCREENSHOT_DIR
 when set, which is how docs/console.png is made)."""
+import base64
 import os
 import shutil
 import socket
@@ -15,10 +16,10 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from common.db.models import Verdict
+from common.db.models import ModelPair, Verdict
 from common.db.session import new_session
 from tests.conftest import REPO, auth
-from tests.factories import photo_path
+from tests.factories import photo_path, tiny_png
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 playwright = pytest.importorskip("playwright.sync_api")
@@ -166,3 +167,44 @@ def test_reviewer_sees_only_review_pages_and_plain_errors(api_server, browser, m
     page.get_by_label("Job id").fill(str(uuid.uuid4()))
     page.get_by_role("button", name="Open").click()
     page.get_by_role("alert").filter(has_text="Not found").wait_for()
+    page.goto(api_server + "/console/reports/1")  # run reports are for admins
+    page.get_by_role("alert").filter(has_text="not allowed").wait_for()
+
+
+def publish_pair_with_report(html: str) -> int:
+    """A serving pair whose run stored its report, as `training publish --html-report` leaves it."""
+    from datetime import datetime, timezone
+
+    from common.settings import get_settings
+    from common.storage import get_storage
+    get_storage(get_settings()).put("reports/idx-1/report.html", html.encode())
+    with new_session() as session:
+        pair = ModelPair(encoder_id="attrib-test@1", encoder_uri="builtin:efficientnet-lite0", index_id="idx-1",
+                         report={"map": 0.5, "html_report": "reports/idx-1/report.html"}, active=True,
+                         activated_at=datetime.now(timezone.utc))
+        session.add(pair)
+        session.commit()
+        return pair.id
+
+
+def test_admin_opens_the_serving_pairs_run_report(api_server, browser, make_key):
+    png = base64.b64encode(tiny_png((40, 30))).decode()
+    pair_id = publish_pair_with_report(
+        "<!doctype html><html><head><style>h1 { color: rgb(10, 120, 30); }</style></head><body>"
+        f"<h1>Recall@K of the run</h1><img alt='loss curve' src='data:image/png;base64,{png}'></body></html>")
+    page = browser.new_page()
+    page.on("pageerror", lambda exc: pytest.fail(f"script error: {exc}"))
+    page.goto(api_server + "/console/signin")
+    page.get_by_label("API key").fill(make_key("admin"))
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url("**/console/attribute")
+    page.get_by_role("link", name="Service state").click()
+    page.get_by_role("link", name="Open the run report").click()
+    page.wait_for_url(f"**/console/reports/{pair_id}")
+    report = page.frame_locator("#report-frame")
+    heading = report.get_by_role("heading", name="Recall@K of the run")
+    heading.wait_for()
+    assert heading.evaluate("h => getComputedStyle(h).color") == "rgb(10, 120, 30)"  # inline style allowed
+    report.get_by_alt_text("loss curve").wait_for()
+    assert report.get_by_alt_text("loss curve").evaluate("i => i.naturalWidth") == 40  # data: image shown
+    assert page.get_by_role("link", name="Download the report").is_visible()

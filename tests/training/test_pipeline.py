@@ -8,6 +8,7 @@ import torch
 from PIL import Image, ImageFilter, ImageOps
 
 from core.encoder import load_encoder
+from tests.training.report_checks import assert_evaluation_sections, read_report
 from training.__main__ import main as cli
 from training.checkpoint import load_checkpoint
 
@@ -58,6 +59,9 @@ def test_train_export_evaluate_calibrate(data, tmp_path):
     assert state["step"] == 3 and state["config"]["image_size"] == 64
     assert state["base_encoder_id"].startswith("efficientnet-lite0-imagenet@")
     assert (tmp_path / "run" / "loss_curve.png").stat().st_size > 0
+    page = read_report((tmp_path / "run" / "report.html").read_text())  # a training run's own page
+    assert len(page.images["losses"]) == 1 and page.images["losses"][0].startswith("data:image/png;base64,")
+    assert "No evaluation in this run" in page.text["recall"] and "efficientnet-lite0" in page.text["summary"]
 
     artefact = cli(["export", str(checkpoint), str(tmp_path / "encoders" / "smoke")])
     meta = json.loads((artefact / "encoder.json").read_text())
@@ -75,8 +79,13 @@ def test_train_export_evaluate_calibrate(data, tmp_path):
     zero_shot = report["encoders"]["builtin:efficientnet-lite0"]
     assert zero_shot["n_queries"] == {"all": 16, "default": 8, "sketch": 8}
     assert 0 <= zero_shot["service"]["sketch"]["recall@5"] <= zero_shot["abc"]["sketch"]["recall@5"] <= 100
-    for name in ("report.json", "report.md", "recall_abc.png", "recall_service.png"):
+    for name in ("report.json", "report.md", "recall_abc.png", "recall_service.png", "report.html"):
         assert (tmp_path / "eval" / name).stat().st_size > 0
+    page = read_report((tmp_path / "eval" / "report.html").read_text())
+    assert_evaluation_sections(page, encoders=3)
+    assert "trained nothing" in page.text["losses"]
+    first = report["encoders"]["builtin:efficientnet-lite0"]["examples"][0]
+    assert len(first["top"]) == 5 and [hit["work"] for hit in first["top"]].count(first["concept"]) <= 1
 
     calibration = cli(["calibrate", str(artefact), "--works-dir", str(data["works"])])
     assert calibration.fitted and calibration.inv_tau > 1.0

@@ -4,8 +4,10 @@ import json
 
 from common.db import crud
 from common.db.session import new_session
-from training.retrain import main as retrain
+from tests.conftest import auth
 from tests.factories import photo_bytes
+from tests.training.report_checks import assert_evaluation_sections, read_report
+from training.retrain import main as retrain
 
 
 def register(client, subject):
@@ -13,7 +15,7 @@ def register(client, subject):
     assert client.post("/sources", files=files, data={"title": subject, "rights_holder": "s"}).status_code == 201
 
 
-def test_retrain_publishes_a_calibrated_encoder(client, service_env, tmp_path, capsys):
+def test_retrain_publishes_a_calibrated_encoder(client, service_env, make_key, tmp_path, capsys):
     for subject in ("dog", "cat", "teapot", "vase"):
         register(client, subject)
     assert retrain(["--preset", "smoke", "--force", "--yes", "batch_size=4"]) == 0
@@ -27,6 +29,20 @@ def test_retrain_publishes_a_calibrated_encoder(client, service_env, tmp_path, c
     assert pair.report["eval_set"] == "registry" and 0 <= pair.report["map"] <= 1
     index = json.loads((tmp_path.joinpath(pair.index_path) / "index.json").read_text())
     assert index["encoder_id"] == pair.encoder_id and index["count"] == 12
+
+    # The run's report went to shared storage with the pair; the console's admin page links it, admins only.
+    assert pair.report["html_report"] == f"reports/{pair.index_id}/report.html"
+    status = client.get("/admin/status").json()
+    assert status["serving"]["report_url"] == f"/admin/pairs/{pair.id}/report"
+    response = client.get(status["serving"]["report_url"])
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/html")
+    assert "sandbox" in response.headers["content-security-policy"]
+    page = read_report(response.text)
+    assert len(page.images["losses"]) == 1 and "gate (service mAP)" in page.text["summary"]
+    assert_evaluation_sections(page, encoders=2, queries=8, top=4)  # the registry: 4 works, 2 queries each
+    for scope, holder in (("reviewer", None), ("attributor", None), ("registrar", "s")):
+        denied = client.get(status["serving"]["report_url"], headers=auth(make_key(scope, holder, name=scope)))
+        assert denied.status_code == 403 and "html" not in denied.headers["content-type"]
 
 
 def test_forcing_a_worse_encoder_shows_the_numbers_and_needs_confirmation(capsys):

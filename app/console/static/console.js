@@ -338,7 +338,35 @@ async function loadAdmin() {
     rows.push(tr);
   }
   $("workers").replaceChildren(...rows);
+  showReportLink(state.serving);
   say("Updated " + new Date().toLocaleTimeString());
+}
+
+function showReportLink(serving) {
+  const holder = $("report-link");
+  if (!serving.report_url) {
+    holder.textContent = serving.pair_id ? "This pair's run stored no report." : "";
+    return;
+  }
+  const a = document.createElement("a");
+  a.href = "/console/reports/" + encodeURIComponent(serving.pair_id);
+  a.textContent = "Open the run report (Recall@K, losses, calibration, examples)";
+  holder.replaceChildren(a);
+}
+
+// ---------- a run report ----------
+
+async function loadReport() {
+  // The page is fetched with the key (a link cannot send it) and shown in a sandboxed frame: no script runs
+  // in it, and it inherits this page's policy (inline styles and data: images only).
+  const pairId = document.body.dataset.pairId;
+  say("Loading the report…");
+  const html = await (await api(`/admin/pairs/${encodeURIComponent(pairId)}/report`)).text();
+  $("report-frame").srcdoc = html;
+  const link = $("report-download");
+  link.href = URL.createObjectURL(new Blob([html], { type: "text/html" }));
+  link.hidden = false;
+  say("");
 }
 
 // ---------- start ----------
@@ -349,6 +377,6 @@ document.addEventListener("DOMContentLoaded", async () => {
   if (page === "signin") { initSignin(); return; }
   if (!(await startSession())) return;
   const init = { attribute: initAttribute, job: initJob, works: initWorks, register: initRegister,
-                 admin: () => guarded(loadAdmin) }[page];
+                 admin: () => guarded(loadAdmin), report: () => guarded(loadReport) }[page];
   if (init) init();
 });
