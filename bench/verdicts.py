@@ -20,6 +20,7 @@ import json
 import os
 import platform
 import random
+import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -276,7 +277,7 @@ def write_results(args, runs, reviewed, others, n_traffic, seconds, argv) -> Non
             continue
         by_fraction[f"{fraction:.0%}"] = {g: float(np.mean([r["eval"][g]["diff"] for r in rows]))
                                           for g in ("with_verdicts", "without_verdicts")}
-    results = {"command": "python -m bench.verdicts " + " ".join(argv or []),
+    results = {"command": "python -m bench.verdicts " + " ".join(sys.argv[1:] if argv is None else argv),
                "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                            "note": "shared machine (2 cores, other jobs running): timings are noisy",
                            "load_average": os.getloadavg()},
