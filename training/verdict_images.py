@@ -79,11 +79,14 @@ def load_image_views(storage, encoder: Encoder, keys: list[tuple[str, bool]], se
     them is closed) under the frozen `encoder`; None with fewer than 2 readable images (a contrastive
     batch needs negatives): the fit then uses verdicts alone."""
     images, is_query = [], []
+    side = 2 * encoder.preprocess.size  # room for the random crops; 256 full-size photos would take gigabytes
     for key, query in keys:
         try:
-            images.append(decode_rgb(storage.get(key)))
+            image = decode_rgb(storage.get(key), draft_size=(side, side))
         except (OSError, ImageRejected):  # deleted since it was listed, never stored, or no longer decodes
             continue
+        image.thumbnail((side, side))
+        images.append(image)
         is_query.append(query)
     if len(images) < 2:
         return None

@@ -145,6 +145,7 @@ def fit_both_ways(seed=0, steps=8):
         fit_verdict_mapper(data.queries, data.work_vectors, config)
 
 
+@pytest.mark.parametrize("service_env", ["sqlite", "postgresql"], indirect=True)
 def test_unsupervised_term_joins_the_fit_where_images_exist(service_env):
     store_photos(populate())
     images, combined, verdicts_only = fit_both_ways()
