@@ -9,7 +9,9 @@ attributed through the API. A fixed half of the subjects (seeded by --subject-se
 fraction (10/20/50%) of those subjects' traffic queries, drawn by the run's seed, a reviewer key POSTs
 `confirm` on the true work and `reject` on a wrong top-1 match, through the API. The other half gets no
 verdict. Then `retrain --verdicts` fits the maps and gates them (training.retrain_verdicts.fit_candidate,
-the command's own code, without publishing), and the evaluation half (never seen by anything above) is
+the command's own code, without publishing; with its unsupervised term on up to --unsupervised-images
+registered images at --unsupervised-weight, since the catalogue's images are in the stack's storage; the
+traffic is not kept for training), and the evaluation half (never seen by anything above) is
 scored with the service protocol against the benchmark's distractors: zero-shot vs the candidate, on
 subjects with verdicts and subjects without, with bootstrap 95% intervals over queries.
 
@@ -44,6 +46,9 @@ def parse_args(argv):
     parser.add_argument("--catalogue-distractors", type=int, default=200)
     parser.add_argument("--eval-distractors", type=int, default=1000)
     parser.add_argument("--steps", type=int, default=300)
+    # passed to `retrain --verdicts`: the unsupervised term on the registered images (0 images: verdicts only)
+    parser.add_argument("--unsupervised-images", type=int, default=256)
+    parser.add_argument("--unsupervised-weight", type=float, default=0.1)
     parser.add_argument("--bootstrap", type=int, default=1000)
     return parser.parse_args(argv)
 
@@ -192,9 +197,11 @@ def bootstrap_diff(base: np.ndarray, cand: np.ndarray, n: int, seed: int) -> lis
 
 # ---------------------------------------------------------------- one run and the whole study
 
-def retrain_candidate(seed: int, steps: int):
+def retrain_candidate(seed: int, steps: int, unsupervised_images: int, unsupervised_weight: float):
     from training.retrain_verdicts import fit_candidate, parse_args as retrain_args
-    args = retrain_args(["--verdicts", "--seed", str(seed), "--steps", str(steps), "--no-publish"])
+    args = retrain_args(["--verdicts", "--seed", str(seed), "--steps", str(steps), "--no-publish",
+                         "--unsupervised-images", str(unsupervised_images),
+                         "--unsupervised-weight", str(unsupervised_weight)])
     _, report, maps, _ = fit_candidate(args, f"bench-{seed}-{time.time_ns()}")
     return report, maps
 
@@ -257,9 +264,11 @@ def main(argv=None) -> int:
         for fraction in args.fractions:
             for seed in args.seeds:
                 n = give_verdicts(reviewers, jobs, reviewed, fraction, seed, work_of)
-                report, maps = retrain_candidate(seed, args.steps)
+                report, maps = retrain_candidate(seed, args.steps, args.unsupervised_images,
+                                                 args.unsupervised_weight)
                 runs.append({"fraction": fraction, "seed": seed, "n_verdict_queries": n,
-                             "gate": {k: report[k] for k in ("passed", "reasons", "held_out", "unreviewed")},
+                             "gate": {k: report[k] for k in ("passed", "reasons", "held_out", "unreviewed",
+                                                             "unsupervised_images", "losses")},
                              "eval": score_run(features, zero, maps, reviewed, others, args.bootstrap, seed)})
                 print(json.dumps(runs[-1]["eval"]))
                 # written after every run, so a run cut short keeps what it measured
@@ -285,6 +294,7 @@ def write_results(args, runs, reviewed, others, n_traffic, seconds, argv) -> Non
                "reviewed_subjects": sorted(reviewed), "unreviewed_subjects": sorted(others),
                "n_traffic_queries": n_traffic, "eval_distractors": args.eval_distractors,
                "catalogue_distractors": args.catalogue_distractors, "steps": args.steps,
+               "unsupervised_images": args.unsupervised_images, "unsupervised_weight": args.unsupervised_weight,
                "runs": runs, "by_fraction": by_fraction,
                "complete": len(runs) == len(args.fractions) * len(args.seeds)}
     results["summary_line"] = (f"{len(reviewed)} subjects reviewed, {len(others)} not; {n_traffic} traffic queries "

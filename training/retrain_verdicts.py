@@ -1,10 +1,15 @@
 """`python -m training retrain --verdicts` (or `retrain-verdicts`): learn from reviewers' verdicts.
 
     python -m training retrain --verdicts [--held-out 0.2] [--eval-set DIR] [--tolerance 1.0] [--no-publish]
+                                          [--unsupervised-images 256] [--unsupervised-weight 0.1]
 
 1. read the verdicts given under the serving encoder and the stored vectors of every live work;
 2. split them by query (held-out queries are never trained on) and fit AbC's two linear maps on the
-   training side (training.verdict_mapper), from stored embeddings: no query image is needed;
+   training side (training.verdict_mapper), from stored embeddings: no query image is needed. Where
+   images exist (registered sources; query images kept because clients allowed training use), up to
+   --unsupervised-images of them add the method's alignment + Infomax objective on the mapped space
+   (training.verdict_images: two augmentations each, embedded once by the frozen serving encoder);
+   with none, or --unsupervised-images 0, the fit is the verdict-only one;
 3. gate head to head, serving vs candidate: on the held-out verdicts (the candidate must be better), on
    works nobody gave a verdict on (each such work's first image against its others, among all works: the
    candidate may not lose more than --tolerance points), and on --eval-set when given (an unseen benchmark,
@@ -22,11 +27,13 @@ import torch
 from common.db.models import Embedding
 from common.db.session import new_session
 from common.settings import get_settings
+from common.storage import get_storage
 from core.encoder import file_digest, load_encoder
 from core.mapping import MAPPED_FORMAT, map_vectors
 from indexing.store import fetch_live_vectors
 from training.publish import publish_pair
 from training.rebuild_index import rebuild_index
+from training.verdict_images import load_image_views, pick_image_keys
 from training.verdict_mapper import MapperConfig, fit_verdict_mapper, maps_of
 from training.verdicts import VerdictData, held_out_metrics, load_verdict_data, rank_of_work, split_by_query
 
@@ -42,6 +49,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="points of mAP the candidate may lose on works without verdicts")
     parser.add_argument("--steps", type=int, default=MapperConfig.steps)
     parser.add_argument("--identity-weight", type=float, default=MapperConfig.identity_weight)
+    parser.add_argument("--unsupervised-images", type=int, default=256,
+                        help="at most this many stored images for the unsupervised term (0: verdicts only)")
+    parser.add_argument("--unsupervised-weight", type=float, default=MapperConfig.unsupervised_weight,
+                        help="weight of alignment + Infomax beside the verdict loss")
     parser.add_argument("--no-publish", action="store_true", help="stop after the gate")
     parser.add_argument("--force", action="store_true", help="publish even if the gate refuses")
     return parser.parse_args(argv)
@@ -132,21 +143,29 @@ def fit_candidate(args: argparse.Namespace, stamp: str) -> tuple[Path, dict, dic
     base = load_encoder(serving_spec)
     with new_session() as session:
         data = load_verdict_data(session, encoder_id=base.encoder_id)
+        keys = pick_image_keys(session, args.unsupervised_images if args.unsupervised_weight else 0, args.seed)
+    images = load_image_views(get_storage(settings), base, keys, args.seed)
     train_q, test_q = split_by_query(data.queries, args.held_out, args.seed)
     print(f"[1/4] {len(data.queries)} reviewed queries under {base.encoder_id}: {len(train_q)} to train, "
-          f"{len(test_q)} held out; {len(data.work_vectors)} works")
-    config = MapperConfig(steps=args.steps, identity_weight=args.identity_weight, seed=args.seed)
-    maps = maps_of(fit_verdict_mapper(train_q, data.work_vectors, config))
-    print("[2/4] gating: serving vs candidate")
+          f"{len(test_q)} held out; {len(data.work_vectors)} works; unsupervised images: "
+          f"{images.counts if images else 'none (verdicts only)'}")
+    config = MapperConfig(steps=args.steps, identity_weight=args.identity_weight, seed=args.seed,
+                          unsupervised_weight=args.unsupervised_weight)
+    fit = fit_verdict_mapper(train_q, data.work_vectors, config, images)
+    maps = maps_of(fit)
+    print(f"[2/4] gating: serving vs candidate (losses, last steps: "
+          f"{ {k: round(v, 4) for k, v in fit.losses['last'].items()} })")
     report = gate_report(data, test_q, maps)
     artefact = write_mapped_artefact(settings.artifacts_dir / "encoders" / f"verdicts-{stamp}", serving_spec, base,
                                      maps, {"config": vars(config), "n_train_queries": len(train_q),
-                                            "n_held_out_queries": len(test_q), "split_seed": args.seed})
+                                            "n_held_out_queries": len(test_q), "split_seed": args.seed,
+                                            "unsupervised_images": fit.images, "losses": fit.losses})
     if args.eval_set:
         report["benchmark"] = benchmark_report(args.eval_set, serving_spec, artefact,
                                                settings.data_dir / "training" / f"verdicts-{stamp}" / "eval")
     passed, reasons = gate_passes(report, args.tolerance)
-    report |= {"passed": passed, "reasons": reasons, "artefact": str(artefact),
+    report |= {"passed": passed, "reasons": reasons, "artefact": str(artefact), "losses": fit.losses,
+               "unsupervised_images": fit.images,
                "map": (report["held_out"]["candidate"]["map"] or 0) / 100,
                "serving_map": (report["held_out"]["serving"]["map"] or 0) / 100}
     (artefact / "gate.json").write_text(json.dumps(report, indent=2))

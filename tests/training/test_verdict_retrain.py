@@ -8,6 +8,7 @@ the most "stylish" works; a map can learn to ignore that direction."""
 import hashlib
 import json
 import uuid
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,9 +18,14 @@ from common.apikeys import create_key
 from common.db import crud
 from common.db.models import AttributionJob, Embedding, ImageState, Scope, SourceImage, Verdict, VerdictKind
 from common.db.session import new_session
+from common.settings import get_settings
+from common.storage import get_storage
 from core.encoder import builtin_lite0_encoder_id, load_encoder
+from tests.factories import photo_bytes
 from training.retrain_verdicts import main as retrain_verdicts
-from training.verdicts import VerdictQuery, split_by_query
+from training.verdict_images import load_image_views, pick_image_keys
+from training.verdict_mapper import MapperConfig, fit_verdict_mapper, maps_of
+from training.verdicts import VerdictQuery, load_verdict_data, split_by_query
 
 DIM = 1280
 
@@ -86,6 +92,8 @@ def test_verdicts_train_gate_and_publish_a_mapped_encoder(service_env, tmp_path,
     unreviewed = pair.report["unreviewed"]
     assert unreviewed["candidate"]["map"] >= unreviewed["serving"]["map"] - 1.0, unreviewed
     assert copied == 36  # every source vector derived from the stored one, none re-embedded
+    assert pair.report["unsupervised_images"] == {}  # no image in storage: the verdict-only fit
+    assert "align_loss" not in pair.report["losses"]["last"] and "unsupervised images: none" in out
     encoder = load_encoder(pair.encoder_uri)
     image = [Image.new("RGB", (64, 64), (120, 30, 200))]
     as_query, as_source = encoder.embed(image, role="query"), encoder.embed(image)
@@ -106,3 +114,63 @@ def test_gate_refuses_when_verdicts_teach_nothing(service_env, capsys):
 def test_no_verdicts_is_a_clear_error(service_env):
     with pytest.raises(ValueError, match="at least 2 works"):
         retrain_verdicts(["--no-publish"])
+
+
+def store_photos(works, per_work=2):
+    """Real photos (demo/data/dreambooth) at the first works' storage keys, and one verdict's query kept
+    (as if its client allowed training use): images for the unsupervised term."""
+    storage = get_storage(get_settings())
+    subjects = ["dog", "cat", "backpack"]
+    with new_session() as session:
+        for w, subject in enumerate(subjects):
+            images = session.query(SourceImage).filter(SourceImage.work_id == works[w].id).order_by(SourceImage.id)
+            for i, image in enumerate(images.limit(per_work)):
+                storage.put(image.storage_key, photo_bytes(subject, i))
+        confirmed = session.query(Verdict).filter(Verdict.verdict == VerdictKind.confirm).order_by(Verdict.id)
+        for k, verdict in enumerate(confirmed.limit(2)):  # two queries (a query's verdicts share its image)
+            verdict.query_storage_key = f"verdicts/q/{k}.jpg"
+            storage.put(verdict.query_storage_key, photo_bytes("candle", k))
+        session.commit()
+
+
+def fit_both_ways(seed=0, steps=8):
+    """The same verdict fit with and without the stored images."""
+    encoder = load_encoder("builtin:efficientnet-lite0")
+    with new_session() as session:
+        data = load_verdict_data(session, encoder_id=encoder.encoder_id)
+        keys = pick_image_keys(session, 64, seed)  # more than stored: every image
+    images = load_image_views(get_storage(get_settings()), encoder, keys, seed)
+    config = MapperConfig(steps=steps, seed=seed)
+    return images, fit_verdict_mapper(data.queries, data.work_vectors, config, images), \
+        fit_verdict_mapper(data.queries, data.work_vectors, config)
+
+
+@pytest.mark.parametrize("service_env", ["sqlite", "postgresql"], indirect=True)
+def test_unsupervised_term_joins_the_fit_where_images_exist(service_env):
+    store_photos(populate())
+    images, combined, verdicts_only = fit_both_ways()
+    assert images.counts == {"source": 6, "query": 2}  # the missing keys of the other works were skipped
+    assert images.view_1.shape == images.view_2.shape == (8, DIM)
+    assert not np.allclose(images.view_1, images.view_2)  # two different augmentations
+    assert {"align_loss", "info_loss", "verdict_loss"} <= set(combined.losses["last"])
+    assert combined.images == {"source": 6, "query": 2}
+    assert "align_loss" not in verdicts_only.losses["last"] and verdicts_only.images == {}
+    for name, weight in maps_of(combined).items():
+        assert not np.allclose(weight, maps_of(verdicts_only)[name], atol=1e-6), name
+
+
+def test_retrain_reports_the_unsupervised_term_and_can_turn_it_off(service_env, capsys):
+    store_photos(populate())
+    with new_session() as session:  # the bound: half queries (2 kept), sources fill the rest
+        picked = pick_image_keys(session, 3, seed=0)
+    assert len(picked) == 3 and sum(query for _, query in picked) == 1
+    assert retrain_verdicts(["--held-out", "0.25", "--steps", "10", "--unsupervised-images", "64",
+                             "--no-publish"]) == 0
+    with_images = json.loads(next(Path(get_settings().artifacts_dir, "encoders").glob("verdicts-*/gate.json"))
+                             .read_text())
+    assert with_images["unsupervised_images"] == {"source": 6, "query": 2}
+    assert "align_loss" in with_images["losses"]["last"]
+    assert "unsupervised images: none" not in capsys.readouterr().out
+    assert retrain_verdicts(["--held-out", "0.25", "--steps", "10", "--unsupervised-images", "0",
+                             "--no-publish"]) == 0
+    assert "unsupervised images: none (verdicts only)" in capsys.readouterr().out
