@@ -57,6 +57,9 @@ def load_mapped_artefact(directory: Path, device: str = "cpu"):
         if weight.ndim != 2 or weight.shape[1] != base.dim or weight.shape[0] != int(meta["dim"]):
             raise ValueError(f"{directory}: map {name!r} has shape {tuple(weight.shape)}; "
                              f"expected ({meta['dim']}, {base.dim}) for base {base.encoder_id}")
+    # A base that is itself mapped (a second verdict retrain) embeds queries through its own query map:
+    # the stored query vectors the new maps were fitted on came from there, so the chain must too.
+    base_query = base.query_model if base.query_model is not None else base.model
     return Encoder(meta["encoder_id"], MappedModel(base.model, maps["real"]), base.preprocess, int(meta["dim"]),
                    Calibration.from_dict(meta.get("calibration")), device,
-                   query_model=MappedModel(base.model, maps["synth"]))
+                   query_model=MappedModel(base_query, maps["synth"]))
