@@ -111,9 +111,12 @@ def write_report(results: dict, out: Path) -> None:
              f"(1-min load average {_load(results, 'load_average_before')} at the start, "
              f"{_load(results, 'load_average_after')} at the end).", "",
              f"Vectors: {results['real_vectors']} real Lite0 features (the cross-context set's exemplars and "
-             f"distractors) padded with samples of a per-cluster Gaussian mixture fitted to them and to "
-             f"{results['real_extra']} other real images of the subjects (traffic half, DreamBooth photos); "
-             f"{results['real_queries']} real cross-context queries (never in the index).", ""]
+             f"distractors) padded with samples of a per-cluster Gaussian mixture fitted to "
+             + ("the distractors' features only, so padding behaves like more distractors"
+                if results.get("pad_fit", "all") == "distractors" else
+                f"them and to {results['real_extra']} other real images of the subjects (traffic half, "
+                "DreamBooth photos), so padding also holds synthetic near-copies of the works")
+             + f"; {results['real_queries']} real cross-context queries (never in the index).", ""]
     lines += table(results) + study_lines(results)
     (out / "report.md").write_text("\n".join(lines) + "\n")
     plot(results, out)
