@@ -104,6 +104,10 @@ class Settings(BaseSettings):
     ann_threshold: int = Field(default=50_000, ge=1)
     ann_codes: str = "SQ8"  # codes of the approximate index: SQ8 (1 byte/dim), Flat, or PQ<m>
     ann_nprobe: int = Field(default=48, ge=1)  # IVF lists visited per query (recall vs latency)
+    # A query whose best approximate score is below this is searched again with ann_retry_nprobe lists
+    # (0 = never): far-off queries' answers sit in lists the first pass skips (docs/scaling.md).
+    ann_retry_below: float = Field(default=0.55, ge=0)
+    ann_retry_nprobe: int = Field(default=256, ge=1)
     # Changes held beside the base index before the snapshot writer rebuilds the base from the database.
     index_compact_after: int = Field(default=20_000, ge=1)
     # One worker (a Redis lock) writes a snapshot of its index this often when it changed, and at shutdown.

@@ -92,3 +92,20 @@ def test_needs_rebuild_when_crossing_the_threshold_or_after_many_changes():
     assert store.needs_rebuild(params)
     rebuilt = build_store("enc", 8, store.ids(), unit_rows(51, 8), params)
     assert rebuilt.factory.startswith("IVF") and not rebuilt.needs_rebuild(params)
+
+
+def test_queries_far_from_everything_are_searched_again_with_more_lists(tmp_path):
+    """One list per query misses neighbours of random queries; the retry (every list, for queries whose
+    best score is below `retry_below`) finds the exact top 10, and it survives a save and a load."""
+    vectors, queries = unit_rows(3000, 16), unit_rows(20, 16, seed=3)
+    expected = np.argsort(-(queries @ vectors.T), axis=1)[:, :10]
+    plain = IndexParams(ann_threshold=100, ann_codes="Flat", nprobe=1, retry_below=0.0)
+    retried = IndexParams(ann_threshold=100, ann_codes="Flat", nprobe=1, retry_below=1.01, retry_nprobe=4096)
+    missed = build_store("enc", 16, np.arange(3000), vectors, plain).search(queries, 10)[0]
+    assert missed.tolist() != expected.tolist()  # one list is not enough for these queries
+    store = build_store("enc", 16, np.arange(3000), vectors, retried)
+    assert store.search(queries, 10)[0].tolist() == expected.tolist()
+    store.save(tmp_path)
+    loaded = load_store(tmp_path, "enc", mmap=True)
+    assert loaded.describe()["retry_below"] == 1.01
+    assert loaded.search(queries, 10)[0].tolist() == expected.tolist()
