@@ -111,8 +111,9 @@ def ann_study(alt, base, real, queries, truth, params: IndexParams, n: int) -> d
     for nprobe in NPROBES:
         alt.nprobe, alt._params = nprobe, None
         sweep.append({"nprobe": nprobe, **search_quality(alt, queries, truth)})
+    alt.nprobe, alt._params = params.nprobe, None
     plain = quality(alt, base, queries, real.query_subject, real.exemplar_rows)
-    alt.nprobe, alt.retry_below, alt._params = params.nprobe, params.retry_below, None
+    alt.retry_below, alt._params = params.retry_below, None
     study = {"nprobe_sweep": sweep, "quality": quality(alt, base, queries, real.query_subject, real.exemplar_rows)}
     study["quality"]["approximate, no retry"] = plain["approximate"]
     return study

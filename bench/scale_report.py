@@ -118,5 +118,7 @@ def write_report(results: dict, out: Path) -> None:
                 "DreamBooth photos), so padding also holds synthetic near-copies of the works")
              + f"; {results['real_queries']} real cross-context queries (never in the index).", ""]
     lines += table(results) + study_lines(results)
+    if results.get("note"):
+        lines += ["", f"Note: {results['note']}"]
     (out / "report.md").write_text("\n".join(lines) + "\n")
     plot(results, out)
