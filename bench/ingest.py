@@ -117,7 +117,7 @@ def machine() -> dict:
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor())
     return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
-            "load_average": os.getloadavg(), "shared": "yes: 8 helpers on 2 cores during this run"}
+            "load_average": os.getloadavg()}
 
 
 def parse_args(argv):

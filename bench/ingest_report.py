@@ -72,9 +72,9 @@ def markdown(result: dict) -> str:
     table = "\n".join(f"| {a} | {b} | {c} |" for a, b, c in rows)
     return f"""# Ingest and enqueue benchmark
 
-Machine: {m['cpu']}, {m['cores']} cores, CPU only; **shared with other jobs during the run** (load
-average {m['load_average'][0]:.1f} before, {m['load_average_after'][0]:.1f} after), so only ratios measured
-side by side in this run mean much. Commit {result['git']}; command: `python -m bench.ingest` with
+Machine: {m['cpu']}, {m['cores']} cores, CPU only; 1-min load average {m['load_average'][0]:.1f} before,
+{m['load_average_after'][0]:.1f} after (the API, worker and this client share the cores); ratios measured
+side by side in this run are what to read. Commit {result['git']}; command: `python -m bench.ingest` with
 {json.dumps(result['args'])}.
 Worker settings: {json.dumps(result['settings'])}.
 
