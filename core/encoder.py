@@ -18,7 +18,9 @@ from torch import nn
 from core.backbones import Preprocess
 from core.calibration import Calibration, packaged_calibration
 from core.transforms import eval_transform
-from core.trunks import builtin_lite0_encoder_id, file_digest, is_backbone_spec, load_backbone  # noqa: F401
+from core.trunks import (  # noqa: F401  (file_digest is imported from here by training)
+    builtin_lite0_encoder_id, create_architecture, feature_dim, file_digest, is_backbone_spec, load_backbone,
+)
 
 ARTEFACT_FORMAT = "attrib-encoder/1"
 
@@ -90,12 +92,15 @@ def load_encoder(spec: str, device: str = "cpu") -> Encoder:
 
 
 def encoder_identity(spec: str) -> tuple[str, int]:
-    """(encoder_id, dim) of an encoder spec without running it: an artefact says both in its
-    `encoder.json`, the built-in encoder is named by its weights' digest; other backbones are built
-    (their width is known only from the architecture). For tools that only need to know which index
-    belongs to the encoder (worker.consistency), not to embed anything."""
+    """(encoder_id, dim) of an encoder spec without loading its weights: an artefact says both in its
+    `encoder.json`, the built-in encoder is named by its weights' digest, a timm checkpoint by its file's
+    digest (the width comes from the bare architecture); open_clip towers are built. For tools that only
+    need to know which index belongs to the encoder (worker.consistency), not to embed anything."""
     if spec == "builtin:efficientnet-lite0":
         return builtin_lite0_encoder_id(), 1280
+    if spec.startswith("timm:") and spec.count(":") >= 2:
+        _, arch, weights = spec.split(":", 2)
+        return f"timm-{arch}@{file_digest(weights)}", feature_dim(create_architecture(arch))
     if is_backbone_spec(spec):
         backbone = load_backbone(spec)
         return backbone.backbone_id, backbone.dim

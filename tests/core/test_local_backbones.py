@@ -11,7 +11,7 @@ import timm
 import torch
 from PIL import Image
 
-from core.encoder import load_encoder
+from core.encoder import encoder_identity, load_encoder
 from core.local_weights import CheckpointMismatch, fit_state_dict, read_tensors
 from core.trunks import file_digest
 from tests.factories import photo_path
@@ -52,6 +52,8 @@ def test_a_timm_checkpoint_serves_with_its_own_weights(checkpoints, arch):
         expected = torch.nn.functional.normalize(network(encoder._transform(image)[None]), dim=1).numpy()
     np.testing.assert_allclose(vector, expected, atol=1e-5)
     assert encoder.encoder_id == f"timm-{arch}@{file_digest(path)}"  # the file's digest: deterministic
+    # the consistency check names it without loading the weights, and must name it the same
+    assert encoder_identity(f"timm:{arch}:{path}") == (encoder.encoder_id, encoder.dim)
 
 
 def test_plain_prefixed_and_safetensors_files_load_alike(checkpoints, tmp_path):
