@@ -13,20 +13,20 @@ log = logging.getLogger(__name__)
 
 
 def publish_job_finished(redis: Redis, job_id, status) -> None:
-    status = getattr(status, "value", status)
-    try:
-        redis.publish(CHANNEL, json.dumps({"job_id": str(job_id), "status": str(status)}))
-    except RedisError as exc:
-        log.warning("could not publish job-finished for %s: %s", job_id, exc)
+    _publish(redis, {"job_id": str(job_id), "status": str(getattr(status, "value", status))})
 
 
 def publish_import_finished(redis: Redis, import_id) -> None:
     """A bulk import finished (common.imports): wakes webhook deliverers like a finished job does. The
     body has no `job_id`, so `?wait` listeners (parse_job_finished) ignore it."""
+    _publish(redis, {"import_id": str(import_id), "status": "finished"})
+
+
+def _publish(redis: Redis, body: dict) -> None:
     try:
-        redis.publish(CHANNEL, json.dumps({"import_id": str(import_id), "status": "finished"}))
+        redis.publish(CHANNEL, json.dumps(body))
     except RedisError as exc:
-        log.warning("could not publish import-finished for %s: %s", import_id, exc)
+        log.warning("could not publish %s: %s", body, exc)
 
 
 def parse_job_finished(data: bytes | str) -> str | None:
