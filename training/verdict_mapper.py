@@ -140,6 +140,6 @@ def _one_image(vectors: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return vectors[rng.integers(len(vectors))]
 
 
-def maps_of(fit: MapperFit | LinearPair) -> dict[str, np.ndarray]:
-    model = fit.model if isinstance(fit, MapperFit) else fit
+def maps_of(fit: MapperFit) -> dict[str, np.ndarray]:
+    model = fit.model
     return {"real": model.real.weight.detach().numpy().copy(), "synth": model.synth.weight.detach().numpy().copy()}
