@@ -102,7 +102,11 @@ class Settings(BaseSettings):
     # Vector index (indexing/backends/faiss.py): exact search below this many vectors, an approximate
     # IVF index (trained offline by the snapshot writer or `rebuild-index`) at or above it.
     ann_threshold: int = Field(default=50_000, ge=1)
-    ann_codes: str = "SQ8"  # codes of the approximate index: SQ8 (1 byte/dim), Flat, or PQ<m>
+    # Codes of the approximate index: auto (4-bit PQ, one code per 4 dims, SIMD scan), SQ8 (1 byte/dim),
+    # Flat, PQ<m>, PQ<m>x4fs
+    ann_codes: str = "auto"
+    # Candidates of the approximate index scored again exactly (float16 vectors read from disk); 0 = off
+    ann_rerank: int = Field(default=1000, ge=0)
     ann_nprobe: int = Field(default=48, ge=1)  # IVF lists visited per query (recall vs latency)
     # A query whose best approximate score is below this is searched again with ann_retry_nprobe lists
     # (0 = never): far-off queries' answers sit in lists the first pass skips (docs/scaling.md).

@@ -24,7 +24,9 @@ class Storage(Protocol):
     the keys below a folder-like prefix in sorted order; deleting a missing key or prefix is not an error."""
 
     def put(self, key: str, data: bytes) -> None: ...
+    def put_file(self, key: str, path: Path) -> None: ...  # large files (index bases) without a copy in memory
     def get(self, key: str) -> bytes: ...
+    def get_file(self, key: str, path: Path) -> None: ...
     def delete(self, key: str) -> None: ...
     def exists(self, key: str) -> bool: ...
     def list(self, prefix: str) -> Iterator[str]: ...
@@ -65,8 +67,19 @@ class LocalStorage:
             f.write(data)
         os.replace(tmp, target)
 
+    def put_file(self, key: str, path: Path) -> None:
+        target = self.path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".upload-")
+        os.close(fd)
+        shutil.copyfile(path, tmp)
+        os.replace(tmp, target)
+
     def get(self, key: str) -> bytes:
         return self.path(key).read_bytes()
+
+    def get_file(self, key: str, path: Path) -> None:
+        shutil.copyfile(self.path(key), path)
 
     def delete(self, key: str) -> None:
         self.path(key).unlink(missing_ok=True)
@@ -111,8 +124,14 @@ class S3Storage:
     def put(self, key: str, data: bytes) -> None:
         self.fs.pipe_file(self._full(key), data)
 
+    def put_file(self, key: str, path: Path) -> None:
+        self.fs.put_file(str(path), self._full(key))  # multipart above a few MB: visible only once complete
+
     def get(self, key: str) -> bytes:
         return self.fs.cat_file(self._full(key))
+
+    def get_file(self, key: str, path: Path) -> None:
+        self.fs.get_file(self._full(key), str(path))
 
     def delete(self, key: str) -> None:
         try:
@@ -169,8 +188,12 @@ def local_copy(storage, key: str, cache_dir: Path) -> Path:
     if not target.is_file():
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".download-")
-        with os.fdopen(fd, "wb") as f:
-            f.write(storage.get(key))
+        os.close(fd)
+        try:
+            storage.get_file(key, Path(tmp))  # streamed: a 2 GB index base never sits in memory
+        except BaseException:
+            os.unlink(tmp)
+            raise
         os.replace(tmp, target)
     return target
 

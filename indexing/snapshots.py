@@ -4,7 +4,8 @@ One writer at a time (a Redis lock per encoder) saves what its store holds, with
 position it includes, on a schedule and at shutdown, never after every change. Other workers load the
 newest snapshot read-only (the base memory-mapped, so workers on one host share its pages) and replay
 the log tail. Keys:
-    snapshots/<encoder>/bases/<index id>/{index.faiss, ids.npy}     large, immutable, written once
+    snapshots/<encoder>/bases/<index id>/{index.faiss, vectors.npy, ids.npy}   large, immutable, written once
+                                    (vectors.npy: float16 rows for re-ranking, approximate bases only)
     snapshots/<encoder>/<seq, 12 digits>-<stamp>/{index.json, delta.npz, masked.npy}   small
 A snapshot is complete once its index.json exists (written last); readers take the highest seq."""
 import json
@@ -18,7 +19,7 @@ from redis import Redis
 
 from common.storage import Storage, local_copy
 from indexing.backends.faiss import (
-    BASE_FILE, DELTA_FILE, IDS_FILE, MASKED_FILE, SIDECAR_FILE, FaissStore, load_store,
+    BASE_FILE, BASE_FILES, DELTA_FILE, IDS_FILE, MASKED_FILE, SIDECAR_FILE, VECTORS_FILE, FaissStore, load_store,
 )
 from indexing.vectorstore import IndexCorrupt, IndexEncoderMismatch
 
@@ -61,8 +62,9 @@ def write_snapshot(storage: Storage, store: FaissStore) -> str:
         write_base = not storage.exists(f"{base_key}/{IDS_FILE}")
         store.save(directory, write_base=write_base)
         if write_base:  # ids last: it marks the base complete
-            for name in (BASE_FILE, IDS_FILE):
-                storage.put(f"{base_key}/{name}", (directory / name).read_bytes())
+            for name in BASE_FILES:
+                if (directory / name).exists():
+                    storage.put_file(f"{base_key}/{name}", directory / name)
         for name in (DELTA_FILE, MASKED_FILE, SIDECAR_FILE):
             storage.put(f"{snapshot_key}/{name}", (directory / name).read_bytes())
     _prune(storage, prefix)
@@ -84,6 +86,8 @@ def load_snapshot(storage: Storage, encoder_id: str, cache_dir: Path, mmap: bool
             sidecar = local_copy(storage, f"{key}/{SIDECAR_FILE}", cache_dir)
             base_key = f"{encoder_prefix(encoder_id)}/bases/{_index_id(sidecar)}"
             base_file = local_copy(storage, f"{base_key}/{BASE_FILE}", cache_dir)
+            if json.loads(sidecar.read_text()).get("rerank"):
+                local_copy(storage, f"{base_key}/{VECTORS_FILE}", cache_dir)
             local_copy(storage, f"{base_key}/{IDS_FILE}", cache_dir)
             for name in (DELTA_FILE, MASKED_FILE):
                 local_copy(storage, f"{key}/{name}", cache_dir)

@@ -1,10 +1,14 @@
 """The FAISS vector store: a base index built offline plus a small exact delta for what changed since.
 
 - **Base.** Exact `IDMap2,Flat` below `ann_threshold` vectors; above it a trained IVF index with
-  8-bit scalar-quantised codes (`IVF{nlist},SQ8`; bench/scale.py measured recall@10 0.99 and p50 12 ms
-  at 100k real-feature vectors, against 392 ms for exact search on the same contended 2-core machine). Training the coarse quantiser
-  happens only in `build_store` (rebuild, or the snapshot writer's background step), never in a request.
-  A loaded base is read-only and may be memory-mapped, so workers on one machine share its pages.
+  compressed codes: by default 4-bit product quantisation, one code per 4 dimensions, scanned with
+  SIMD (`IVF{nlist},PQ{dim/4}x4fs`: 160 bytes a vector at 1280 dimensions, 1M in ~160 MB). Training the
+  coarse quantiser happens only in `build_store` (rebuild, or the snapshot writer's background step),
+  never in a request. A loaded base is read-only (memory-mapped where FAISS allows it).
+- **Re-rank.** Codes that small only shortlist: the best `rerank` candidates are scored again exactly
+  against float16 copies of the vectors kept in `vectors.npy` on disk and read with `pread` for just
+  those rows, so the file costs no process memory (the OS page cache holds what fits, shared by every
+  worker). bench/scale.py: at 1M, recall@10 and attribution quality as exact search, at p50 ~ms.
 - **Delta.** Upserts land in an in-memory exact `IDMap2,Flat`; a deleted or replaced base vector is
   masked (an `IDSelector` at search time) rather than removed, so one registration costs the same at
   10k and 1M vectors. A store whose delta grows past `compact_after`, or that crosses the threshold,
@@ -22,10 +26,13 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from indexing.backends.exact_rows import DTYPE as ROWS_DTYPE
+from indexing.backends.exact_rows import FileRows, MemoryRows
 from indexing.vectorstore import IndexCorrupt, IndexEncoderMismatch
 
-BASE_FILE, IDS_FILE, DELTA_FILE, MASKED_FILE, SIDECAR_FILE = (
-    "index.faiss", "ids.npy", "delta.npz", "masked.npy", "index.json")
+BASE_FILE, IDS_FILE, VECTORS_FILE, DELTA_FILE, MASKED_FILE, SIDECAR_FILE = (
+    "index.faiss", "ids.npy", "vectors.npy", "delta.npz", "masked.npy", "index.json")
+BASE_FILES = (BASE_FILE, VECTORS_FILE, IDS_FILE)  # a base's files, the id list last (it marks it complete)
 EXACT_FACTORY = "IDMap2,Flat"
 
 
@@ -33,8 +40,10 @@ EXACT_FACTORY = "IDMap2,Flat"
 class IndexParams:
     """How a base index is chosen (settings ATTRIB_ANN_*)."""
     ann_threshold: int = 50_000
-    ann_codes: str = "SQ8"  # codes of the approximate index: SQ8, Flat, or PQ<m>
+    ann_codes: str = "auto"  # codes of the approximate index: auto (PQ<dim/4>x4fs), SQ8, Flat, PQ<m>[x4fs]
     nprobe: int = 48
+    # Candidates of an approximate base scored again exactly (float16 vectors on disk); 0 = off.
+    rerank: int = 500
     compact_after: int = 20_000  # delta vectors before the snapshot writer rebuilds the base
     # A query whose best approximate score is below `retry_below` is searched again visiting
     # `retry_nprobe` lists: queries far from everything (sketches, paintings of a work) have their
@@ -43,10 +52,22 @@ class IndexParams:
     retry_below: float = 0.55
     retry_nprobe: int = 256
 
-    def factory(self, n: int) -> str:
+    def factory(self, n: int, dim: int) -> str:
         if n < self.ann_threshold:
             return EXACT_FACTORY
-        return f"IVF{nlist_for(n)},{self.ann_codes}"
+        return f"IVF{nlist_for(n)},{codes_for(self.ann_codes, dim, n)}"
+
+
+def codes_for(codes: str, dim: int, n: int) -> str:
+    """`auto`: 4-bit PQ with one sub-quantiser per 4 dimensions (fast-scan); SQ8 where dim % 4 != 0 or
+    for the tiny approximate bases of a lowered threshold (16 centroids per sub-quantiser want thousands
+    of training vectors)."""
+    if codes != "auto":
+        return codes
+    return f"PQ{dim // 4}x4fs" if dim % 4 == 0 and n >= PQ_MIN_VECTORS else "SQ8"
+
+
+PQ_MIN_VECTORS = 2_000
 
 
 def nlist_for(n: int) -> int:
@@ -67,6 +88,8 @@ class FaissStore:
     base_path: Path | None = None  # the file the base was read from (a snapshot copies it as is)
     retry_below: float = 0.0  # IndexParams.retry_below (0: never retry)
     retry_nprobe: int = 0
+    rerank: int = 0  # IndexParams.rerank: candidates scored again exactly from `rows` (0: off)
+    rows: MemoryRows | FileRows | None = None  # float16 copies of the base vectors, base_ids order
     delta: faiss.Index = field(init=False, repr=False)
     masked: set[int] = field(default_factory=set)
     _params: object = field(default=None, init=False, repr=False)
@@ -115,7 +138,7 @@ class FaissStore:
     def describe(self) -> dict:
         return {"backend": "faiss", "index_type": self.factory, "exact": self.factory == EXACT_FACTORY,
                 "nprobe": self.nprobe, "retry_below": self.retry_below, "retry_nprobe": self.retry_nprobe,
-                "count": self.count(), "dim": self.dim, "encoder_id": self.encoder_id,
+                "rerank": self._rerank_depth(), "count": self.count(), "dim": self.dim, "encoder_id": self.encoder_id,
                 "applied_seq": self.applied_seq, "index_id": self.index_id, "base_count": len(self.base_ids),
                 "delta_count": int(self.delta.ntotal), "masked_count": len(self.masked),
                 "memory_mapped": self.base_path is not None}
@@ -142,7 +165,7 @@ class FaissStore:
     def manifest(self) -> dict:
         return {"format": "attrib-index/2", "index_id": self.index_id, "encoder_id": self.encoder_id,
                 "dim": self.dim, "count": self.count(), "factory": self.factory, "nprobe": self.nprobe,
-                "retry_below": self.retry_below, "retry_nprobe": self.retry_nprobe,
+                "retry_below": self.retry_below, "retry_nprobe": self.retry_nprobe, "rerank": self._rerank_depth(),
                 "metric": "inner_product", "applied_seq": self.applied_seq, "base_count": len(self.base_ids),
                 "saved_at": datetime.now(timezone.utc).isoformat()}
 
@@ -152,6 +175,9 @@ class FaissStore:
         directory.mkdir(parents=True, exist_ok=True)
         if write_base:
             _atomic_write(directory / BASE_FILE, self.base_bytes())
+            if self._rerank_depth():
+                with _atomic_file(directory / VECTORS_FILE) as f:
+                    self.rows.write_to(f)
             with _atomic_file(directory / IDS_FILE) as f:
                 np.save(f, self.base_ids)
         delta_ids, delta_vectors = self.delta_arrays()
@@ -162,7 +188,8 @@ class FaissStore:
         _atomic_write(directory / SIDECAR_FILE, json.dumps(self.manifest(), indent=2).encode())
 
     def base_bytes_size(self) -> int:
-        """Bytes of the base index as stored (what a worker maps), plus its id list."""
+        """Bytes of the base index as stored (what a worker maps), plus its id list; not the re-rank
+        vectors, which are read from disk per query and never held."""
         size = self.base_path.stat().st_size if self.base_path is not None else len(faiss.serialize_index(self.base))
         return size + self.base_ids.nbytes
 
@@ -178,14 +205,33 @@ class FaissStore:
 
     def _search_base(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(ids, scores) from the base; an approximate base searches its hard queries (best score
-        below `retry_below`) a second time with `retry_nprobe` lists."""
-        scores, ids = self.base.search(queries, k, params=self._search_params(self.nprobe))
+        below `retry_below`, after re-ranking) a second time with `retry_nprobe` lists."""
+        ids, scores = self._search_lists(queries, k, self.nprobe)
         if self.factory != EXACT_FACTORY and self.retry_below > 0 and self.retry_nprobe > self.nprobe:
             hard = np.flatnonzero(scores[:, 0] < self.retry_below)
             if len(hard):
-                scores[hard], ids[hard] = self.base.search(
-                    np.ascontiguousarray(queries[hard]), k, params=self._search_params(self.retry_nprobe))
+                ids[hard], scores[hard] = self._search_lists(np.ascontiguousarray(queries[hard]), k, self.retry_nprobe)
         return ids, scores
+
+    def _search_lists(self, queries: np.ndarray, k: int, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
+        depth = self._rerank_depth()
+        fetch = min(max(k, depth), len(self.base_ids))
+        scores, ids = self.base.search(queries, fetch, params=self._search_params(nprobe))
+        return self._rerank(queries, ids, k) if depth else (ids, scores)
+
+    def _rerank_depth(self) -> int:
+        return self.rerank if self.rows is not None and self.factory != EXACT_FACTORY else 0
+
+    def _rerank(self, queries: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exact scores for each query's candidates (their float16 vectors read from `rows`), best k."""
+        out_ids = np.full((len(queries), k), -1, np.int64)
+        out_scores = np.full((len(queries), k), -np.inf, np.float32)
+        for row, (query, found) in enumerate(zip(queries, ids)):
+            found = found[found >= 0]
+            scores = self.rows.take(np.searchsorted(self.base_ids, found)) @ query
+            best = np.argsort(-scores, kind="stable")[:k]
+            out_ids[row, :len(best)], out_scores[row, :len(best)] = found[best], scores[best]
+        return out_ids, out_scores
 
     def _search_params(self, nprobe: int):
         """Search parameters hiding masked base ids, per nprobe; rebuilt only when the mask changes."""
@@ -216,7 +262,7 @@ def build_store(encoder_id: str, dim: int, ids: np.ndarray, vectors: np.ndarray,
     """A fresh store over these vectors; trains the IVF quantiser when above the threshold (offline)."""
     ids = np.asarray(ids, np.int64)
     order = np.argsort(ids, kind="stable")
-    ids, factory = ids[order], params.factory(len(ids))
+    ids, factory = ids[order], params.factory(len(ids), dim)
     index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
     if not index.is_trained:
         sample = np.random.default_rng(0).choice(len(ids), min(len(ids), nlist_for(len(ids)) * 64), replace=False)
@@ -224,9 +270,15 @@ def build_store(encoder_id: str, dim: int, ids: np.ndarray, vectors: np.ndarray,
     for start in range(0, len(ids), 100_000):  # chunks: no second full copy of the vectors
         part = order[start:start + 100_000]
         index.add_with_ids(np.ascontiguousarray(vectors[part], np.float32), ids[start:start + 100_000])
-    nprobe = 1 if factory == EXACT_FACTORY else params.nprobe
-    return FaissStore(encoder_id, dim, index, ids, factory, nprobe, applied_seq,
-                      retry_below=params.retry_below, retry_nprobe=params.retry_nprobe)
+    exact = factory == EXACT_FACTORY
+    rows = None
+    if not exact and params.rerank:
+        rows = MemoryRows(np.empty((len(ids), dim), ROWS_DTYPE))
+        for start in range(0, len(ids), 100_000):
+            rows.vectors[start:start + 100_000] = vectors[order[start:start + 100_000]]
+    return FaissStore(encoder_id, dim, index, ids, factory, 1 if exact else params.nprobe, applied_seq,
+                      retry_below=params.retry_below, retry_nprobe=params.retry_nprobe,
+                      rerank=0 if exact else params.rerank, rows=rows)
 
 
 def empty_store(encoder_id: str, dim: int) -> FaissStore:
@@ -264,7 +316,11 @@ def _read_files(directory: Path, base_dir: Path, manifest: dict, mmap: bool) -> 
     store = FaissStore(manifest["encoder_id"], manifest["dim"], base, base_ids, factory,
                        manifest.get("nprobe", 1), manifest.get("applied_seq", 0), manifest["index_id"],
                        base_dir / BASE_FILE if mmap else None, manifest.get("retry_below", 0.0),
-                       manifest.get("retry_nprobe", 0))
+                       manifest.get("retry_nprobe", 0), manifest.get("rerank", 0))
+    if store.rerank:
+        store.rows = FileRows(base_dir / VECTORS_FILE)
+        if len(store.rows) != len(base_ids):
+            raise ValueError("the re-rank vectors and the id list differ in length")
     if (directory / DELTA_FILE).exists():
         with np.load(directory / DELTA_FILE) as delta:
             store.delta.add_with_ids(np.ascontiguousarray(delta["vectors"], np.float32), delta["ids"])

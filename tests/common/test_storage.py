@@ -108,3 +108,15 @@ def test_migration_to_s3_copies_everything_once_and_can_be_rerun(s3_server, tmp_
     assert sorted(k for p in ("sources", "queries", "artifacts") for k in remote.list(p)) == sorted(
         keys + ["sources/w2/new.jpg"])
     assert remote.get("sources/w1/a.jpg") == b"sources/w1/a.jpg"
+
+
+def test_files_go_in_and_out_without_a_copy_in_memory(storage, tmp_path):
+    """Index bases are gigabytes at 1M vectors: they are streamed from and to files (multipart on S3,
+    12 MB here crosses s3fs's 5 MB part size) and arrive whole."""
+    data = bytes(range(256)) * (12 * 2**20 // 256) + b"tail"
+    (tmp_path / "big.bin").write_bytes(data)
+    storage.put_file("snapshots/enc/bases/b1/vectors.npy", tmp_path / "big.bin")
+    assert storage.exists("snapshots/enc/bases/b1/vectors.npy")
+    path = local_copy(storage, "snapshots/enc/bases/b1/vectors.npy", tmp_path / "cache")
+    assert path.read_bytes() == data
+    assert not [p for p in path.parent.iterdir() if p.name.startswith(".")]  # no partial download left

@@ -109,3 +109,39 @@ def test_queries_far_from_everything_are_searched_again_with_more_lists(tmp_path
     loaded = load_store(tmp_path, "enc", mmap=True)
     assert loaded.describe()["retry_below"] == 1.01
     assert loaded.search(queries, 10)[0].tolist() == expected.tolist()
+
+
+def test_compressed_codes_shortlist_and_the_exact_rerank_restores_the_ranking(tmp_path):
+    """The default approximate base holds 4-bit PQ codes (8x smaller than SQ8); alone they misrank, the
+    re-rank against the float16 copies on disk gives brute force's top 10 over those copies (float16
+    rounding may swap near ties of the float32 ranking). The copies are read per
+    query from vectors.npy, never counted as index memory, and masked ids stay hidden."""
+    vectors, queries = unit_rows(3000, 32), unit_rows(20, 32, seed=3)
+    stored = vectors.astype(np.float16).astype(np.float32)
+    expected = np.argsort(-(queries @ stored.T), axis=1, kind="stable")[:, :10]
+    codes_only = build_store("enc", 32, np.arange(3000), vectors,
+                             IndexParams(ann_threshold=100, nprobe=4096, rerank=0, retry_below=0.0))
+    assert codes_only.factory == "IVF64,PQ8x4fs" and codes_only.describe()["rerank"] == 0
+    assert codes_only.search(queries, 10)[0].tolist() != expected.tolist()  # the codes alone misrank
+    params = IndexParams(ann_threshold=100, nprobe=4096, rerank=1000, retry_below=0.0)
+    store = build_store("enc", 32, np.arange(3000), vectors, params)
+    found, scores = store.search(queries, 10)
+    assert found.tolist() == expected.tolist()
+    assert np.allclose(scores, np.take_along_axis(queries @ stored.T, expected, 1), atol=1e-5)
+    store.save(tmp_path)
+    assert (tmp_path / "vectors.npy").stat().st_size > 3000 * 32 * 2
+    loaded = load_store(tmp_path, "enc", mmap=True)
+    assert type(loaded.rows).__name__ == "FileRows" and loaded.describe()["rerank"] == 1000
+    assert loaded.search(queries, 10)[0].tolist() == expected.tolist()
+    assert loaded.base_bytes_size() < (tmp_path / "vectors.npy").stat().st_size
+    loaded.delete(expected[:, 0])
+    assert not set(expected[:, 0].tolist()) & set(loaded.search(queries, 10)[0].ravel().tolist())
+
+
+def test_a_truncated_rerank_file_is_refused(tmp_path):
+    params = IndexParams(ann_threshold=100, rerank=50)
+    build_store("enc", 32, np.arange(500), unit_rows(500, 32), params).save(tmp_path)
+    data = (tmp_path / "vectors.npy").read_bytes()
+    (tmp_path / "vectors.npy").write_bytes(data[:len(data) // 2])
+    with pytest.raises(IndexCorrupt):
+        load_store(tmp_path, "enc")

@@ -131,10 +131,12 @@ def test_crossing_the_threshold_swaps_in_a_trained_index(client, monkeypatch):
     writer.snapshot(lock_of("writer"))  # the writer's background step: train, build, snapshot, then map it
     described = writer.store.describe()
     assert not described["exact"] and described["index_type"].startswith("IVF")
+    assert described["rerank"]  # its shortlist is scored again exactly
     assert described["memory_mapped"] and writer.store.count() == 6
     try:
         assert reader.snapshot(lock_of("reader")) is None  # not the writer: writes nothing...
         assert reader.store.index_id == writer.store.index_id  # ...but picks up the new base
+        assert reader.store.describe()["rerank"]  # with its re-rank vectors, fetched from storage
     finally:
         lock_of("writer").release()
     hits = writer.store.search(np.eye(1, writer.encoder.dim, dtype=np.float32), 6)[0][0]
