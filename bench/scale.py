@@ -4,6 +4,7 @@ with the approximate index forced (issue 8, "How it is measured").
 
     PYTHONPATH=. .venv/bin/python -m bench.scale            # reduced: 10k and 100k vectors, minutes
     PYTHONPATH=. .venv/bin/python -m bench.scale --full     # adds 1M (about 25 GB of disk traffic, 5 GB file)
+    ... --cold-max 1000000                                  # also start a worker from a 1M-vector database
     ... --milvus-max 0                                      # without the Milvus (milvus-lite) column
 
 Each size up to --milvus-max also loads the same vectors into the Milvus backend on milvus-lite and runs
@@ -37,7 +38,8 @@ from common.settings import Settings
 from indexing.backends.faiss import IndexParams, build_store
 from indexing.store import index_params
 
-NPROBES = [8, 16, 32, 48, 64, 128]
+NPROBES = [16, 32, 64, 128, 256, 512]
+RERANKS = [0, 250, 500, 1000, 2000]
 
 
 def parse_args(argv):
@@ -55,7 +57,7 @@ def parse_args(argv):
                         help="what the padding model is fitted to: the distractors only (default), or every real "
                              "image including the subjects' other photos (then padding holds synthetic near-copies "
                              "of the works: at 10k, 95%% of queries' exact top-1 is a padded vector)")
-    parser.add_argument("--pq-at", type=int, default=100_000,
+    parser.add_argument("--codes-at", type=int, default=100_000,
                         help="the size at which PQ codes are compared with the runtime's pick (0 = never; "
                              "PQ training and encoding at 1280 d take minutes per 100k on 2 cores)")
     parser.add_argument("--milvus-max", type=int, default=100_000,
@@ -99,33 +101,39 @@ def measure_size(n: int, base: np.ndarray, real, params: IndexParams, args, larg
         approximate = approximate or alt
     if largest and approximate is not None:
         row.update(ann_study(approximate, base, real, queries, truth, params, n))
-    if n == args.pq_at:
-        row["pq"] = pq_study(base, queries, truth, params, n)
+    if n == args.codes_at:
+        row["codes"] = codes_study(base, queries, truth, params, n)
     return row
 
 
 def ann_study(alt, base, real, queries, truth, params: IndexParams, n: int) -> dict:
-    """At the largest size, with the approximate index: nprobe sweep, attribution quality."""
-    sweep = []
-    alt.retry_below = 0.0  # the sweep shows plain nprobe; the runtime's retry policy is measured after it
+    """At the largest size, with the approximate index: nprobe and re-rank sweeps, attribution quality."""
+    sweep, reranks = [], []
+    alt.retry_below = 0.0  # the sweeps show plain settings; the runtime's retry policy is measured after them
     for nprobe in NPROBES:
         alt.nprobe, alt._params = nprobe, None
         sweep.append({"nprobe": nprobe, **search_quality(alt, queries, truth)})
     alt.nprobe, alt._params = params.nprobe, None
+    rows = alt.rows
+    for depth in RERANKS:
+        alt.rerank, alt.rows = depth, rows if depth else None
+        reranks.append({"rerank": depth, **search_quality(alt, queries, truth)})
+    alt.rerank, alt.rows = params.rerank, rows
     plain = quality(alt, base, queries, real.query_subject, real.exemplar_rows)
     alt.retry_below, alt._params = params.retry_below, None
-    study = {"nprobe_sweep": sweep, "quality": quality(alt, base, queries, real.query_subject, real.exemplar_rows)}
+    study = {"nprobe_sweep": sweep, "rerank_sweep": reranks,
+             "quality": quality(alt, base, queries, real.query_subject, real.exemplar_rows)}
     study["quality"]["approximate, no retry"] = plain["approximate"]
     return study
 
 
-def pq_study(base, queries, truth, params: IndexParams, n: int) -> dict:
-    """Product-quantised codes beside the runtime's pick: 8x smaller than SQ8, at what recall?"""
-    pq = replace(params, ann_threshold=1, ann_codes=f"PQ{base.shape[1] // 8}")  # 1 byte per 8 dims
+def codes_study(base, queries, truth, params: IndexParams, n: int) -> dict:
+    """The previous default beside the runtime's pick: SQ8 codes (1 byte a dimension), no re-rank."""
+    sq8 = replace(params, ann_threshold=1, ann_codes="SQ8", rerank=0)
     started = time.perf_counter()
-    pq_store = build_store("bench", base.shape[1], np.arange(n), base, pq)
-    return {"index_type": pq_store.factory, "build_s": round(time.perf_counter() - started, 1),
-            "index_memory_mb": round(pq_store.base_bytes_size() / 2**20, 1), **search_quality(pq_store, queries, truth)}
+    store = build_store("bench", base.shape[1], np.arange(n), base, sq8)
+    return {"index_type": store.factory, "build_s": round(time.perf_counter() - started, 1),
+            "index_memory_mb": round(store.base_bytes_size() / 2**20, 1), **search_quality(store, queries, truth)}
 
 
 def main(argv=None) -> None:

@@ -60,13 +60,20 @@ def study_lines(results: dict) -> list[str]:
              "| nprobe | p50 ms | p99 ms | recall@10 |", "|---|---|---|---|"]
     lines += [f"| {s['nprobe']} | {s['p50_ms']:.2f} | {s['p99_ms']:.2f} | {s['recall_at_10']:.3f} |"
               for s in largest["nprobe_sweep"]]
+    if "rerank_sweep" in largest:
+        lines += ["", f"Re-rank depth at {_n(largest['n'])} (candidates scored again exactly; 0 = the codes' "
+                      "own ranking), default nprobe", "",
+                  "| re-rank | p50 ms | p99 ms | recall@10 |", "|---|---|---|---|"]
+        lines += [f"| {s['rerank']} | {s['p50_ms']:.2f} | {s['p99_ms']:.2f} | {s['recall_at_10']:.3f} |"
+                  for s in largest["rerank_sweep"]]
     q = largest["quality"]
     for row in results["sizes"]:
-        if "pq" in row:
-            pq = row["pq"]
-            lines += ["", f"Compressed codes at {_n(row['n'])}, `{pq['index_type']}`: {pq['index_memory_mb']:.0f} MB "
-                          f"(the runtime's pick: {row['start']['index_memory_mb']:.0f} MB), p50 {pq['p50_ms']:.1f} ms, "
-                          f"p99 {pq['p99_ms']:.1f} ms, recall@10 {pq['recall_at_10']:.3f}, build {pq['build_s']} s"]
+        if "codes" in row:
+            c = row["codes"]
+            lines += ["", f"The previous default at {_n(row['n'])}, `{c['index_type']}` without re-rank: "
+                          f"{c['index_memory_mb']:.0f} MB (the runtime's pick: {row['start']['index_memory_mb']:.0f} MB), "
+                          f"p50 {c['p50_ms']:.1f} ms, p99 {c['p99_ms']:.1f} ms, recall@10 {c['recall_at_10']:.3f}, "
+                          f"build {c['build_s']} s"]
     lines += ["", f"Cross-context attribution at {_n(largest['n'])} ({results['real_queries']} queries, "
               f"{results['subjects']} works), approximate index forced:", "",
               "| search | top-1 % | AP@100 % |", "|---|---|---|"]

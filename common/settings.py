@@ -112,6 +112,7 @@ class Settings(BaseSettings):
     # (0 = never): far-off queries' answers sit in lists the first pass skips (docs/scaling.md).
     ann_retry_below: float = Field(default=0.55, ge=0)
     ann_retry_nprobe: int = Field(default=256, ge=1)
+    ann_retry_rerank: int = Field(default=2000, ge=0)  # re-rank depth of that second search
     # Changes held beside the base index before the snapshot writer rebuilds the base from the database.
     index_compact_after: int = Field(default=20_000, ge=1)
     # One worker (a Redis lock) writes a snapshot of its index this often when it changed, and at shutdown.

@@ -51,6 +51,7 @@ class IndexParams:
     # 45.8% against 54.2% exact; retrying below 0.55 with 256 lists gave 52.6% at the same p50). 0 = off.
     retry_below: float = 0.55
     retry_nprobe: int = 256
+    retry_rerank: int = 2000  # re-rank depth of that second search: the hard queries' neighbours sit closer together
 
     def factory(self, n: int, dim: int) -> str:
         if n < self.ann_threshold:
@@ -89,6 +90,7 @@ class FaissStore:
     retry_below: float = 0.0  # IndexParams.retry_below (0: never retry)
     retry_nprobe: int = 0
     rerank: int = 0  # IndexParams.rerank: candidates scored again exactly from `rows` (0: off)
+    retry_rerank: int = 0
     rows: MemoryRows | FileRows | None = None  # float16 copies of the base vectors, base_ids order
     delta: faiss.Index = field(init=False, repr=False)
     masked: set[int] = field(default_factory=set)
@@ -138,7 +140,7 @@ class FaissStore:
     def describe(self) -> dict:
         return {"backend": "faiss", "index_type": self.factory, "exact": self.factory == EXACT_FACTORY,
                 "nprobe": self.nprobe, "retry_below": self.retry_below, "retry_nprobe": self.retry_nprobe,
-                "rerank": self._rerank_depth(), "count": self.count(), "dim": self.dim, "encoder_id": self.encoder_id,
+                "rerank": self._rerank_depth(), "retry_rerank": self._rerank_depth(retry=True), "count": self.count(), "dim": self.dim, "encoder_id": self.encoder_id,
                 "applied_seq": self.applied_seq, "index_id": self.index_id, "base_count": len(self.base_ids),
                 "delta_count": int(self.delta.ntotal), "masked_count": len(self.masked),
                 "memory_mapped": self.base_path is not None}
@@ -166,7 +168,7 @@ class FaissStore:
         return {"format": "attrib-index/2", "index_id": self.index_id, "encoder_id": self.encoder_id,
                 "dim": self.dim, "count": self.count(), "factory": self.factory, "nprobe": self.nprobe,
                 "retry_below": self.retry_below, "retry_nprobe": self.retry_nprobe, "rerank": self._rerank_depth(),
-                "metric": "inner_product", "applied_seq": self.applied_seq, "base_count": len(self.base_ids),
+                "retry_rerank": self._rerank_depth(retry=True), "metric": "inner_product", "applied_seq": self.applied_seq, "base_count": len(self.base_ids),
                 "saved_at": datetime.now(timezone.utc).isoformat()}
 
     def save(self, directory: Path, write_base: bool = True) -> None:
@@ -206,21 +208,23 @@ class FaissStore:
     def _search_base(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(ids, scores) from the base; an approximate base searches its hard queries (best score
         below `retry_below`, after re-ranking) a second time with `retry_nprobe` lists."""
-        ids, scores = self._search_lists(queries, k, self.nprobe)
+        ids, scores = self._search_lists(queries, k, self.nprobe, self._rerank_depth())
         if self.factory != EXACT_FACTORY and self.retry_below > 0 and self.retry_nprobe > self.nprobe:
             hard = np.flatnonzero(scores[:, 0] < self.retry_below)
             if len(hard):
-                ids[hard], scores[hard] = self._search_lists(np.ascontiguousarray(queries[hard]), k, self.retry_nprobe)
+                ids[hard], scores[hard] = self._search_lists(np.ascontiguousarray(queries[hard]), k,
+                                                             self.retry_nprobe, self._rerank_depth(retry=True))
         return ids, scores
 
-    def _search_lists(self, queries: np.ndarray, k: int, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
-        depth = self._rerank_depth()
+    def _search_lists(self, queries: np.ndarray, k: int, nprobe: int, depth: int) -> tuple[np.ndarray, np.ndarray]:
         fetch = min(max(k, depth), len(self.base_ids))
         scores, ids = self.base.search(queries, fetch, params=self._search_params(nprobe))
         return self._rerank(queries, ids, k) if depth else (ids, scores)
 
-    def _rerank_depth(self) -> int:
-        return self.rerank if self.rows is not None and self.factory != EXACT_FACTORY else 0
+    def _rerank_depth(self, retry: bool = False) -> int:
+        if self.rows is None or self.factory == EXACT_FACTORY or not self.rerank:
+            return 0
+        return max(self.rerank, self.retry_rerank) if retry else self.rerank
 
     def _rerank(self, queries: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact scores for each query's candidates (their float16 vectors read from `rows`), best k."""
@@ -278,7 +282,7 @@ def build_store(encoder_id: str, dim: int, ids: np.ndarray, vectors: np.ndarray,
             rows.vectors[start:start + 100_000] = vectors[order[start:start + 100_000]]
     return FaissStore(encoder_id, dim, index, ids, factory, 1 if exact else params.nprobe, applied_seq,
                       retry_below=params.retry_below, retry_nprobe=params.retry_nprobe,
-                      rerank=0 if exact else params.rerank, rows=rows)
+                      rerank=0 if exact else params.rerank, retry_rerank=params.retry_rerank, rows=rows)
 
 
 def empty_store(encoder_id: str, dim: int) -> FaissStore:
@@ -316,7 +320,7 @@ def _read_files(directory: Path, base_dir: Path, manifest: dict, mmap: bool) -> 
     store = FaissStore(manifest["encoder_id"], manifest["dim"], base, base_ids, factory,
                        manifest.get("nprobe", 1), manifest.get("applied_seq", 0), manifest["index_id"],
                        base_dir / BASE_FILE if mmap else None, manifest.get("retry_below", 0.0),
-                       manifest.get("retry_nprobe", 0), manifest.get("rerank", 0))
+                       manifest.get("retry_nprobe", 0), manifest.get("rerank", 0), manifest.get("retry_rerank", 0))
     if store.rerank:
         store.rows = FileRows(base_dir / VECTORS_FILE)
         if len(store.rows) != len(base_ids):
