@@ -151,3 +151,4 @@ def _serve_child(conn, fn: Callable, cpu_s: int, memory_bytes: int) -> None:
         except MemoryError:
             result = (False, "the decoder ran out of its memory budget")
         conn.send(result)
+        del args, result  # an idle child holds no upload's bytes
