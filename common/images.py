@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from common.sandbox import LimitExceeded, run_limited
+from common.sandbox import LimitedChild, LimitExceeded, run_limited
 
 # Load every format plugin now: the sandbox's forkserver imports this module once, so each child
 # it forks starts with them (lazily, each child would import them again: ~70 ms per image).
@@ -79,17 +79,63 @@ def limits_from(settings) -> ImageLimits:
 def check_image(data: bytes, limits: ImageLimits) -> CheckedImage:
     """Validate uploaded bytes; raise ImageRejected with a clear reason otherwise. The decoding
     happens in a child process with CPU and memory limits: over them the image is `too_costly`."""
+    _admit_size(data, limits)
+    try:
+        outcome = run_limited(inspect_image, data, limits, cpu_s=limits.decode_cpu_s,
+                              memory_bytes=limits.decode_memory_bytes, wall_s=_wall_s(limits),
+                              concurrency=limits.decode_concurrency)
+    except LimitExceeded as exc:
+        raise _too_costly(limits) from exc
+    return _checked(data, outcome)
+
+
+class ImageChecker:
+    """`check_image` for many images in a row (a bulk request): one sandboxed child decodes them one
+    after another (common.sandbox.LimitedChild), instead of one child per image, which costs ~11 ms of
+    CPU against <1 ms for decoding a typical photo. Each image keeps its own CPU and memory budget, and an
+    image the shared child cannot check within them is checked again alone, exactly as `check_image`
+    would: every answer is `check_image`'s. Use from one thread, with `with` (it ends the child)."""
+
+    def __init__(self, limits: ImageLimits):
+        self.limits = limits
+        self._child = LimitedChild(inspect_image, cpu_s=limits.decode_cpu_s, memory_bytes=limits.decode_memory_bytes,
+                                   wall_s=_wall_s(limits), concurrency=limits.decode_concurrency)
+
+    def check(self, data: bytes) -> CheckedImage:
+        _admit_size(data, self.limits)
+        try:
+            outcome = self._child(data, self.limits)
+        except LimitExceeded as exc:
+            raise _too_costly(self.limits) from exc
+        return _checked(data, outcome)
+
+    def close(self) -> None:
+        self._child.close()
+
+    def __enter__(self) -> "ImageChecker":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _admit_size(data: bytes, limits: ImageLimits) -> None:
     if not data:
         raise ImageRejected("empty", "the uploaded file is empty")
     if len(data) > limits.max_bytes:
         raise ImageRejected("too_large", f"the file has {len(data)} bytes; the limit is {limits.max_bytes}", 413)
-    try:
-        outcome = run_limited(inspect_image, data, limits, cpu_s=limits.decode_cpu_s,
-                              memory_bytes=limits.decode_memory_bytes, wall_s=limits.decode_cpu_s * 3 + 5,
-                              concurrency=limits.decode_concurrency)
-    except LimitExceeded as exc:
-        raise ImageRejected("too_costly", "decoding this image needs more CPU time or memory than allowed "
-                            f"({limits.decode_cpu_s} s, {limits.decode_memory_bytes // 2**20} MiB)", 413) from exc
+
+
+def _wall_s(limits: ImageLimits) -> float:
+    return limits.decode_cpu_s * 3 + 5
+
+
+def _too_costly(limits: ImageLimits) -> ImageRejected:
+    return ImageRejected("too_costly", "decoding this image needs more CPU time or memory than allowed "
+                         f"({limits.decode_cpu_s} s, {limits.decode_memory_bytes // 2**20} MiB)", 413)
+
+
+def _checked(data: bytes, outcome: tuple) -> CheckedImage:
     if outcome[0] == "rejected":
         raise ImageRejected(*outcome[1:])
     fmt, width, height = outcome[1:]

@@ -33,13 +33,20 @@ def read_images(storage: Storage, images: list[SourceImage]) -> tuple[list[Sourc
 
 
 def write_vectors(session: Session, rows: list[SourceImage], vectors: np.ndarray, encoder_id: str) -> None:
-    """Upsert one vector per image for this encoder (merge keeps a retried job safe), and log the upserts
-    in the same transaction so every worker's index follows."""
+    """Upsert one vector per image for this encoder (a retried job overwrites its earlier vector), and log
+    the upserts in the same transaction so every worker's index follows. One SELECT finds the vectors that
+    exist (session.merge would issue one per image), and the new ones are inserted together."""
+    ids = [row.id for row in rows]
+    existing = {e.image_id: e for e in session.scalars(
+        select(Embedding).where(Embedding.encoder_id == encoder_id, Embedding.image_id.in_(ids)))}
     for row, vector in zip(rows, vectors):
-        session.merge(Embedding(image_id=row.id, encoder_id=encoder_id, vector=vector.tobytes()))
+        if (embedding := existing.get(row.id)) is not None:
+            embedding.vector = vector.tobytes()
+        else:
+            session.add(Embedding(image_id=row.id, encoder_id=encoder_id, vector=vector.tobytes()))
         row.state, row.error, row.attempts = ImageState.embedded, None, 0
     session.flush()
-    crud.record_vector_changes(session, op="upsert", image_ids=[row.id for row in rows], encoder_id=encoder_id)
+    crud.record_vector_changes(session, op="upsert", image_ids=ids, encoder_id=encoder_id)
 
 
 def embed_source_images(session: Session, encoder: Encoder, storage: Storage,

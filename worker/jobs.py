@@ -46,8 +46,7 @@ def embed_images(image_ids: list[int]) -> int:
             session, runtime.encoder, runtime.feeder,
             get_storage(settings), list(image_ids), batch_embed.forward_batch_size(settings, device),
             should_yield=_attributions_waiting)
-        for work_id in outcome.work_ids:
-            _drop_vectors_if_deleted_meanwhile(session, work_id)
+        _drop_vectors_of_works_deleted_meanwhile(session, outcome.work_ids)
         _finish_imports(session, image_ids, settings)
         runtime.sync(session)
         if outcome.remaining:
@@ -93,9 +92,10 @@ def _queues(settings) -> Queues:
     return get_queues(_redis(settings.redis_url), settings.queue_name)
 
 
-def _drop_vectors_if_deleted_meanwhile(session: Session, work_id: uuid.UUID) -> None:
-    """DELETE /sources may commit while we embed; its vector purge then missed what we just wrote."""
-    if crud.get_work(session, work_id=work_id) is None:
+def _drop_vectors_of_works_deleted_meanwhile(session: Session, work_ids: set[uuid.UUID]) -> None:
+    """DELETE /sources may commit while we embed; its vector purge then missed what we just wrote.
+    One query for the job's works (a job of 64 images names ~32 of them)."""
+    for work_id in work_ids - crud.live_work_ids(session, work_ids=work_ids):
         crud.delete_vectors_of_work(session, work_id=work_id)
         session.commit()
 

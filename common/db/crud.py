@@ -38,6 +38,11 @@ def get_work(session: Session, *, work_id: uuid.UUID) -> Work | None:
     return None if work is None or work.deleted_at is not None else work
 
 
+def live_work_ids(session: Session, *, work_ids: Iterable[uuid.UUID]) -> set[uuid.UUID]:
+    """Those of these works that exist and are not deleted (`get_work` for many, without the images)."""
+    return set(session.scalars(select(Work.id).where(Work.id.in_(list(work_ids)), Work.deleted_at.is_(None))))
+
+
 def delete_work(session: Session, *, work: Work) -> list[str]:
     """Soft-delete the work (past results keep their rows but hide it) and drop its vectors at once.
     Returns its files' storage keys (stored per work), for the caller to remove after commit."""

@@ -3,12 +3,14 @@ as clear problems, embedding enqueued as ceil(n / batch) jobs. No worker runs he
 import json
 
 import pytest
+from PIL import Image
 from redis import Redis
 
 from common.jobs import get_queues
 from common.settings import get_settings
 from tests.conftest import auth, clear_cached_config
-from tests.factories import photo_bytes, tiny_png, truncated_jpeg
+from tests.corpus.make_corpus import progressive_jpeg_with_scans
+from tests.factories import encode, huge_png, photo_bytes, tiny_png, truncated_jpeg
 
 
 def jpeg(subject: str, i: int):
@@ -124,6 +126,30 @@ def test_an_oversized_image_refuses_only_its_item(client, monkeypatch):
     body = post_bulk(client, items, files).json()
     assert [(r["status"], r.get("reason")) for r in body["items"]] == [
         ("refused", "too_large"), ("refused", "too_small"), ("created", None)]
+
+
+def test_images_over_the_decode_budget_refuse_only_their_items(client, monkeypatch):
+    """One child checks a request's images in turn (common.images.ImageChecker). An image that stops it
+    (CPU, memory) is refused `too_costly` and the images after it are checked in a new child: the other
+    items are answered as if each had come alone."""
+    monkeypatch.setenv("ATTRIB_IMAGE_DECODE_CPU_S", "1")
+    monkeypatch.setenv("ATTRIB_IMAGE_DECODE_MEMORY_BYTES", str(128 * 1024 ** 2))
+    monkeypatch.setenv("ATTRIB_MAX_JPEG_SCANS", str(10 ** 6))  # so the scans are decoded, not counted
+    clear_cached_config()
+    slow = progressive_jpeg_with_scans(400, size=(4096, 4096), flat=True)  # seconds of CPU to decode
+    wide = encode(Image.new("RGB", (6000, 6000), (1, 2, 3)), "PNG")  # 120 KB; 108 MB once decoded
+    items = [{"item_id": i, "title": i, "rights_holder": "s", "files": files} for i, files in [
+        ("dog", ["dog-0.jpg"]), ("slow", ["slow.jpg"]), ("cat", ["cat-0.jpg"]), ("wide", ["wide.png"]),
+        ("bomb", ["bomb.png"]), ("mixed", ["dog-1.jpg", "slow.jpg"]), ("dog-again", ["dog-1.jpg"])]]
+    files = [jpeg("dog", 0), jpeg("dog", 1), jpeg("cat", 0), ("slow.jpg", slow, "image/jpeg"),
+             ("wide.png", wide, "image/png"), ("bomb.png", huge_png(), "image/png")]
+    body = post_bulk(client, items, files).json()
+    assert [(r["item_id"], r["status"], r.get("reason")) for r in body["items"]] == [
+        ("dog", "created", None), ("slow", "refused", "too_costly"), ("cat", "created", None),
+        ("wide", "refused", "too_costly"), ("bomb", "refused", "too_many_pixels"),
+        ("mixed", "refused", "too_costly"), ("dog-again", "created", None)]
+    assert body["items"][1]["detail"].startswith("slow.jpg: decoding this image needs more CPU time or memory")
+    assert client.get("/sources?with_count=true").json()["count"] == 3
 
 
 def test_a_full_embedding_queue_answers_503(client, monkeypatch):

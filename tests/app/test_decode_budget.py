@@ -3,14 +3,16 @@ that tells corrupt files apart runs in a child process with CPU and memory limit
 cost the API more than that budget (the hostile files are generated here, not committed)."""
 import io
 import json
+import os
 import subprocess
 import sys
+import time
 
 import pytest
 from PIL import Image
 
-from common.images import ImageLimits, ImageRejected, check_image
-from common.sandbox import LimitExceeded, run_limited
+from common.images import ImageChecker, ImageLimits, ImageRejected, check_image
+from common.sandbox import LimitedChild, LimitExceeded, run_limited
 from tests.conftest import REPO
 from tests.corpus.make_corpus import animated, progressive_jpeg_with_scans
 
@@ -36,6 +38,58 @@ def test_sandbox_stops_a_memory_hog():
 
 def test_sandbox_returns_the_answer():
     assert run_limited(abs, -3, cpu_s=5, memory_bytes=512 * 1024 ** 2, wall_s=30) == 3
+
+
+def burn_cpu_for(seconds: float) -> int:
+    end = time.process_time() + seconds
+    while time.process_time() < end:
+        pass
+    return os.getpid()
+
+
+def burn_cpu_if(forever: bool) -> int:
+    while forever:
+        pass
+    return os.getpid()
+
+
+_HOARD: list[bytearray] = []
+
+
+def hoard_more(mib: int) -> tuple[int, int]:
+    """Keeps what it allocates: in a reused child each call holds more than the one before."""
+    _HOARD.append(bytearray(mib * 1024 ** 2))
+    return os.getpid(), len(_HOARD)
+
+
+def test_a_reused_child_gives_each_call_its_own_cpu_budget():
+    # 8 x 0.3 s: over the 2 s budget in all, but each call within its own, so one child answers them all.
+    with LimitedChild(burn_cpu_for, cpu_s=2, memory_bytes=512 * 1024 ** 2, wall_s=30) as child:
+        pids = {child(0.3) for _ in range(8)}
+    assert len(pids) == 1 and os.getpid() not in pids
+
+
+def test_a_cpu_hog_in_a_reused_child_is_stopped_and_the_next_call_gets_a_new_child():
+    with LimitedChild(burn_cpu_if, cpu_s=1, memory_bytes=512 * 1024 ** 2, wall_s=30) as child:
+        first = child(False)
+        with pytest.raises(LimitExceeded):
+            child(True)
+        after = child(False)
+        assert after != first and child(False) == after  # the new child is then kept
+
+
+def test_a_call_the_reused_child_cannot_finish_is_answered_alone_like_run_limited():
+    """The reused child's memory holds what earlier calls left: a call that fails there for that reason
+    alone is run again in a fresh child, and answers as it would have alone."""
+    answers = []
+    with LimitedChild(hoard_more, cpu_s=5, memory_bytes=400 * 1024 ** 2, wall_s=30) as child:
+        for _ in range(4):
+            answers.append(child(150))
+    assert run_limited(hoard_more, 150, cpu_s=5, memory_bytes=400 * 1024 ** 2, wall_s=30)[1] == 1
+    # 44 MB of interpreter + 150 MB per call: the third call does not fit beside the first two.
+    assert [count for _, count in answers] == [1, 2, 1, 1], answers
+    shared, alone, fresh = answers[0][0], answers[2][0], answers[3][0]
+    assert answers[1][0] == shared and len({shared, alone, fresh}) == 3  # the fourth starts a new child
 
 
 def test_extreme_aspect_ratio_is_refused_before_decoding():

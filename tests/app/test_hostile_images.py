@@ -3,12 +3,13 @@ upload paths and through common.images directly: a 4xx problem+json with a reaso
 nothing stored changes; accepted files decode to upright RGB of the expected size."""
 import io
 import json
+from itertools import zip_longest
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from common.images import MEDIA_TYPES, ImageLimits, ImageRejected, check_image, decode_rgb
+from common.images import MEDIA_TYPES, ImageChecker, ImageLimits, ImageRejected, check_image, decode_rgb
 from tests.app.test_bad_input import assert_problem, stored_state
 from tests.corpus import make_corpus
 from tests.factories import photo_bytes
@@ -50,6 +51,23 @@ def test_check_image_accepts_and_decode_rgb_makes_upright_rgb(name):
     image = decode_rgb(data)
     assert image.mode == "RGB" and list(image.size) == expected["size"]  # transposed when EXIF says so
     assert image.getextrema() != ((255, 255),) * 3, "decoded to a blank white image"
+
+
+def test_one_checker_answers_every_file_in_a_row_like_check_image():
+    """The bulk path checks a request's images one after another in one child (ImageChecker): a file
+    after a corrupt, truncated or bomb file is answered as if it came alone."""
+    names = [name for pair in zip_longest(REJECTED, ACCEPTED) for name in pair if name]  # in turn
+    assert sorted(names) == sorted(EXPECTED)
+    with ImageChecker(LIMITS) as checker:
+        for name in names:
+            expected = EXPECTED[name]
+            try:
+                checked = checker.check(corpus_bytes(name))
+            except ImageRejected as exc:
+                assert (exc.status, exc.reason) == (expected.get("status"), expected.get("reason")), name
+                continue
+            assert expected["outcome"] == "accepted", name
+            assert checked == check_image(corpus_bytes(name), LIMITS), name
 
 
 def test_sixteen_bit_grey_is_scaled_not_clipped():

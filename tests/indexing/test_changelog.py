@@ -5,9 +5,10 @@ import uuid
 
 import numpy as np
 import pytest
+from sqlalchemy import select
 
 from common.db import crud
-from common.db.models import ImageState, SourceImage
+from common.db.models import Embedding, ImageState, SourceImage
 from common.db.session import new_session
 from common.storage import LocalStorage
 from indexing import changelog
@@ -97,6 +98,28 @@ def test_deletes_apply_to_every_encoder_and_other_encoders_upserts_are_skipped(s
         session.commit()
         result = sync_store(session, store)
     assert (result.deleted, store.count()) == (3, 0)
+
+
+@pytest.mark.parametrize("service_env", ["postgresql", "sqlite"], indirect=True)
+def test_writing_vectors_again_replaces_them_and_logs_each_write(service_env):
+    """A retried job writes vectors that may exist already (some of its images, not all): one row per
+    (image, encoder) holds the latest, and every write is logged so followers take the latest too."""
+    ids = make_images(3)
+    store = empty_store("enc", DIM)
+    with new_session() as session:
+        embed(session, ids[:2])
+        session.commit()
+        sync_store(session, store)
+        rows = [session.get(SourceImage, i) for i in ids]
+        write_vectors(session, rows, np.eye(DIM, dtype=np.float32)[[3, 2, 1]], "enc")
+        session.commit()
+        result = sync_store(session, store)
+        stored = {e.image_id: np.frombuffer(e.vector, dtype=np.float32).argmax()
+                  for e in session.scalars(select(Embedding))}
+    assert stored == {ids[0]: 3, ids[1]: 2, ids[2]: 1}
+    assert (result.rows_read, store.count()) == (3, 3)
+    hits, _ = store.search(np.eye(DIM, dtype=np.float32)[[3]], 1)
+    assert hits[0][0] == ids[0]
 
 
 class CountingEncoder:

@@ -90,3 +90,34 @@ def test_an_image_that_once_stopped_a_worker_is_embedded_once_alone(client):
             VectorChange.op == "upsert", VectorChange.image_id == ids[0]))
         attempts = session.scalars(select(SourceImage.attempts).order_by(SourceImage.id)).all()
     assert upserts == 1 and attempts == [0, 0] and states() == [ImageState.embedded] * 2
+
+
+def test_vectors_of_a_work_deleted_during_the_job_are_dropped(client, monkeypatch):
+    """DELETE /sources purges the vectors it sees; the job writes its vectors later, so it drops those of
+    works deleted meanwhile itself (one query for all of its works)."""
+    from sqlalchemy import func
+    from common.db import crud
+    from common.db.models import Embedding, VectorChange
+    monkeypatch.setenv("ATTRIB_EMBED_BATCH_SIZE", "1")
+    get_settings.cache_clear()
+    load_runtime()
+    ids = bulk_register(client, ["dog", "cat", "duck_toy"])
+    with new_session() as session:
+        dog_work = session.get(SourceImage, ids[0]).work_id
+
+    def delete_the_dog_once():  # between two forward batches, as a concurrent DELETE /sources would
+        if not deleted:
+            with new_session() as other:
+                crud.delete_work(other, work=crud.get_work(other, work_id=dog_work))
+                other.commit()
+            deleted.append(dog_work)
+        return False
+    deleted = []
+    monkeypatch.setattr(jobs, "_attributions_waiting", delete_the_dog_once)
+    assert jobs.embed_images(ids) == 3 and deleted == [dog_work]
+    with new_session() as session:
+        vectors = set(session.scalars(select(Embedding.image_id)))
+        last_op = session.scalar(select(VectorChange.op).where(VectorChange.image_id == ids[0])
+                                 .order_by(VectorChange.seq.desc()).limit(1))
+        upserts = session.scalar(select(func.count()).select_from(VectorChange).where(VectorChange.op == "upsert"))
+    assert vectors == set(ids[1:]) and last_op == "delete" and upserts == 3
