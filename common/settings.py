@@ -107,12 +107,12 @@ class Settings(BaseSettings):
     ann_codes: str = "auto"
     # Candidates of the approximate index scored again exactly (float16 vectors read from disk); 0 = off
     ann_rerank: int = Field(default=1000, ge=0)
-    ann_nprobe: int = Field(default=48, ge=1)  # IVF lists visited per query (recall vs latency)
+    ann_nprobe: int = Field(default=128, ge=1)  # IVF lists visited per query (recall vs latency)
     # A query whose best approximate score is below this is searched again with ann_retry_nprobe lists
     # (0 = never): far-off queries' answers sit in lists the first pass skips (docs/scaling.md).
     ann_retry_below: float = Field(default=0.55, ge=0)
-    ann_retry_nprobe: int = Field(default=256, ge=1)
-    ann_retry_rerank: int = Field(default=2000, ge=0)  # re-rank depth of that second search
+    ann_retry_nprobe: int = Field(default=512, ge=1)
+    ann_retry_rerank: int = Field(default=3000, ge=0)  # re-rank depth of that second search
     # Changes held beside the base index before the snapshot writer rebuilds the base from the database.
     index_compact_after: int = Field(default=20_000, ge=1)
     # One worker (a Redis lock) writes a snapshot of its index this often when it changed, and at shutdown.

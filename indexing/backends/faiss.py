@@ -41,17 +41,18 @@ class IndexParams:
     """How a base index is chosen (settings ATTRIB_ANN_*)."""
     ann_threshold: int = 50_000
     ann_codes: str = "auto"  # codes of the approximate index: auto (PQ<dim/4>x4fs), SQ8, Flat, PQ<m>[x4fs]
-    nprobe: int = 48
+    nprobe: int = 128  # 4-bit codes scan fast: 1/8 of the lists at 1M costs ~3 ms
     # Candidates of an approximate base scored again exactly (float16 vectors on disk); 0 = off.
-    rerank: int = 500
+    rerank: int = 1000
     compact_after: int = 20_000  # delta vectors before the snapshot writer rebuilds the base
     # A query whose best approximate score is below `retry_below` is searched again visiting
     # `retry_nprobe` lists: queries far from everything (sketches, paintings of a work) have their
-    # answer in lists the first pass did not visit (bench/results/scale: at 1M, nprobe 48 kept top-1 at
-    # 45.8% against 54.2% exact; retrying below 0.55 with 256 lists gave 52.6% at the same p50). 0 = off.
+    # answer in lists the first pass did not visit, and their neighbours sit close together, so the
+    # second search also re-ranks deeper (bench/results/scale: at 1M, 128 lists and 1,000 candidates
+    # alone keep top-1 at 52.4% against 54.8% exact; with this retry, 54.8%). 0 = off.
     retry_below: float = 0.55
-    retry_nprobe: int = 256
-    retry_rerank: int = 2000  # re-rank depth of that second search: the hard queries' neighbours sit closer together
+    retry_nprobe: int = 512
+    retry_rerank: int = 3000
 
     def factory(self, n: int, dim: int) -> str:
         if n < self.ann_threshold:
