@@ -147,7 +147,8 @@ def main(argv=None) -> None:
     results = {"command": "python -m bench.scale" + (" --full" if args.full else "")
                + (f" --max-distractors {args.max_distractors}" if args.max_distractors else "")
                + (f" --pad-fit {args.pad_fit}" if args.pad_fit != "distractors" else "")
-               + (f" --milvus-max {args.milvus_max}" if args.milvus_max != 100_000 else ""), "machine": machine(),
+               + (f" --milvus-max {args.milvus_max}" if args.milvus_max != 100_000 else "")
+               + (f" --cold-max {args.cold_max}" if args.cold_max != 100_000 else ""), "machine": machine(),
                "params": params.__dict__, "pad_fit": args.pad_fit, "real_vectors": len(real.base), "real_extra": len(real.extra),
                "real_queries": len(real.queries),
                "subjects": len(real.subjects), "load_average_before": os.getloadavg(), "features_s": round(time.perf_counter() - started, 1), "sizes": []}

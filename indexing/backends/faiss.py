@@ -141,7 +141,8 @@ class FaissStore:
     def describe(self) -> dict:
         return {"backend": "faiss", "index_type": self.factory, "exact": self.factory == EXACT_FACTORY,
                 "nprobe": self.nprobe, "retry_below": self.retry_below, "retry_nprobe": self.retry_nprobe,
-                "rerank": self._rerank_depth(), "retry_rerank": self._rerank_depth(retry=True), "count": self.count(), "dim": self.dim, "encoder_id": self.encoder_id,
+                "rerank": self._rerank_depth(), "retry_rerank": self._rerank_depth(retry=True),
+                "count": self.count(), "dim": self.dim, "encoder_id": self.encoder_id,
                 "applied_seq": self.applied_seq, "index_id": self.index_id, "base_count": len(self.base_ids),
                 "delta_count": int(self.delta.ntotal), "masked_count": len(self.masked),
                 "memory_mapped": self.base_path is not None}
@@ -169,7 +170,8 @@ class FaissStore:
         return {"format": "attrib-index/2", "index_id": self.index_id, "encoder_id": self.encoder_id,
                 "dim": self.dim, "count": self.count(), "factory": self.factory, "nprobe": self.nprobe,
                 "retry_below": self.retry_below, "retry_nprobe": self.retry_nprobe, "rerank": self._rerank_depth(),
-                "retry_rerank": self._rerank_depth(retry=True), "metric": "inner_product", "applied_seq": self.applied_seq, "base_count": len(self.base_ids),
+                "retry_rerank": self._rerank_depth(retry=True), "metric": "inner_product",
+                "applied_seq": self.applied_seq, "base_count": len(self.base_ids),
                 "saved_at": datetime.now(timezone.utc).isoformat()}
 
     def save(self, directory: Path, write_base: bool = True) -> None:
