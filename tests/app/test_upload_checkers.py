@@ -1,20 +1,66 @@
-"""Reused decoder children for single uploads (common.image_pool): at most decode_concurrency children
-exist per process, a forked process forgets its parent's children, and close() ends them. The answers
-themselves are check_image's (tests/app/test_hostile_images.py runs the corpus)."""
+"""The API checks uploads in reused decoder children (common.image_pool, app/uploads.py): one child
+answers upload after upload, a child stopped by a limit is never kept, at most decode_concurrency
+children exist per process, a forked process forgets its parent's children, and the app's shutdown ends
+them. The answers themselves are check_image's (tests/app/test_hostile_images.py runs the corpus)."""
 import json
 import os
 import threading
 from pathlib import Path
 
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from app.uploads import CHECKERS
 from common.image_pool import CheckerPool
 from common.images import ImageLimits, check_image
-from tests.factories import photo_bytes
+from tests.conftest import auth, clear_cached_config
+from tests.factories import encode, photo_bytes
 
 LIMITS = ImageLimits()
 
 
 def alive(pid: int) -> bool:
     return Path(f"/proc/{pid}").exists()
+
+
+def test_api_uploads_are_checked_by_one_reused_child_which_a_limit_replaces(service_env, make_key, monkeypatch):
+    monkeypatch.setenv("ATTRIB_IMAGE_DECODE_MEMORY_BYTES", str(128 * 1024 ** 2))
+    clear_cached_config()
+    wide = encode(Image.new("RGB", (6000, 6000), (1, 2, 3)), "PNG")  # 120 KB; 108 MB once decoded
+    from app.main import create_app
+    with TestClient(create_app()) as client:
+        client.headers.update(auth(make_key("admin")))
+        assert CHECKERS.pids() == []  # nothing starts before the first upload
+        seen = []
+        for i in range(4):
+            response = client.post("/attribute", files={"image": (f"q{i}.jpg", photo_bytes("dog", i))})
+            assert response.status_code == 202, response.text
+            seen.append(CHECKERS.pids())
+        files = [("images", (f"cat{i}.jpg", photo_bytes("cat", i), "image/jpeg")) for i in range(2)]
+        assert client.post("/sources", files=files, data={"title": "cat", "rights_holder": "s"}).status_code == 201
+        seen.append(CHECKERS.pids())
+        first = seen[0][0]
+        assert seen == [[first]] * 5 and first != os.getpid() and alive(first)
+
+        costly = client.post("/attribute", files={"image": ("wide.png", wide)})
+        assert costly.status_code == 413 and costly.json()["reason"] == "too_costly"
+        assert CHECKERS.pids() == [] and not alive(first)  # never kept after its limit
+        after = client.post("/attribute", files={"image": ("q.jpg", photo_bytes("teapot", 0))})
+        assert after.status_code == 202, after.text
+        [second] = CHECKERS.pids()
+        assert second != first and alive(second)
+    assert CHECKERS.pids() == [] and not alive(second)  # the app's shutdown ended it
+
+
+def test_a_child_is_replaced_after_its_maximum_number_of_checks(service_env, client, monkeypatch):
+    monkeypatch.setenv("ATTRIB_IMAGE_DECODE_CHILD_MAX_CHECKS", "2")
+    clear_cached_config()
+    seen = []
+    for i in range(5):
+        assert client.post("/attribute", files={"image": ("q.jpg", photo_bytes("dog", i))}).status_code == 202
+        seen.append(CHECKERS.pids())
+    assert seen[1] == seen[3] == [] and seen[0] == [seen[0][0]]
+    assert len({seen[0][0], seen[2][0], seen[4][0]}) == 3
 
 
 def test_at_most_decode_concurrency_children_and_further_checks_wait_for_one():
