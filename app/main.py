@@ -14,6 +14,7 @@ from app.openapi import install_openapi
 from app.problems import install_problem_handlers
 from app.gate import Gate
 from app.request_log import install_request_log
+from app.uploads import CHECKERS
 from app.waiting import JobEvents
 from common.logging_config import configure_logging
 from common.settings import get_settings
@@ -21,7 +22,8 @@ from common.settings import get_settings
 
 @asynccontextmanager
 async def lifespan(app: FastAPI):
-    """One job-events listener per process, for `?wait` (app/waiting.py)."""
+    """One job-events listener per process, for `?wait` (app/waiting.py); at shutdown, the upload
+    checks' decoder children end (app/uploads.py)."""
     settings = get_settings()
     if settings.api_threads:
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.api_threads
@@ -32,7 +34,10 @@ async def lifespan(app: FastAPI):
     try:
         yield
     finally:
-        await app.state.job_events.stop()
+        try:
+            await app.state.job_events.stop()
+        finally:
+            CHECKERS.close()
 
 
 def operation_id(route: APIRoute) -> str:

@@ -1,10 +1,14 @@
 """Reading uploads with a byte limit enforced while reading, then checking them as images."""
 from fastapi import UploadFile
 
-from common.images import CheckedImage, ImageRejected, check_image, limits_from
+from common.image_pool import CheckerPool
+from common.images import CheckedImage, ImageRejected, limits_from
 from common.settings import Settings
 
 _CHUNK = 1 << 20
+# This process's decoder children, reused from upload to upload (a fresh one per image cost more CPU
+# than the decode): started on the first upload, ended at the app's shutdown (app.main's lifespan).
+CHECKERS = CheckerPool()
 
 
 def read_checked_image(upload: UploadFile, settings: Settings) -> CheckedImage:
@@ -19,7 +23,7 @@ def read_checked_image(upload: UploadFile, settings: Settings) -> CheckedImage:
         if size > limit:
             raise ImageRejected("too_large", f"{upload.filename or 'the file'} exceeds {limit} bytes", 413)
     try:
-        return check_image(b"".join(chunks), limits_from(settings))
+        return CHECKERS.check(b"".join(chunks), limits_from(settings))
     except ImageRejected as exc:
         name = upload.filename or "upload"
         raise ImageRejected(exc.reason, f"{name}: {exc.detail}", exc.status) from exc

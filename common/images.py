@@ -66,6 +66,7 @@ class ImageLimits:
     decode_cpu_s: int = 10        # CPU seconds for the full check of one image (child process)
     decode_memory_bytes: int = 1024 * 1024 * 1024  # address space of that child process
     decode_concurrency: int = 4   # checks running at once per process (memory: this x the above)
+    decode_child_max_checks: int = 200  # checks one reused child answers before it is replaced
 
 
 def limits_from(settings) -> ImageLimits:
@@ -73,7 +74,7 @@ def limits_from(settings) -> ImageLimits:
     return ImageLimits(settings.max_upload_bytes, settings.max_image_pixels, settings.min_image_side,
                        settings.max_image_aspect_ratio, settings.max_image_frames, settings.max_jpeg_scans,
                        settings.image_decode_cpu_s, settings.image_decode_memory_bytes,
-                       settings.image_decode_concurrency)
+                       settings.image_decode_concurrency, settings.image_decode_child_max_checks)
 
 
 def check_image(data: bytes, limits: ImageLimits) -> CheckedImage:
@@ -94,12 +95,19 @@ class ImageChecker:
     after another (common.sandbox.LimitedChild), instead of one child per image, which costs ~11 ms of
     CPU against <1 ms for decoding a typical photo. Each image keeps its own CPU and memory budget, and an
     image the shared child cannot check within them is checked again alone, exactly as `check_image`
-    would: every answer is `check_image`'s. Use from one thread, with `with` (it ends the child)."""
+    would: every answer is `check_image`'s. Use from one thread, with `with` (it ends the child).
+
+    A child answers at most `limits.decode_child_max_checks` images, then a new one starts, and it is never
+    kept after a limit stopped it: a decoder bug that one upload exploits cannot live on for long across
+    other uploads (other tenants' in the API's pool, common.image_pool). What such a child could do to
+    those is bounded anyway: it only answers (format, width, height) or a rejection, the stored bytes are
+    the parent's, and workers apply the header limits again when they decode (decode_rgb)."""
 
     def __init__(self, limits: ImageLimits):
         self.limits = limits
         self._child = LimitedChild(inspect_image, cpu_s=limits.decode_cpu_s, memory_bytes=limits.decode_memory_bytes,
-                                   wall_s=_wall_s(limits), concurrency=limits.decode_concurrency)
+                                   wall_s=_wall_s(limits), concurrency=limits.decode_concurrency,
+                                   max_calls=limits.decode_child_max_checks)
 
     def check(self, data: bytes) -> CheckedImage:
         _admit_size(data, self.limits)
@@ -108,6 +116,11 @@ class ImageChecker:
         except LimitExceeded as exc:
             raise _too_costly(self.limits) from exc
         return _checked(data, outcome)
+
+    @property
+    def pid(self) -> int | None:
+        """The child's process id, None when none runs (tests: which child checked)."""
+        return self._child.pid
 
     def close(self) -> None:
         self._child.close()

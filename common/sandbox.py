@@ -63,12 +63,21 @@ class LimitedChild:
     LimitExceeded, is exactly the one-call-one-child answer, at the cost of running a costly input twice;
     the next call starts a new child. Use from one thread; `close()` (or `with`) ends the child.
     A slot of the same semaphore is held per call, not for the child's life, so an idle child (holding
-    no decoded pixels) never delays another upload's check."""
+    no decoded pixels) never delays another upload's check.
 
-    def __init__(self, fn: Callable, *, cpu_s: int, memory_bytes: int, wall_s: float, concurrency: int = 4):
+    `max_calls` bounds the reuse: a child that has answered that many calls is ended, and the next call
+    starts a new one. A child kept for long across many inputs (other tenants' uploads, in the API) would
+    let one input that subverted the decoder watch or tamper with the answers for all those after it; with
+    the bound, such a child lives for at most `max_calls` calls (and is never kept after a limit)."""
+
+    def __init__(self, fn: Callable, *, cpu_s: int, memory_bytes: int, wall_s: float, concurrency: int = 4,
+                 max_calls: int | None = None):
+        if max_calls is not None and max_calls < 1:
+            raise ValueError("max_calls must be at least 1")
         self.fn, self.cpu_s, self.memory_bytes, self.wall_s = fn, cpu_s, memory_bytes, wall_s
-        self.concurrency = concurrency
+        self.concurrency, self.max_calls = concurrency, max_calls
         self._child = self._conn = None
+        self._calls = 0  # answered by the current child
 
     def __call__(self, *args):
         with _semaphore(self.concurrency):
@@ -77,6 +86,9 @@ class LimitedChild:
             except LimitExceeded:
                 ok, value = False, None
             if ok:
+                self._calls += 1
+                if self.max_calls is not None and self._calls >= self.max_calls:
+                    self.close()
                 return value
             self.close()  # whatever the child holds now, the next call starts clean
         return run_limited(self.fn, *args, cpu_s=self.cpu_s, memory_bytes=self.memory_bytes, wall_s=self.wall_s,
@@ -97,12 +109,18 @@ class LimitedChild:
         except (EOFError, OSError) as exc:  # killed by SIGXCPU / SIGKILL before it answered
             raise LimitExceeded("the decoder process was stopped by its limits") from exc
 
+    @property
+    def pid(self) -> int | None:
+        """The current child's process id (None when none runs): which child answered, for tests."""
+        return self._child.pid if self._child is not None else None
+
     def close(self) -> None:
         if self._child is not None:
             self._conn.close()  # the child's recv() ends, so it exits on its own
             self._child.kill()
             self._child.join()
             self._child = self._conn = None
+        self._calls = 0
 
     def __enter__(self) -> "LimitedChild":
         return self

@@ -75,6 +75,9 @@ class Settings(BaseSettings):
     image_decode_cpu_s: int = Field(default=10, ge=1)
     image_decode_memory_bytes: int = Field(default=1024 * 1024 * 1024, ge=64 * 1024 * 1024)
     image_decode_concurrency: int = Field(default=4, ge=1)
+    # The API keeps image_decode_concurrency decoder children per process and reuses them (a fresh child
+    # costs more CPU than a typical decode); each answers this many checks, then a new one replaces it.
+    image_decode_child_max_checks: int = Field(default=200, ge=1)
     # An image whose embedding stopped a worker this many times (crash, OOM kill) is marked failed.
     max_image_attempts: int = Field(default=2, ge=1)
 

@@ -78,6 +78,16 @@ def test_a_cpu_hog_in_a_reused_child_is_stopped_and_the_next_call_gets_a_new_chi
         assert after != first and child(False) == after  # the new child is then kept
 
 
+def test_a_reused_child_answers_at_most_max_calls_then_a_new_one_starts():
+    with LimitedChild(burn_cpu_for, cpu_s=2, memory_bytes=512 * 1024 ** 2, wall_s=30, max_calls=3) as child:
+        pids = [child(0) for _ in range(6)]
+        assert child.pid is None  # ended right after its third answer, not kept until the next call
+        pids.append(child(0))
+        assert child.pid == pids[-1]
+    first, second, third = pids[0], pids[3], pids[6]
+    assert pids == [first] * 3 + [second] * 3 + [third] and len({first, second, third}) == 3
+
+
 def test_a_call_the_reused_child_cannot_finish_is_answered_alone_like_run_limited():
     """The reused child's memory holds what earlier calls left: a call that fails there for that reason
     alone is run again in a fresh child, and answers as it would have alone."""
