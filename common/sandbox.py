@@ -7,8 +7,9 @@ process: milliseconds, and safe while the parent runs threads). One child per ca
 for its limit takes nobody else's work with it. A semaphore bounds how many run at once, so the
 memory the checks can use is at most `concurrency x memory_bytes`.
 
-Starting a child costs ~11 ms of CPU, more than decoding a typical photo (<1 ms): a caller with many
-inputs in a row (a bulk import) uses `LimitedChild`, one child that runs the calls one after another,
+Starting a child costs ~11 ms of CPU (~60 ms under the `uvicorn` console script, whose main module each
+child imports again, see below), more than decoding a typical photo (<1 ms): callers with many inputs
+(a bulk import, the API's pool in common.image_pool) use `LimitedChild`, one child that runs the calls one after another,
 each with its own budget, and falls back to `run_limited` for any call that child cannot finish."""
 import multiprocessing
 import resource
@@ -16,8 +17,10 @@ import threading
 from collections.abc import Callable
 
 _CONTEXT = multiprocessing.get_context("forkserver")
-# "__main__" first: the server imports the main script once (e.g. uvicorn's launcher), so a child
-# does not import it again on every call (multiprocessing's children re-run the main module's imports).
+# "__main__" was meant to make the server import the main script once so that children need not, but on
+# CPython 3.11 the forkserver never receives the main path (it filters for 'main_path', the data says
+# 'init_main_from_path'), so each fresh child still imports the main module: reused children
+# (LimitedChild) are what keeps that cost off every upload.
 _CONTEXT.set_forkserver_preload(["__main__", "common.images"])
 _slots: threading.BoundedSemaphore | None = None
 _slots_size = 0
