@@ -21,7 +21,7 @@ def upload_dir(settings, local_dir: Path, prefix: str) -> str:
     """Put every file of `local_dir` under `prefix`; returns the `storage:` spec a pair row records."""
     storage = get_storage(settings)
     for path in sorted(p for p in Path(local_dir).rglob("*") if p.is_file()):
-        storage.put(f"{prefix}/{path.relative_to(local_dir).as_posix()}", path.read_bytes())
+        storage.put_file(f"{prefix}/{path.relative_to(local_dir).as_posix()}", path)  # streamed: GBs at 1M
     return SCHEME + prefix
 
 

@@ -8,7 +8,7 @@
 - **Re-rank.** Codes that small only shortlist: the best `rerank` candidates are scored again exactly
   against float16 copies of the vectors kept in `vectors.npy` on disk and read with `pread` for just
   those rows, so the file costs no process memory (the OS page cache holds what fits, shared by every
-  worker). bench/scale.py: at 1M, recall@10 and attribution quality as exact search, at p50 ~ms.
+  worker). bench/results/scale at 1M: recall@10 0.973, top-1 as exact search, p50 8 ms, 175 MB.
 - **Delta.** Upserts land in an in-memory exact `IDMap2,Flat`; a deleted or replaced base vector is
   masked (an `IDSelector` at search time) rather than removed, so one registration costs the same at
   10k and 1M vectors. A store whose delta grows past `compact_after`, or that crosses the threshold,
@@ -212,7 +212,8 @@ class FaissStore:
         """(ids, scores) from the base; an approximate base searches its hard queries (best score
         below `retry_below`, after re-ranking) a second time with `retry_nprobe` lists."""
         ids, scores = self._search_lists(queries, k, self.nprobe, self._rerank_depth())
-        if self.factory != EXACT_FACTORY and self.retry_below > 0 and self.retry_nprobe > self.nprobe:
+        wider = self.retry_nprobe > self.nprobe or self._rerank_depth(retry=True) > self._rerank_depth()
+        if self.factory != EXACT_FACTORY and self.retry_below > 0 and wider:
             hard = np.flatnonzero(scores[:, 0] < self.retry_below)
             if len(hard):
                 ids[hard], scores[hard] = self._search_lists(np.ascontiguousarray(queries[hard]), k,
