@@ -84,7 +84,7 @@ def measure_size(n: int, base: np.ndarray, real, params: IndexParams, args, larg
     row["registration"] = {"store_upsert": upsert_cost(store, real.base[rng.choice(len(real.base), 30)], 10**12),
                            "log_sync": registration_sync_cost(n, dim, rng)}
     with tempfile.TemporaryDirectory(dir=args.work) as tmp:
-        row["start"] = warm_start_and_sharing(store, queries, Path(tmp))
+        row["start"] = warm_start_and_sharing(store, queries, Path(tmp), with_model=largest)
     row["start"]["index_memory_mb"] = round(store.base_bytes_size() / 2**20, 1)
     if n <= args.cold_max:
         row["start"]["cold"] = cold_start(np.asarray(base), params)

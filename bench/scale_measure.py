@@ -121,8 +121,9 @@ def cold_start(vectors: np.ndarray, params: IndexParams) -> dict:
     return {"seconds": round(seconds, 2), "count": store.count(), "index_type": store.factory}
 
 
-def warm_start_and_sharing(store: FaissStore, queries: np.ndarray, workdir: Path) -> dict:
-    """Write a snapshot, then start two probe processes at once that map it and serve queries."""
+def warm_start_and_sharing(store: FaissStore, queries: np.ndarray, workdir: Path, with_model: bool = False) -> dict:
+    """Write a snapshot, then start two probe processes at once that map it and serve queries; with
+    `with_model` two more that also hold the encoder, as real workers do."""
     root = workdir / "storage"
     started = time.perf_counter()
     write_snapshot(storage_from(str(root)), store)
@@ -134,8 +135,13 @@ def warm_start_and_sharing(store: FaissStore, queries: np.ndarray, workdir: Path
     pair = [subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, text=True) for _ in range(2)]
     results = [json.loads(p.communicate()[0]) for p in pair]
     files = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
-    return {"snapshot_write_s": round(written, 2), "snapshot_mb": round(files / 2**20, 1), "alone": single,
-            "two_workers": results}
+    out = {"snapshot_write_s": round(written, 2), "snapshot_mb": round(files / 2**20, 1), "alone": single,
+           "two_workers": results}
+    if with_model:
+        pair = [subprocess.Popen(command[:-1] + ["10", "--with-model"], cwd=REPO, stdout=subprocess.PIPE, text=True)
+                for _ in range(2)]
+        out["two_workers_with_model"] = [json.loads(p.communicate()[0]) for p in pair]
+    return out
 
 
 def quality(store: FaissStore, base: np.ndarray, queries: np.ndarray, subject: np.ndarray,

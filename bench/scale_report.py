@@ -40,6 +40,9 @@ def table(results: dict) -> list[str]:
     add("PSS per worker, two sharing one snapshot (MB, index only)",
         lambda r: " / ".join(f"{w['pss_mb']:.0f}" for w in r["start"]["two_workers"]))
     add("RSS alone (MB, index only)", lambda r: f"{r['start']['alone']['rss_mb']:.0f}")
+    add("PSS per worker, two sharing one snapshot, each with the encoder loaded (MB)",
+        lambda r: " / ".join(f"{w['pss_mb']:.0f}" for w in r["start"]["two_workers_with_model"])
+        if "two_workers_with_model" in r["start"] else "not run")
     add("Milvus (milvus-lite): index type", lambda r: f"`{r['milvus']['index_type']}`" if "milvus" in r else "not run")
     add("Milvus: search p50 / p99 (ms, one query, k=40), recall@10", lambda r: (
         f"{r['milvus']['p50_ms']:.1f} / {r['milvus']['p99_ms']:.1f}, {r['milvus']['recall_at_10']:.3f}")
