@@ -56,7 +56,6 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(settings.torch_threads)
     with new_session() as session:
         set_runtime(Runtime.load(session, settings, args.device))
-    get_runtime().encoder.use_channels_last(settings.channels_last)
     jobs.SERVES_ATTRIBUTION = ATTRIBUTE in args.queues
     redis = Redis.from_url(settings.redis_url)
     queues = get_queues(redis, settings.queue_name)

@@ -39,6 +39,7 @@ class Runtime:
     def load(cls, session: Session, settings: Settings, device: str = "cpu") -> "Runtime":
         pair = crud.get_active_pair(session)
         encoder = load_encoder(resolve(pair.encoder_uri, settings) if pair else settings.encoder, device)
+        encoder.use_channels_last(settings.channels_last)  # here, so a runtime reloaded for a new pair keeps it
         calibration = Calibration.from_dict(pair.calibration) if pair and pair.calibration else encoder.calibration
         # Images registered while another encoder was active have no vector from this one yet.
         caught_up = embed_missing(session, encoder, get_storage(settings), settings.embed_batch_size)

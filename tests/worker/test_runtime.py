@@ -141,3 +141,12 @@ def test_crossing_the_threshold_swaps_in_a_trained_index(client, monkeypatch):
         lock_of("writer").release()
     hits = writer.store.search(np.eye(1, writer.encoder.dim, dtype=np.float32), 6)[0][0]
     assert sorted(hits[hits >= 0].tolist()) == sorted(writer.store.ids().tolist())
+
+
+def test_a_loaded_runtime_uses_the_configured_memory_layout(client, monkeypatch):
+    """channels_last (1.28x on this CPU) is part of loading a runtime, so the runtime a worker reloads when
+    a new pair is published keeps it; it used to be set once at worker start and lost on the first switch."""
+    assert get_settings().channels_last and load_runtime().encoder.channels_last
+    monkeypatch.setenv("ATTRIB_CHANNELS_LAST", "false")
+    get_settings.cache_clear()
+    assert not load_runtime().encoder.channels_last
