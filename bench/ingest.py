@@ -5,7 +5,8 @@
 
 Measured side by side in one run, because the machine is shared and noisy:
 1. bare decode+embed throughput (this process: read files, decode, preprocess, forward; the worker's own
-   pipeline and settings) before and after the import;
+   pipeline and settings), interleaved with the import: the import runs in --segments parts with a bare
+   measurement before each and after the last (this machine's speed drifts within minutes);
 2. attribution latency with one attribution per second offered, idle (before and after) and during the
    import of every image through POST /sources/bulk;
 3. POST /attribute saturation (closed loop, 32 connections, no worker draining the queue) and p99 at an
@@ -97,12 +98,36 @@ def probe(stack, key: str, photos, seconds: float) -> list[dict]:
     return prober.stop()
 
 
-def run_import(stack, keys: dict, paths: list[Path], photos, args, db_url: str) -> dict:
+def interleaved_import(stack, keys: dict, paths: list[Path], photos, args, db_url: str, settings) -> dict:
+    """The import in `args.segments` parts with a bare measurement before each part and after the last:
+    this shared machine's speed drifts by up to 1.5x within minutes (bare 29-47 images/s in one hour), so
+    a ratio against one bare run before and one after a long import measures the drift. Each part's
+    neighbours give its own baseline; the rates are totals over all parts."""
+    parts = [paths[i::args.segments] for i in range(args.segments)]
+    bare, imports = [bare_rate(paths[:args.bare_images], settings)], []
+    for number, part in enumerate(parts):
+        imports.append(run_import(stack, keys, part, photos, args, db_url, batch=f"s{number}-"))
+        bare.append(bare_rate(paths[:args.bare_images], settings))
+    seconds = sum(i["seconds"] for i in imports)
+    summary = {k: sum(i["upload"]["summary"].get(k, 0) for i in imports) for k in ("created", "duplicate", "refused")}
+    total = {"images": len(paths), "upload_seconds": round(sum(i["upload_seconds"] for i in imports), 2),
+             "seconds": round(seconds, 2), "images_per_s": round(len(paths) / seconds, 2),
+             "left_pending": imports[-1]["left_pending"], "upload": {"summary": summary},
+             "attributions": [a for i in imports for a in i["attributions"]]}
+    bare_total = {"images": sum(b["images"] for b in bare), "seconds": round(sum(b["seconds"] for b in bare), 2)}
+    bare_total["images_per_s"] = round(bare_total["images"] / bare_total["seconds"], 2)
+    return {"import": total, "bare": bare_total, "bare_runs": bare,
+            "segments": [{"images": i["images"], "seconds": i["seconds"], "images_per_s": i["images_per_s"],
+                          "ratio_to_neighbours": round(i["images_per_s"] / ((b0["images_per_s"] + b1["images_per_s"]) / 2), 3)}
+                         for i, b0, b1 in zip(imports, bare, bare[1:])]}
+
+
+def run_import(stack, keys: dict, paths: list[Path], photos, args, db_url: str, batch: str = "") -> dict:
     """Every image through the bulk path while one attribution per second is offered."""
     prober = AttributionProber(stack.url, keys["attributor"], photos)
     prober.start()
     start = time.monotonic()
-    upload = bulk_upload(stack.url, keys["admin"], paths, args.per_item, args.per_request, args.uploaders)
+    upload = bulk_upload(stack.url, keys["admin"], paths, args.per_item, args.per_request, args.uploaders, batch)
     uploaded = time.monotonic() - start
     while pending_images(db_url) > 0 and time.monotonic() - start < args.import_timeout:
         time.sleep(0.5)
@@ -124,7 +149,9 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(prog="python -m bench.ingest", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=2000)
-    parser.add_argument("--bare-images", type=int, default=256, help="images per bare-throughput measurement")
+    parser.add_argument("--bare-images", type=int, default=128, help="images per bare-throughput measurement")
+    parser.add_argument("--segments", type=int, default=4,
+                        help="the import runs in this many parts, a bare measurement before each and after the last")
     parser.add_argument("--per-item", type=int, default=2, help="images per work")
     parser.add_argument("--per-request", type=int, default=50, help="works per bulk request")
     parser.add_argument("--uploaders", type=int, default=2)
@@ -159,13 +186,10 @@ def main(argv=None) -> int:
                                                              "decode_workers", "embed_job_images")}}
     stack = IngestStack(env, workdir, args.api_workers).start()
     try:
-        sample = paths[:args.bare_images]
-        result["bare_before"] = bare_rate(sample, settings)
         result["idle_before"] = probe(stack, keys["attributor"], photos, args.probe_seconds)
         result["wait_overhead"] = wait_overhead(stack.url, keys["attributor"], photos)
-        result["import"] = run_import(stack, keys, paths, photos, args, env["ATTRIB_DATABASE_URL"])
+        result.update(interleaved_import(stack, keys, paths, photos, args, env["ATTRIB_DATABASE_URL"], settings))
         result["idle_after"] = probe(stack, keys["attributor"], photos, args.probe_seconds)
-        result["bare_after"] = bare_rate(sample, settings)
         stack.stop_role("worker")  # the enqueue path alone: nothing drains the queue meanwhile
         result["enqueue"] = {}
         for workers in sorted({1, args.api_workers}, reverse=True):

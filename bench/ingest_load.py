@@ -112,9 +112,11 @@ def _server_ms(body: dict) -> float | None:
     return (datetime.fromisoformat(body["finished_at"]) - datetime.fromisoformat(body["created_at"])).total_seconds() * 1000
 
 
-def bulk_upload(url: str, key: str, paths: list[Path], per_item: int, per_request: int, uploaders: int) -> dict:
+def bulk_upload(url: str, key: str, paths: list[Path], per_item: int, per_request: int, uploaders: int,
+                batch: str = "") -> dict:
     """Send every image through POST /sources/bulk, `per_item` images per work, `per_request` items per
-    request, from `uploaders` threads; returns the summed report and each request's time."""
+    request, from `uploaders` threads; returns the summed report and each request's time. `batch` keeps
+    item ids apart between calls (an item id seen before is reported as a duplicate)."""
     items = [paths[i:i + per_item] for i in range(0, len(paths), per_item)]
     requests = [items[i:i + per_request] for i in range(0, len(items), per_request)]
     results, lock, todo = [], threading.Lock(), list(enumerate(requests))
@@ -127,7 +129,7 @@ def bulk_upload(url: str, key: str, paths: list[Path], per_item: int, per_reques
                         return
                     index, request = todo.pop(0)
                 t0 = time.monotonic()
-                response = _post_bulk(client, index, request)
+                response = _post_bulk(client, f"{batch}{index}", request)
                 with lock:
                     results.append({"seconds": time.monotonic() - t0, "status": response.status_code,
                                     "summary": response.json().get("summary")})
@@ -141,7 +143,7 @@ def bulk_upload(url: str, key: str, paths: list[Path], per_item: int, per_reques
             "request_seconds": [round(r["seconds"], 3) for r in results]}
 
 
-def _post_bulk(client: httpx.Client, index: int, request: list[list[Path]]) -> httpx.Response:
+def _post_bulk(client: httpx.Client, index: str, request: list[list[Path]]) -> httpx.Response:
     manifest = {"items": [{"item_id": f"bench-{index}-{j}", "title": f"bench work {index}-{j}",
                            "rights_holder": "bench", "files": [p.name for p in item]}
                           for j, item in enumerate(request)]}

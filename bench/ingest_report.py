@@ -9,7 +9,7 @@ def percentile(values: list[float], q: float) -> float | None:
 
 
 def summarise(result: dict) -> dict:
-    bare = (result["bare_before"]["images_per_s"] + result["bare_after"]["images_per_s"]) / 2
+    bare = result["bare"]["images_per_s"]
     idle = result["idle_before"] + result["idle_after"]
     during = result["import"]["attributions"]
     summary = {
@@ -83,11 +83,12 @@ Worker settings: {json.dumps(result['settings'])}.
 {table}
 
 Bare throughput: the worker's own pipeline (read, decode and preprocess in a thread pool, forward) in
-the benchmark process, {result['bare_before']['images']} images before and after the import (mean of
-{result['bare_before']['images_per_s']} and {result['bare_after']['images_per_s']} images/s). Ingest: from the
-first bulk request to the last image embedded ({result['import']['images']} images, works of
+the benchmark process, {result['bare_runs'][0]['images']} images at a time, interleaved with the import: before each of its
+{len(result['segments'])} parts and after the last ({', '.join(str(b['images_per_s']) for b in result['bare_runs'])} images/s; each part's rate
+over the mean of its two neighbours: {', '.join(str(x['ratio_to_neighbours']) for x in result['segments'])}). Ingest: total images over the
+parts' total time, each part from its first bulk request to its last image embedded ({result['import']['images']} images, works of
 {result['args']['per_item']} images, {result['args']['per_request']} works per request,
-{result['args']['uploaders']} uploaders; upload finished after {result['import']['upload_seconds']} s;
+{result['args']['uploaders']} uploaders; uploads took {result['import']['upload_seconds']} s in all;
 report {json.dumps(result['import']['upload']['summary'])}). Attribution latency: submit to result seen
 by a client polling every 25 ms, {s['attributions_idle']} idle and {s['attributions_during_import']} during the
 import. Enqueue: no worker runs (the queue only grows), aiohttp client in this process on the same cores.
