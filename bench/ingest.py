@@ -58,6 +58,17 @@ class IngestStack(Stack):
         self._wait_ready(timeout, probe="/healthz")
 
 
+def prepared_stack_env(database: str, workdir: Path) -> tuple[dict, dict]:
+    """(env, keys) for an ingest stack: a fresh schema, the bench's keys, the worker's own thread default and
+    queue bounds lifted (the benches measure the service, not its admission limits); env also set here."""
+    env = {**stack_env(database, workdir), "ATTRIB_TORCH_THREADS": "0",
+           "ATTRIB_MAX_QUEUED_ATTRIBUTIONS": str(10**9), "ATTRIB_MAX_QUEUED_EMBED_JOBS": str(10**9)}
+    os.environ.update(env)
+    from common.db.schema import reset_schema
+    reset_schema(env["ATTRIB_DATABASE_URL"])
+    return env, create_keys(env["ATTRIB_DATABASE_URL"])
+
+
 def bare_rate(paths: list[Path], settings) -> dict:
     """Images/s of read + decode + preprocess + forward with the worker's pipeline, no service around it."""
     import torch
@@ -172,14 +183,9 @@ def main(argv=None) -> int:
     paths = make_images(args.work / "images", args.images)
     workdir = args.work / f"run-{int(time.time())}"
     workdir.mkdir(parents=True)
-    env = {**stack_env(args.database, workdir), "ATTRIB_TORCH_THREADS": "0",
-           "ATTRIB_MAX_QUEUED_ATTRIBUTIONS": str(10**9), "ATTRIB_MAX_QUEUED_EMBED_JOBS": str(10**9)}
-    os.environ.update(env)
-    from common.db.schema import reset_schema
+    env, keys = prepared_stack_env(args.database, workdir)
     from common.settings import Settings
     settings = Settings()
-    reset_schema(env["ATTRIB_DATABASE_URL"])
-    keys = create_keys(env["ATTRIB_DATABASE_URL"])
     photos = query_photos()
     result = {"machine": machine(), "args": {k: str(v) for k, v in vars(args).items()},
               "settings": {k: getattr(settings, k) for k in ("torch_threads", "embed_batch_size", "channels_last",

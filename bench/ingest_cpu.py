@@ -14,9 +14,8 @@ import time
 from pathlib import Path
 
 from bench.attribution import machine
-from bench.ingest import IngestStack, pending_images
+from bench.ingest import IngestStack, pending_images, prepared_stack_env
 from bench.ingest_load import AttributionProber, bulk_upload, make_images, query_photos
-from bench.soak_stack import create_keys, stack_env
 
 
 def tree_cpu(root: int) -> float:
@@ -45,12 +44,7 @@ def machine_cpu() -> float:
 def one_import(paths: list[Path], work: Path, probe: bool) -> dict:
     workdir = work / f"run-{time.time_ns()}"
     workdir.mkdir(parents=True)
-    env = {**stack_env("postgresql", workdir), "ATTRIB_TORCH_THREADS": "0",
-           "ATTRIB_MAX_QUEUED_ATTRIBUTIONS": str(10**9), "ATTRIB_MAX_QUEUED_EMBED_JOBS": str(10**9)}
-    os.environ.update(env)
-    from common.db.schema import reset_schema
-    reset_schema(env["ATTRIB_DATABASE_URL"])
-    keys = create_keys(env["ATTRIB_DATABASE_URL"])
+    env, keys = prepared_stack_env("postgresql", workdir)
     stack = IngestStack(env, workdir, 2).start()
     try:
         time.sleep(3)

@@ -129,17 +129,16 @@ def warm_start_and_sharing(store: FaissStore, queries: np.ndarray, workdir: Path
     write_snapshot(storage_from(str(root)), store)
     written = time.perf_counter() - started
     np.save(workdir / "queries.npy", queries[:50])
-    command = [sys.executable, "-m", "bench.scale_probe", str(root), store.encoder_id,
-               str(workdir / "queries.npy"), "--hold", "3"]
-    single = json.loads(subprocess.run(command[:-2], cwd=REPO, capture_output=True, text=True, check=True).stdout)
-    pair = [subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    command = [sys.executable, "-m", "bench.scale_probe", str(root), store.encoder_id, str(workdir / "queries.npy")]
+    single = json.loads(subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=True).stdout)
+    pair = [subprocess.Popen(command + ["--hold", "3"], cwd=REPO, stdout=subprocess.PIPE, text=True) for _ in range(2)]
     results = [json.loads(p.communicate()[0]) for p in pair]
     files = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
     out = {"snapshot_write_s": round(written, 2), "snapshot_mb": round(files / 2**20, 1), "alone": single,
            "two_workers": results}
     if with_model:
-        pair = [subprocess.Popen(command[:-1] + ["10", "--with-model"], cwd=REPO, stdout=subprocess.PIPE, text=True)
-                for _ in range(2)]
+        pair = [subprocess.Popen(command + ["--hold", "10", "--with-model"], cwd=REPO, stdout=subprocess.PIPE,
+                                 text=True) for _ in range(2)]
         out["two_workers_with_model"] = [json.loads(p.communicate()[0]) for p in pair]
     return out
 

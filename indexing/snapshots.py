@@ -84,9 +84,10 @@ def load_snapshot(storage: Storage, encoder_id: str, cache_dir: Path, mmap: bool
     for key in latest_snapshots(storage, encoder_id):
         try:
             sidecar = local_copy(storage, f"{key}/{SIDECAR_FILE}", cache_dir)
-            base_key = f"{encoder_prefix(encoder_id)}/bases/{_index_id(sidecar)}"
+            manifest = json.loads(sidecar.read_text())
+            base_key = f"{encoder_prefix(encoder_id)}/bases/{manifest['index_id']}"
             base_file = local_copy(storage, f"{base_key}/{BASE_FILE}", cache_dir)
-            if json.loads(sidecar.read_text()).get("rerank"):
+            if manifest.get("rerank"):
                 local_copy(storage, f"{base_key}/{VECTORS_FILE}", cache_dir)
             local_copy(storage, f"{base_key}/{IDS_FILE}", cache_dir)
             for name in (DELTA_FILE, MASKED_FILE):
@@ -95,10 +96,6 @@ def load_snapshot(storage: Storage, encoder_id: str, cache_dir: Path, mmap: bool
         except (OSError, KeyError, ValueError, IndexCorrupt, IndexEncoderMismatch) as exc:
             log.warning("ignoring snapshot %s: %s", key, exc)  # never serve a bad snapshot
     return None
-
-
-def _index_id(sidecar: Path) -> str:
-    return json.loads(sidecar.read_text())["index_id"]
 
 
 def _prune(storage: Storage, prefix: str) -> None:

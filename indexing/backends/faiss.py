@@ -34,6 +34,7 @@ BASE_FILE, IDS_FILE, VECTORS_FILE, DELTA_FILE, MASKED_FILE, SIDECAR_FILE = (
     "index.faiss", "ids.npy", "vectors.npy", "delta.npz", "masked.npy", "index.json")
 BASE_FILES = (BASE_FILE, VECTORS_FILE, IDS_FILE)  # a base's files, the id list last (it marks it complete)
 EXACT_FACTORY = "IDMap2,Flat"
+PQ_MIN_VECTORS = 2_000  # below this an `auto` approximate base uses SQ8 (see codes_for)
 
 
 @dataclass(frozen=True)
@@ -67,9 +68,6 @@ def codes_for(codes: str, dim: int, n: int) -> str:
     if codes != "auto":
         return codes
     return f"PQ{dim // 4}x4fs" if dim % 4 == 0 and n >= PQ_MIN_VECTORS else "SQ8"
-
-
-PQ_MIN_VECTORS = 2_000
 
 
 def nlist_for(n: int) -> int:
