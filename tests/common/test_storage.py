@@ -110,7 +110,7 @@ def test_migration_to_s3_copies_everything_once_and_can_be_rerun(s3_server, tmp_
     assert remote.get("sources/w1/a.jpg") == b"sources/w1/a.jpg"
 
 
-def test_files_go_in_and_out_without_a_copy_in_memory(storage, tmp_path):
+def test_large_files_stream_in_and_out_whole(storage, tmp_path):
     """Index bases are gigabytes at 1M vectors: they are streamed from and to files (multipart on S3,
     12 MB here crosses s3fs's 5 MB part size) and arrive whole."""
     data = bytes(range(256)) * (12 * 2**20 // 256) + b"tail"
