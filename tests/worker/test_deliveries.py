@@ -227,7 +227,8 @@ def test_a_finished_job_wakes_the_deliverer_before_its_next_poll(client, webhook
         time.sleep(1.5)  # the loop's first pass found nothing and now sleeps for 300 s
         give_up_on_dead_worker(job_id)  # recovery gives up: the row commits, then the event is published
         deadline = time.monotonic() + 30
-        while not receiver.received and time.monotonic() < deadline:
+        # the receiver answers before the deliverer commits `delivered`: wait for the row, not the request
+        while deliveries(job_id)[0].status != DeliveryStatus.delivered and time.monotonic() < deadline:
             time.sleep(0.1)
         assert len(receiver.received) == 1
         assert deliveries(job_id)[0].status == DeliveryStatus.delivered
