@@ -141,7 +141,7 @@ def run_import(stack, keys: dict, paths: list[Path], photos, args, db_url: str, 
     upload = bulk_upload(stack.url, keys["admin"], paths, args.per_item, args.per_request, args.uploaders, batch)
     uploaded = time.monotonic() - start
     while pending_images(db_url) > 0 and time.monotonic() - start < args.import_timeout:
-        time.sleep(0.5)
+        time.sleep(0.1)  # the end is seen within 0.1 s (a 0.5 s poll added ~1 % to a 20 s part)
     seconds = time.monotonic() - start
     samples = prober.stop()
     return {"images": len(paths), "upload_seconds": round(uploaded, 2), "seconds": round(seconds, 2),

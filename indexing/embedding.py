@@ -3,7 +3,7 @@ import logging
 
 import numpy as np
 from PIL import Image
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from common.db import crud
@@ -37,16 +37,39 @@ def write_vectors(session: Session, rows: list[SourceImage], vectors: np.ndarray
     the upserts in the same transaction so every worker's index follows. One SELECT finds the vectors that
     exist (session.merge would issue one per image), and the new ones are inserted together."""
     ids = [row.id for row in rows]
-    existing = {e.image_id: e for e in session.scalars(
-        select(Embedding).where(Embedding.encoder_id == encoder_id, Embedding.image_id.in_(ids)))}
-    for row, vector in zip(rows, vectors):
-        if (embedding := existing.get(row.id)) is not None:
-            embedding.vector = vector.tobytes()
-        else:
-            session.add(Embedding(image_id=row.id, encoder_id=encoder_id, vector=vector.tobytes()))
+    _upsert_vectors(session, ids, vectors, encoder_id)
+    for row in rows:
         row.state, row.error, row.attempts = ImageState.embedded, None, 0
     session.flush()
     crud.record_vector_changes(session, op="upsert", image_ids=ids, encoder_id=encoder_id)
+
+
+def write_vectors_of_ids(session: Session, ids: list[int], vectors: np.ndarray, encoder_id: str,
+                         failed: dict[int, str]) -> None:
+    """`write_vectors` for a session that holds no rows of these images (the embedding job's writer
+    thread, worker.batch_embed): states change by UPDATE. The `failed` images (id -> reason) are marked
+    failed in the same transaction and leave every index (a vector of an earlier encoder included)."""
+    if ids:
+        _upsert_vectors(session, ids, vectors, encoder_id)
+        session.execute(update(SourceImage).where(SourceImage.id.in_(ids))
+                        .values(state=ImageState.embedded, error=None, attempts=0)
+                        .execution_options(synchronize_session=False))
+    if failed:
+        session.execute(update(SourceImage), [{"id": image_id, "state": ImageState.failed, "error": reason}
+                                              for image_id, reason in failed.items()])
+    session.flush()
+    crud.record_vector_changes(session, op="upsert", image_ids=list(ids), encoder_id=encoder_id)
+    crud.record_vector_changes(session, op="delete", image_ids=list(failed), encoder_id=None)
+
+
+def _upsert_vectors(session: Session, ids: list[int], vectors: np.ndarray, encoder_id: str) -> None:
+    existing = {e.image_id: e for e in session.scalars(
+        select(Embedding).where(Embedding.encoder_id == encoder_id, Embedding.image_id.in_(ids)))}
+    for image_id, vector in zip(ids, vectors):
+        if (embedding := existing.get(image_id)) is not None:
+            embedding.vector = vector.tobytes()
+        else:
+            session.add(Embedding(image_id=image_id, encoder_id=encoder_id, vector=vector.tobytes()))
 
 
 def embed_source_images(session: Session, encoder: Encoder, storage: Storage,

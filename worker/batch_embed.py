@@ -2,6 +2,8 @@
 
 Read and decode run ahead of the forward pass (core.pipeline); vectors are committed every
 COMMIT_EVERY images, so a killed worker keeps what it finished and a retry embeds only what is still pending.
+Those writes run on a thread of their own while the next images go through the model: written inline,
+they held the forward pass for ~1.4 ms an image during a bulk import (bench/results/ingest).
 Between forward batches the job yields to waiting attributions: it stops, puts the rest of its images
 back at the front of the embedding queue, and returns, so the worker (which takes the attribution
 queue first) runs them. An attribution therefore waits for at most one forward batch."""
@@ -9,19 +11,20 @@ import logging
 import os
 import uuid
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from common.db import crud
 from common.db.models import ImageState, SourceImage, Work
+from common.db.session import new_session
 from common.settings import Settings
 from common.storage import Storage
 from core.encoder import Encoder
 from core.pipeline import Feeder
-from indexing.embedding import embed_source_images, write_vectors
+from indexing.embedding import embed_source_images, write_vectors_of_ids
 
 log = logging.getLogger(__name__)
 # Vectors are committed about this often (and whenever the job yields or ends): a killed worker loses at
@@ -64,11 +67,10 @@ def embed_pending(session: Session, encoder: Encoder, feeder: Feeder, storage: S
     batches = feeder.batches(items, batch_size)
     try:
         for batch in batches:
-            _store_batch(session, encoder, rows, batch, outcome, unwritten)
+            _store_batch(encoder, batch, outcome, unwritten)
             done.update(batch.ids, batch.failed)
             if unwritten.images >= COMMIT_EVERY:
-                unwritten.write(session)
-                session.commit()
+                unwritten.write()
             if len(done) < len(rows) and should_yield():
                 outcome.remaining = [i for i in rows if i not in done]
                 for image_id in outcome.remaining:  # not tried: no attempt is held against them
@@ -76,7 +78,8 @@ def embed_pending(session: Session, encoder: Encoder, feeder: Feeder, storage: S
                 break
     finally:
         batches.close()
-        unwritten.write(session)
+        unwritten.write()
+        unwritten.wait()  # the job ends (and the index syncs) only after its vectors committed
         session.commit()
     return outcome
 
@@ -85,35 +88,53 @@ def _loader(storage: Storage, key: str) -> Callable[[], bytes]:
     return lambda: storage.get(key)
 
 
+# One thread per worker process writes vectors; a worker runs one job at a time.
+_WRITER = ThreadPoolExecutor(1, thread_name_prefix="vector-writer")
+
+
 class _Unwritten:
-    """Vectors and failures since the last commit, written together just before it: with forward batches
-    of one image (the CPU setting), writing each batch alone cost ~5 statements per image."""
+    """Vectors and failures since the last write, handed together to the writer thread, which commits
+    them in a session of its own (the job's session holds the rows, and is not shared across threads).
+    At most one write is in flight: the next waits for it, so a killed worker loses at most two writes'
+    images, which stay pending and are embedded again. A failed write fails the job, as one inline did."""
 
     def __init__(self, encoder_id: str):
-        self.encoder_id, self.rows, self.vectors, self.failed = encoder_id, [], [], []
+        self.encoder_id, self.ids, self.vectors, self.failed = encoder_id, [], [], {}
+        self.in_flight: Future | None = None
 
     @property
     def images(self) -> int:
-        return len(self.rows) + len(self.failed)
+        return len(self.ids) + len(self.failed)
 
-    def write(self, session: Session) -> None:
-        rows, vectors, failed = self.rows, self.vectors, self.failed
-        self.rows, self.vectors, self.failed = [], [], []  # taken even if writing fails: never written twice
+    def write(self) -> None:
+        if not self.images:
+            return
+        ids, vectors, failed = self.ids, self.vectors, self.failed
+        self.ids, self.vectors, self.failed = [], [], {}  # taken even if writing fails: never written twice
+        self.wait()
+        self.in_flight = _WRITER.submit(_write, ids, np.concatenate(vectors) if vectors else None,
+                                        self.encoder_id, failed)
+
+    def wait(self) -> None:
+        in_flight, self.in_flight = self.in_flight, None
+        if in_flight is not None:
+            in_flight.result()
+
+
+def _write(ids: list[int], vectors: np.ndarray | None, encoder_id: str, failed: dict[int, str]) -> None:
+    with new_session() as session:
         # A failed image may have had a vector from an earlier encoder: every index drops it (change log).
-        crud.record_vector_changes(session, op="delete", image_ids=failed, encoder_id=None)
-        if rows:
-            write_vectors(session, rows, np.concatenate(vectors), self.encoder_id)
+        write_vectors_of_ids(session, ids, vectors, encoder_id, failed)
+        session.commit()
 
 
-def _store_batch(session: Session, encoder: Encoder, rows: dict, batch, outcome: Outcome,
-                 unwritten: _Unwritten) -> None:
+def _store_batch(encoder: Encoder, batch, outcome: Outcome, unwritten: _Unwritten) -> None:
     for image_id, reason in batch.failed.items():
-        rows[image_id].state, rows[image_id].error = ImageState.failed, reason
         log.warning("image %s failed: %s", image_id, reason)
-    unwritten.failed += list(batch.failed)
+    unwritten.failed.update(batch.failed)
     if batch.ids:
         unwritten.vectors.append(encoder.embed_tensor(batch.tensor))
-        unwritten.rows += [rows[i] for i in batch.ids]
+        unwritten.ids += batch.ids
     outcome.embedded += len(batch.ids)
     outcome.failed += len(batch.failed)
 

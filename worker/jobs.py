@@ -48,9 +48,10 @@ def embed_images(image_ids: list[int]) -> int:
             should_yield=_attributions_waiting)
         _drop_vectors_of_works_deleted_meanwhile(session, outcome.work_ids)
         _finish_imports(session, image_ids, settings)
-        runtime.sync(session)
-        if outcome.remaining:
+        if outcome.remaining:  # it yielded: the attribution it yielded to syncs the index first thing
             enqueue_embedding(_queues(settings).embed, outcome.remaining, at_front=True)
+        else:
+            runtime.sync(session)
         STATS.observe("embed", time.monotonic() - started, outcome.embedded)
         return outcome.embedded
 

@@ -94,3 +94,34 @@ def test_one_feeder_serves_job_after_job():
     for _ in range(2):
         assert [b.ids for b in feeder.batches(items, 4)] == [[0, 1, 2, 3], [4, 5]]
     feeder.close()
+
+
+def test_a_job_that_resumes_after_yielding_reuses_the_reads_started_ahead():
+    """A job yields after its first batch; the job that resumes the same images takes the images the
+    pool had already read and decoded for it instead of reading them again. A later call that asks for
+    other images gets no stale carry-over: every image is read for it."""
+    reads = []
+
+    def loader(i):
+        def load():
+            reads.append(i)
+            return PHOTOS[i % len(PHOTOS)]
+        return load
+    feeder = Feeder(LITE0_PREPROCESS, "cpu", workers=2)
+    items = [(i, loader(i)) for i in range(6)]
+    first = feeder.batches(items, 1, prefetch=2)
+    assert next(first).ids == [0]
+    first.close()  # the job yielded; batches 1 and 2 were submitted (read ahead, or about to be)
+
+    resumed = list(feeder.batches(items[1:], 1))
+    assert [b.ids for b in resumed] == [[1], [2], [3], [4], [5]]
+    assert sorted(reads) == list(range(6))  # each image read once across both jobs
+    expected = pil_tensor(PHOTOS[1], LITE0_PREPROCESS)
+    assert torch.allclose(resumed[0].tensor[0], expected)
+
+    other = feeder.batches([(i, loader(i)) for i in range(10, 13)], 1, prefetch=2)
+    next(other)
+    other.close()  # 11 and 12 carried over; the next call asks for neither
+    assert [b.ids for b in feeder.batches([(i, loader(i)) for i in range(20, 22)], 1)] == [[20], [21]]
+    assert reads.count(20) == reads.count(21) == 1
+    feeder.close()

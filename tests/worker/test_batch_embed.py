@@ -3,6 +3,7 @@ batch, and when attributions wait it stops after one forward batch and puts the 
 of the embedding queue (the worker then takes the attribution queue first)."""
 import json
 
+import pytest
 from redis import Redis
 from sqlalchemy import select
 
@@ -121,3 +122,43 @@ def test_vectors_of_a_work_deleted_during_the_job_are_dropped(client, monkeypatc
                                  .order_by(VectorChange.seq.desc()).limit(1))
         upserts = session.scalar(select(func.count()).select_from(VectorChange).where(VectorChange.op == "upsert"))
     assert vectors == set(ids[1:]) and last_op == "delete" and upserts == 3
+
+
+def test_an_image_that_cannot_be_read_fails_alone_and_leaves_every_index(client):
+    """The job's writer thread marks it failed with the reason, in the transaction that writes the
+    others' vectors, and logs a delete for it (a vector of an earlier encoder must go too)."""
+    from common.db.models import VectorChange
+    from common.storage import get_storage
+    load_runtime()
+    ids = bulk_register(client, ["dog", "cat", "teapot"])
+    with new_session() as session:
+        get_storage(get_settings()).delete(session.get(SourceImage, ids[1]).storage_key)
+    assert jobs.embed_images(ids) == 2
+    assert states() == [ImageState.embedded, ImageState.failed, ImageState.embedded]
+    with new_session() as session:
+        assert "cannot read stored image" in session.get(SourceImage, ids[1]).error
+        ops = session.execute(select(VectorChange.image_id, VectorChange.op)).all()
+    assert sorted(ops) == sorted([(ids[0], "upsert"), (ids[2], "upsert"), (ids[1], "delete")])
+    assert runtime_module.get_runtime().store.count() == 2
+
+
+def test_a_vector_write_that_fails_fails_the_job_and_the_retry_embeds_the_images(client, monkeypatch):
+    """The vectors are written off the job's thread; a write that fails must still fail the job (RQ then
+    retries it), and its images stay pending, counted as tried once."""
+    from worker import batch_embed
+    load_runtime()
+    ids = bulk_register(client, ["dog", "cat"])
+    real = batch_embed.write_vectors_of_ids
+
+    def broken(*args):
+        raise RuntimeError("database went away")
+    monkeypatch.setattr(batch_embed, "write_vectors_of_ids", broken)
+    with pytest.raises(RuntimeError, match="database went away"):
+        jobs.embed_images(ids)
+    with new_session() as session:
+        attempts = session.scalars(select(SourceImage.attempts).order_by(SourceImage.id)).all()
+    assert states() == [ImageState.pending] * 2 and attempts == [1, 1]
+
+    monkeypatch.setattr(batch_embed, "write_vectors_of_ids", real)
+    assert jobs.embed_images(ids) == 2  # the retry: each image the careful way, alone
+    assert states() == [ImageState.embedded] * 2
