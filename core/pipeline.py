@@ -49,7 +49,8 @@ class Feeder:
 
     def batches(self, items: Sequence[Item], batch_size: int, prefetch: int = 2) -> Iterator[Batch]:
         """Yield batches in order; at most `prefetch` batches beyond the current one are in flight.
-        Closing the generator early (a job yielding to attributions) cancels what was not started."""
+        Closing the generator early (a job yielding to attributions) leaves the reads of the batches not
+        handed out to the next call (class docstring)."""
         chunks = [items[i:i + batch_size] for i in range(0, len(items), batch_size)]
         carried, self._carried = self._carried, {}
         pending: deque[tuple[Future, list[tuple[int, Future]]]] = deque()  # assembly, and the reads it waits on
