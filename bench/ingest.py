@@ -5,10 +5,13 @@
 
 Measured side by side in one run, because the machine is shared and noisy:
 1. bare decode+embed throughput (this process: read files, decode, preprocess, forward; the worker's own
-   pipeline and settings), interleaved with the import: the import runs in --segments parts with a bare
-   measurement before each and after the last (this machine's speed drifts within minutes);
+   pipeline and settings), interleaved with the import: every --slice-seconds the stack is frozen
+   (SIGSTOP) for a bare measurement, and the import's time excludes the frozen intervals (this
+   machine's speed drifts within minutes; see sliced_import);
 2. attribution latency with one attribution per second offered, idle (before and after) and during the
-   import of every image through POST /sources/bulk;
+   import of every image through POST /sources/bulk. With --quiet-slices (default) every second slice
+   runs without attributions, so the ingest ratio is reported both ways: the import while it also serves
+   one attribution a second, and the import alone;
 3. POST /attribute saturation (closed loop, 32 connections, no worker draining the queue) and p99 at an
    open-loop 50 % of that rate, for 1 and for N API processes.
 Writes bench/results/ingest/ingest.json, ingest.md and ingest.png (the PNG is not committed)."""
@@ -19,6 +22,7 @@ import platform
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -33,13 +37,21 @@ from bench.soak_stack import REPO, Stack, create_keys, stack_env
 class IngestStack(Stack):
     """The soak stack with N uvicorn processes and a worker that can be stopped on its own."""
 
-    def __init__(self, env, workdir, api_workers: int):
+    def __init__(self, env, workdir, api_workers: int, attribution_worker: bool = False):
         super().__init__(env, workdir)
-        self.api_workers = api_workers
+        self.api_workers, self.attribution_worker = api_workers, attribution_worker
 
     def start(self, timeout: float = 300) -> "IngestStack":
+        """One worker serving both queues (the default launch), or with `attribution_worker` an embedding
+        worker beside a dedicated attribution worker (`--queues attribute`, docs/throughput.md)."""
         self.start_api(self.api_workers)
-        self._spawn("worker", [sys.executable, "-m", "worker", "--name", f"ingest-{os.getpid()}"])
+        worker = [sys.executable, "-m", "worker", "--name", f"ingest-{os.getpid()}"]
+        if self.attribution_worker:
+            self._spawn("worker", [*worker, "--queues", "embed"])
+            self._spawn("attribution-worker", [sys.executable, "-m", "worker", "--name", f"ingest-attr-{os.getpid()}",
+                                               "--queues", "attribute"])
+        else:
+            self._spawn("worker", worker)
         self._wait_ready(timeout)
         return self
 
@@ -91,12 +103,21 @@ _encoder_cache: dict = {}
 
 
 def pending_images(url: str) -> int:
+    return _count(url, "state = 'pending'")
+
+
+def done_images(url: str) -> int:
+    """Images embedded (or failed): grows by what the worker finished, whatever is still being uploaded."""
+    return _count(url, "state <> 'pending'")
+
+
+def _count(url: str, where: str) -> int:
     from sqlalchemy import text
 
     from common.db.session import make_engine
     engine = _engines.setdefault(url, make_engine(url))
     with engine.connect() as conn:
-        return int(conn.execute(text("SELECT count(*) FROM source_images WHERE state = 'pending'")).scalar())
+        return int(conn.execute(text(f"SELECT count(*) FROM source_images WHERE {where}")).scalar())
 
 
 _engines: dict = {}
@@ -109,44 +130,106 @@ def probe(stack, key: str, photos, seconds: float) -> list[dict]:
     return prober.stop()
 
 
-def interleaved_import(stack, keys: dict, paths: list[Path], photos, args, db_url: str, settings) -> dict:
-    """The import in `args.segments` parts with a bare measurement before each part and after the last:
-    this shared machine's speed drifts by up to 1.5x within minutes (bare 29-47 images/s in one hour), so
-    a ratio against one bare run before and one after a long import measures the drift. Each part's
-    neighbours give its own baseline; the rates are totals over all parts."""
-    parts = [paths[i::args.segments] for i in range(args.segments)]
-    bare, imports = [bare_rate(paths[:args.bare_images], settings)], []
-    for number, part in enumerate(parts):
-        imports.append(run_import(stack, keys, part, photos, args, db_url, batch=f"s{number}-"))
-        bare.append(bare_rate(paths[:args.bare_images], settings))
-    seconds = sum(i["seconds"] for i in imports)
-    summary = {k: sum(i["upload"]["summary"].get(k, 0) for i in imports) for k in ("created", "duplicate", "refused")}
-    total = {"images": len(paths), "upload_seconds": round(sum(i["upload_seconds"] for i in imports), 2),
-             "seconds": round(seconds, 2), "images_per_s": round(len(paths) / seconds, 2),
-             "left_pending": imports[-1]["left_pending"], "upload": {"summary": summary},
-             "attributions": [a for i in imports for a in i["attributions"]]}
+class Frozen:
+    """The stack's processes (API, its workers and decoder children, the worker) stopped with SIGSTOP,
+    continued on exit. PostgreSQL and Redis are not frozen: they are idle once their clients are."""
+
+    def __init__(self, roots: list[int]):
+        self.pids = descendants(roots)
+
+    def __enter__(self) -> "Frozen":
+        for pid in self.pids:
+            _signal(pid, signal.SIGSTOP)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for pid in self.pids:
+            _signal(pid, signal.SIGCONT)
+
+
+def descendants(roots: list[int]) -> list[int]:
+    """These processes and all their descendants (read from /proc)."""
+    parents = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                parents[int(entry)] = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    found, todo = [], list(roots)
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo += [child for child, parent in parents.items() if parent == pid]
+    return found
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def sliced_import(stack, keys: dict, paths: list[Path], photos, args, db_url: str, settings) -> dict:
+    """Every image through POST /sources/bulk, in one continuous import, cut into time slices.
+
+    This shared machine's speed drifts by up to 1.5x within minutes (bare 24-47 images/s within one
+    hour), so a bare run before and after the import measures the drift as much as the service. Every
+    `args.slice_seconds` the whole stack is frozen (SIGSTOP) while a bare run measures this moment's
+    speed, then continued: the import's time excludes the frozen intervals, and each slice has a bare
+    run on either side. An import cut into separate parts instead pays a start-up each part (the first
+    request's upload and checks before the first embedding job), which a single import pays once.
+    With `args.quiet_slices`, every second slice is run without attributions offered, so the ratio is
+    reported for the import serving one attribution a second and for the import alone. Before each
+    freeze the prober stops and its in-flight attributions finish, so no latency sample spans a freeze."""
+    upload: dict = {}
+    uploader = threading.Thread(target=lambda: upload.update(bulk_upload(
+        stack.url, keys["admin"], paths, args.per_item, args.per_request, args.uploaders)))
+    bare, slices, samples = [bare_rate(paths[:args.bare_images], settings)], [], []
+    done_before, started = done_images(db_url), time.monotonic()
+    uploader.start()
+    while True:
+        offered = not (args.quiet_slices and len(slices) % 2 == 1)
+        prober = AttributionProber(stack.url, keys["attributor"], photos) if offered else None
+        if prober:
+            prober.start()
+        slice_start = time.monotonic()
+        while time.monotonic() - slice_start < args.slice_seconds and not _finished(uploader, db_url):
+            time.sleep(0.1)
+        samples += prober.stop() if prober else []
+        seconds = time.monotonic() - slice_start
+        finished = _finished(uploader, db_url)
+        with Frozen(list(stack.pids().values())):
+            done = done_images(db_url)
+            slices.append({"seconds": round(seconds, 2), "images": done - done_before,
+                           "images_per_s": round((done - done_before) / seconds, 2), "attributions_offered": offered})
+            done_before = done
+            bare.append(bare_rate(paths[:args.bare_images], settings))
+        if finished or time.monotonic() - started > args.import_timeout:
+            break
+    uploader.join()
+    return _sliced_summary(paths, upload, slices, bare, samples, db_url)
+
+
+def _finished(uploader: threading.Thread, db_url: str) -> bool:
+    return not uploader.is_alive() and pending_images(db_url) == 0
+
+
+def _sliced_summary(paths, upload: dict, slices: list[dict], bare: list[dict], samples: list[dict], db_url: str) -> dict:
+    def rate(group: list[dict]) -> dict:
+        images, seconds = sum(s["images"] for s in group), sum(s["seconds"] for s in group)
+        return {"images": images, "seconds": round(seconds, 2), "images_per_s": round(images / seconds, 2)}
+    total = {**rate(slices), "left_pending": pending_images(db_url), "upload": upload, "attributions": samples}
+    for offered, key in ((True, "with_attributions"), (False, "without_attributions")):
+        group = [s for s in slices if s["attributions_offered"] == offered]
+        if group:
+            total[key] = rate(group)
     bare_total = {"images": sum(b["images"] for b in bare), "seconds": round(sum(b["seconds"] for b in bare), 2)}
     bare_total["images_per_s"] = round(bare_total["images"] / bare_total["seconds"], 2)
-    return {"import": total, "bare": bare_total, "bare_runs": bare,
-            "segments": [{"images": i["images"], "seconds": i["seconds"], "images_per_s": i["images_per_s"],
-                          "ratio_to_neighbours": round(i["images_per_s"] / ((b0["images_per_s"] + b1["images_per_s"]) / 2), 3)}
-                         for i, b0, b1 in zip(imports, bare, bare[1:])]}
-
-
-def run_import(stack, keys: dict, paths: list[Path], photos, args, db_url: str, batch: str = "") -> dict:
-    """Every image through the bulk path while one attribution per second is offered."""
-    prober = AttributionProber(stack.url, keys["attributor"], photos)
-    prober.start()
-    start = time.monotonic()
-    upload = bulk_upload(stack.url, keys["admin"], paths, args.per_item, args.per_request, args.uploaders, batch)
-    uploaded = time.monotonic() - start
-    while pending_images(db_url) > 0 and time.monotonic() - start < args.import_timeout:
-        time.sleep(0.1)  # the end is seen within 0.1 s (a 0.5 s poll added ~1 % to a 20 s part)
-    seconds = time.monotonic() - start
-    samples = prober.stop()
-    return {"images": len(paths), "upload_seconds": round(uploaded, 2), "seconds": round(seconds, 2),
-            "images_per_s": round(len(paths) / seconds, 2), "left_pending": pending_images(db_url),
-            "upload": upload, "attributions": samples}
+    for s, b0, b1 in zip(slices, bare, bare[1:]):
+        s["ratio_to_neighbours"] = round(s["images_per_s"] / ((b0["images_per_s"] + b1["images_per_s"]) / 2), 3)
+    return {"import": total, "bare": bare_total, "bare_runs": bare, "slices": slices}
 
 
 def machine() -> dict:
@@ -160,9 +243,12 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(prog="python -m bench.ingest", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=2000)
-    parser.add_argument("--bare-images", type=int, default=128, help="images per bare-throughput measurement")
-    parser.add_argument("--segments", type=int, default=4,
-                        help="the import runs in this many parts, a bare measurement before each and after the last")
+    parser.add_argument("--bare-images", type=int, default=48, help="images per bare-throughput measurement")
+    parser.add_argument("--slice-seconds", type=float, default=8.0,
+                        help="the import runs this long between two bare measurements (the stack frozen meanwhile)")
+    parser.add_argument("--quiet-slices", action=argparse.BooleanOptionalAction, default=True,
+                        help="every second slice runs without attributions offered: the ratio is then reported "
+                             "with and without them")
     parser.add_argument("--per-item", type=int, default=2, help="images per work")
     parser.add_argument("--per-request", type=int, default=50, help="works per bulk request")
     parser.add_argument("--uploaders", type=int, default=2)
@@ -170,6 +256,9 @@ def parse_args(argv):
     parser.add_argument("--saturation-seconds", type=float, default=12)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--api-workers", type=int, default=2)
+    parser.add_argument("--attribution-worker", action="store_true",
+                        help="an embedding-only worker beside a dedicated attribution worker, instead of one "
+                             "worker serving both queues")
     parser.add_argument("--database", choices=["postgresql", "sqlite"], default="postgresql")
     parser.add_argument("--import-timeout", type=float, default=1200)
     parser.add_argument("--work", type=Path, default=REPO / "bench" / "out" / "ingest")
@@ -190,13 +279,14 @@ def main(argv=None) -> int:
     result = {"machine": machine(), "args": {k: str(v) for k, v in vars(args).items()},
               "settings": {k: getattr(settings, k) for k in ("torch_threads", "embed_batch_size", "channels_last",
                                                              "decode_workers", "embed_job_images")}}
-    stack = IngestStack(env, workdir, args.api_workers).start()
+    stack = IngestStack(env, workdir, args.api_workers, args.attribution_worker).start()
     try:
         result["idle_before"] = probe(stack, keys["attributor"], photos, args.probe_seconds)
         result["wait_overhead"] = wait_overhead(stack.url, keys["attributor"], photos)
-        result.update(interleaved_import(stack, keys, paths, photos, args, env["ATTRIB_DATABASE_URL"], settings))
+        result.update(sliced_import(stack, keys, paths, photos, args, env["ATTRIB_DATABASE_URL"], settings))
         result["idle_after"] = probe(stack, keys["attributor"], photos, args.probe_seconds)
-        stack.stop_role("worker")  # the enqueue path alone: nothing drains the queue meanwhile
+        for role in ("worker", "attribution-worker"):  # the enqueue path alone: nothing drains the queue meanwhile
+            stack.stop_role(role)
         result["enqueue"] = {}
         for workers in sorted({1, args.api_workers}, reverse=True):
             stack.start_api(workers)

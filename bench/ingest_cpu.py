@@ -14,25 +14,18 @@ import time
 from pathlib import Path
 
 from bench.attribution import machine
-from bench.ingest import IngestStack, pending_images, prepared_stack_env
+from bench.ingest import IngestStack, descendants, pending_images, prepared_stack_env
 from bench.ingest_load import AttributionProber, bulk_upload, make_images, query_photos
 
 
 def tree_cpu(root: int) -> float:
     """CPU seconds (user + system, children reaped or alive) of a process and its descendants."""
-    stats = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            stats[int(entry)] = (int(fields[1]), sum(int(x) for x in fields[11:15]))
-    total, todo = 0, [root]
-    while todo:
-        pid = todo.pop()
-        total += stats.get(pid, (0, 0))[1]
-        todo += [p for p, (parent, _) in stats.items() if parent == pid]
+    total = 0
+    for pid in descendants([root]):
+        try:
+            total += sum(int(x) for x in Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[11:15])
+        except OSError:  # ended meanwhile
+            continue
     return total / os.sysconf("SC_CLK_TCK")
 
 

@@ -16,6 +16,8 @@ def summarise(result: dict) -> dict:
         "bare_images_per_s": round(bare, 2),
         "ingest_images_per_s": result["import"]["images_per_s"],
         "ingest_ratio": round(result["import"]["images_per_s"] / bare, 3),
+        **{f"ingest_ratio_{key}": round(result["import"][key]["images_per_s"] / bare, 3)
+           for key in ("with_attributions", "without_attributions") if key in result["import"]},
         "attribution_idle_p95_ms": percentile([s["client_ms"] for s in idle], 0.95),
         "attribution_import_p95_ms": percentile([s["client_ms"] for s in during], 0.95),
         "attribution_idle_p50_ms": percentile([s["client_ms"] for s in idle], 0.5),
@@ -49,11 +51,16 @@ def summarise(result: dict) -> dict:
 def markdown(result: dict) -> str:
     s, m = result["summary"], result["machine"]
     rows = [
-        ("ingest through POST /sources/bulk / bare decode+embed", f"{s['ingest_images_per_s']} / "
+        ("ingest through POST /sources/bulk / bare decode+embed, all slices", f"{s['ingest_images_per_s']} / "
          f"{s['bare_images_per_s']} images/s = **{s['ingest_ratio']}**", ">= 0.8"),
+        *[(f"the same, slices {label}", f"{result['import'][key]['images_per_s']} images/s = "
+           f"**{s['ingest_ratio_' + key]}**", ">= 0.8")
+          for key, label in (("with_attributions", "serving one attribution a second"),
+                             ("without_attributions", "with no attribution offered"))
+          if "ingest_ratio_" + key in s],
         ("attribution p95, idle -> during the import (1/s offered)",
          f"{s['attribution_idle_p95_ms']} -> {s['attribution_import_p95_ms']} ms "
-         f"(**+{s['attribution_p95_increase_ms']} ms**)", "<= +250 ms"),
+         f"(**{s['attribution_p95_increase_ms']:+} ms**)", "<= +250 ms"),
         ("attribution p50, idle -> during the import", f"{s['attribution_idle_p50_ms']} -> "
          f"{s['attribution_import_p50_ms']} ms", ""),
         ("server-side p95 (created -> finished), idle -> import", f"{s['attribution_idle_server_p95_ms']} -> "
@@ -76,20 +83,21 @@ Machine: {m['cpu']}, {m['cores']} cores, CPU only; 1-min load average {m['load_a
 {m['load_average_after'][0]:.1f} after (the API, worker and this client share the cores); ratios measured
 side by side in this run are what to read. Commit {result['git']}; command: `python -m bench.ingest` with
 {json.dumps(result['args'])}.
-Worker settings: {json.dumps(result['settings'])}.
+Worker settings: {json.dumps(result['settings'])}. Workers: {'an embedding worker (`--queues embed`) beside a dedicated attribution worker (`--queues attribute`)' if result['args'].get('attribution_worker') == 'True' else 'one, serving both queues, attribution first (the default launch)'}.
 
 | what | measured | target |
 |---|---|---|
 {table}
 
 Bare throughput: the worker's own pipeline (read, decode and preprocess in a thread pool, forward) in
-the benchmark process, {result['bare_runs'][0]['images']} images at a time, interleaved with the import: before each of its
-{len(result['segments'])} parts and after the last ({', '.join(str(b['images_per_s']) for b in result['bare_runs'])} images/s; each part's rate
-over the mean of its two neighbours: {', '.join(str(x['ratio_to_neighbours']) for x in result['segments'])}). Ingest: total images over the
-parts' total time, each part from its first bulk request to its last image embedded ({result['import']['images']} images, works of
+the benchmark process, {result['bare_runs'][0]['images']} images at a time, before the import and then every
+{result['args']['slice_seconds']} s of it, while the whole stack is frozen (SIGSTOP; the import's time excludes those intervals):
+{', '.join(str(b['images_per_s']) for b in result['bare_runs'])} images/s. Each slice's rate over the mean of its two
+neighbours: {', '.join(str(x['ratio_to_neighbours']) + ('' if x['attributions_offered'] else '*') for x in result['slices'])}
+(* no attributions offered). Ingest: images embedded over the unfrozen time from the first bulk request to
+the last image embedded ({result['import']['images']} images in {result['import']['seconds']} s, works of
 {result['args']['per_item']} images, {result['args']['per_request']} works per request,
-{result['args']['uploaders']} uploaders; uploads took {result['import']['upload_seconds']} s in all;
-report {json.dumps(result['import']['upload']['summary'])}). Attribution latency: submit to result seen
+{result['args']['uploaders']} uploaders; report {json.dumps(result['import']['upload']['summary'])}). Attribution latency: submit to result seen
 by a client polling every 25 ms, {s['attributions_idle']} idle and {s['attributions_during_import']} during the
 import. Enqueue: no worker runs (the queue only grows), aiohttp client in this process on the same cores.
 """
@@ -99,12 +107,21 @@ def plot(result: dict, path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (left, middle, right) = plt.subplots(1, 3, figsize=(16, 4))
     for name, samples in (("idle (before)", result["idle_before"]), ("during import", result["import"]["attributions"]),
                           ("idle (after)", result["idle_after"])):
         left.plot([s["at_s"] for s in samples], [s["client_ms"] for s in samples], ".", label=name)
-    left.set(xlabel="seconds into the phase", ylabel="attribution latency (ms)", title="1 attribution/s offered")
+    left.set(xlabel="seconds into the phase (the import: into each slice)", ylabel="attribution latency (ms)",
+             title="1 attribution/s offered")
     left.legend()
+    slices = result["slices"]
+    middle.bar(range(len(slices)), [s["images_per_s"] for s in slices],
+               color=["tab:blue" if s["attributions_offered"] else "tab:green" for s in slices],
+               label="import slice (blue: serving 1 attribution/s)")
+    middle.plot([i - 0.5 for i in range(len(result["bare_runs"]))], [b["images_per_s"] for b in result["bare_runs"]],
+                "k.-", label="bare run (stack frozen)")
+    middle.set(xlabel="slice", ylabel="images/s", title="import slices between bare runs")
+    middle.legend(fontsize="small")
     enqueue = result["summary"]["enqueue"]
     labels = [f"{w} API proc." for w in enqueue]
     right.bar(labels, [e["saturation_per_s"] for e in enqueue.values()])
