@@ -55,14 +55,19 @@ def _missing() -> bytes:
     raise FileNotFoundError("gone")
 
 
-def test_closing_early_leaves_later_batches_undone():
-    read = []
-
+def counting_loader(read: list[int]):
+    """loader(i) reads photo i (modulo the photos) and records i in `read` when it is called."""
     def loader(i):
         def load():
             read.append(i)
             return PHOTOS[i % len(PHOTOS)]
         return load
+    return loader
+
+
+def test_closing_early_leaves_later_batches_undone():
+    read = []
+    loader = counting_loader(read)
     batches = Feeder(LITE0_PREPROCESS, "cpu", workers=1).batches([(i, loader(i)) for i in range(40)], 2,
                                                                   prefetch=1)
     first = next(batches)
@@ -101,12 +106,7 @@ def test_a_job_that_resumes_after_yielding_reuses_the_reads_started_ahead():
     pool had already read and decoded for it instead of reading them again. A later call that asks for
     other images gets no stale carry-over: every image is read for it."""
     reads = []
-
-    def loader(i):
-        def load():
-            reads.append(i)
-            return PHOTOS[i % len(PHOTOS)]
-        return load
+    loader = counting_loader(reads)
     feeder = Feeder(LITE0_PREPROCESS, "cpu", workers=2)
     items = [(i, loader(i)) for i in range(6)]
     first = feeder.batches(items, 1, prefetch=2)
