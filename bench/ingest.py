@@ -209,14 +209,14 @@ def sliced_import(stack, keys: dict, paths: list[Path], photos, args, db_url: st
         if finished or time.monotonic() - started > args.import_timeout:
             break
     uploader.join()
-    return _sliced_summary(paths, upload, slices, bare, samples, db_url)
+    return _sliced_summary(upload, slices, bare, samples, db_url)
 
 
 def _finished(uploader: threading.Thread, db_url: str) -> bool:
     return not uploader.is_alive() and pending_images(db_url) == 0
 
 
-def _sliced_summary(paths, upload: dict, slices: list[dict], bare: list[dict], samples: list[dict], db_url: str) -> dict:
+def _sliced_summary(upload: dict, slices: list[dict], bare: list[dict], samples: list[dict], db_url: str) -> dict:
     def rate(group: list[dict]) -> dict:
         images, seconds = sum(s["images"] for s in group), sum(s["seconds"] for s in group)
         return {"images": images, "seconds": round(seconds, 2), "images_per_s": round(images / seconds, 2)}

@@ -83,7 +83,7 @@ Machine: {m['cpu']}, {m['cores']} cores, CPU only; 1-min load average {m['load_a
 {m['load_average_after'][0]:.1f} after (the API, worker and this client share the cores); ratios measured
 side by side in this run are what to read. Commit {result['git']}; command: `python -m bench.ingest` with
 {json.dumps(result['args'])}.
-Worker settings: {json.dumps(result['settings'])}. Workers: {'an embedding worker (`--queues embed`) beside a dedicated attribution worker (`--queues attribute`)' if result['args'].get('attribution_worker') == 'True' else 'one, serving both queues, attribution first (the default launch)'}.
+Worker settings: {json.dumps(result['settings'])}. Workers: {_workers(result)}.
 
 | what | measured | target |
 |---|---|---|
@@ -101,6 +101,12 @@ the last image embedded ({result['import']['images']} images in {result['import'
 by a client polling every 25 ms, {s['attributions_idle']} idle and {s['attributions_during_import']} during the
 import. Enqueue: no worker runs (the queue only grows), aiohttp client in this process on the same cores.
 """
+
+
+def _workers(result: dict) -> str:
+    if result["args"].get("attribution_worker") == "True":
+        return "an embedding worker (`--queues embed`) beside a dedicated attribution worker (`--queues attribute`)"
+    return "one, serving both queues, attribution first (the default launch)"
 
 
 def plot(result: dict, path: Path) -> None:

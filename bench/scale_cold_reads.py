@@ -104,7 +104,8 @@ def main(argv=None) -> None:
     settings = Settings()
     path = rows_file(args.work / f"cold-rows-{args.rows}x{args.dim}.npy", args.rows, args.dim)
     depths = [settings.ann_rerank, settings.ann_retry_rerank]
-    result = {"command": "python -m bench.scale_cold_reads" + (f" --rows {args.rows}" if args.rows != 1_000_000 else ""),
+    command = "python -m bench.scale_cold_reads" + (f" --rows {args.rows}" if args.rows != 1_000_000 else "")
+    result = {"command": command,
               "machine": machine(), "rows": args.rows, "dim": args.dim, "path": str(path.parent),
               "file_gib": round(path.stat().st_size / 2**30, 2), "queries": args.queries,
               "depths": measure(path, depths, args.queries)}
