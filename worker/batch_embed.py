@@ -3,7 +3,8 @@
 Read and decode run ahead of the forward pass (core.pipeline); vectors are committed every
 COMMIT_EVERY images, so a killed worker keeps what it finished and a retry embeds only what is still pending.
 Those writes run on a thread of their own while the next images go through the model: written inline,
-they held the forward pass for ~1.4 ms an image during a bulk import (bench/results/ingest).
+they held the forward pass for ~1.4 ms an image during a 2,000-image bulk import (the job's phases
+timed by hand during `python -m bench.ingest`; that timing is not part of the code).
 Between forward batches the job yields to waiting attributions: it stops, puts the rest of its images
 back at the front of the embedding queue, and returns, so the worker (which takes the attribution
 queue first) runs them. An attribution therefore waits for at most one forward batch."""
