@@ -45,13 +45,10 @@ class IngestStack(Stack):
         """One worker serving both queues (the default launch), or with `attribution_worker` an embedding
         worker beside a dedicated attribution worker (`--queues attribute`, docs/throughput.md)."""
         self.start_api(self.api_workers)
-        worker = [sys.executable, "-m", "worker", "--name", f"ingest-{os.getpid()}"]
-        if self.attribution_worker:
-            self._spawn("worker", [*worker, "--queues", "embed"])
-            self._spawn("attribution-worker", [sys.executable, "-m", "worker", "--name", f"ingest-attr-{os.getpid()}",
-                                               "--queues", "attribute"])
-        else:
-            self._spawn("worker", worker)
+        roles = ({"worker": ["--queues", "embed"], "attribution-worker": ["--queues", "attribute"]}
+                 if self.attribution_worker else {"worker": []})
+        for role, queues in roles.items():
+            self._spawn(role, [sys.executable, "-m", "worker", "--name", f"ingest-{role}-{os.getpid()}", *queues])
         self._wait_ready(timeout)
         return self
 
@@ -194,7 +191,7 @@ def sliced_import(stack, keys: dict, paths: list[Path], photos, args, db_url: st
         prober = AttributionProber(stack.url, keys["attributor"], photos) if offered else None
         if prober:
             prober.start()
-        slice_start = time.monotonic()
+        slice_start, uploading = time.monotonic(), uploader.is_alive()
         while time.monotonic() - slice_start < args.slice_seconds and not _finished(uploader, db_url):
             time.sleep(0.1)
         samples += prober.stop() if prober else []
@@ -203,7 +200,8 @@ def sliced_import(stack, keys: dict, paths: list[Path], photos, args, db_url: st
         with Frozen(list(stack.pids().values())):
             done = done_images(db_url)
             slices.append({"seconds": round(seconds, 2), "images": done - done_before,
-                           "images_per_s": round((done - done_before) / seconds, 2), "attributions_offered": offered})
+                           "images_per_s": round((done - done_before) / seconds, 2), "attributions_offered": offered,
+                           "uploading": uploading})
             done_before = done
             bare.append(bare_rate(paths[:args.bare_images], settings))
         if finished or time.monotonic() - started > args.import_timeout:

@@ -93,14 +93,19 @@ Bare throughput: the worker's own pipeline (read, decode and preprocess in a thr
 the benchmark process, {result['bare_runs'][0]['images']} images at a time, before the import and then every
 {result['args']['slice_seconds']} s of it, while the whole stack is frozen (SIGSTOP; the import's time excludes those intervals):
 {', '.join(str(b['images_per_s']) for b in result['bare_runs'])} images/s. Each slice's rate over the mean of its two
-neighbours: {', '.join(str(x['ratio_to_neighbours']) + ('' if x['attributions_offered'] else '*') for x in result['slices'])}
-(* no attributions offered). Ingest: images embedded over the unfrozen time from the first bulk request to
+neighbours: {', '.join(_slice_mark(x) for x in result['slices'])}
+(* no attributions offered; u: bulk requests were still being uploaded when the slice began). Ingest: images embedded over the unfrozen time from the first bulk request to
 the last image embedded ({result['import']['images']} images in {result['import']['seconds']} s, works of
 {result['args']['per_item']} images, {result['args']['per_request']} works per request,
 {result['args']['uploaders']} uploaders; report {json.dumps(result['import']['upload']['summary'])}). Attribution latency: submit to result seen
 by a client polling every 25 ms, {s['attributions_idle']} idle and {s['attributions_during_import']} during the
 import. Enqueue: no worker runs (the queue only grows), aiohttp client in this process on the same cores.
 """
+
+
+def _slice_mark(slice_: dict) -> str:
+    return (f"{slice_['ratio_to_neighbours']}{'' if slice_['attributions_offered'] else '*'}"
+            f"{'u' if slice_.get('uploading') else ''}")
 
 
 def _workers(result: dict) -> str:
