@@ -113,8 +113,9 @@ def redis_client():
 class WorkerProcess:
     """A real `python -m worker` process on the test's environment."""
 
-    def __init__(self, env: dict, name: str, log_path: Path):
+    def __init__(self, env: dict, name: str, log_path: Path, queues: str | None = None):
         self.env, self.name, self.log_path = env, name, log_path
+        self.queues = ["--queues", queues] if queues else []
         self.process: subprocess.Popen | None = None
         self._asked = False
 
@@ -122,7 +123,7 @@ class WorkerProcess:
         self._asked = False
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "worker", "--name", self.name], cwd=REPO, stdout=log, stderr=log,
+            [sys.executable, "-m", "worker", "--name", self.name, *self.queues], cwd=REPO, stdout=log, stderr=log,
             env={**os.environ, **self.env, "PYTHONPATH": str(REPO)})
         self._wait_for_heartbeat(timeout)
         return self
@@ -163,8 +164,9 @@ class WorkerProcess:
 def start_worker(service_env, tmp_path):
     started: list[WorkerProcess] = []
 
-    def start(name: str | None = None) -> WorkerProcess:
-        worker = WorkerProcess(service_env, name or f"w-{uuid.uuid4().hex[:6]}", tmp_path / "worker.log")
+    def start(name: str | None = None, queues: str | None = None) -> WorkerProcess:
+        """`queues`: the worker's --queues (default: both, attribution first)."""
+        worker = WorkerProcess(service_env, name or f"w-{uuid.uuid4().hex[:6]}", tmp_path / "worker.log", queues)
         started.append(worker)  # before start: a worker that starts too slowly is still stopped afterwards
         return worker.start()
 

@@ -53,6 +53,8 @@ def test_register_attribute_delete(vector_backend, client, start_worker, tmp_pat
     assert exact["encoder_id"].startswith("efficientnet-lite0-imagenet@")
     assert exact["index_size"] == 2 * len(SUBJECTS)
     assert sum(m["share"] for m in exact["matches"]) + exact["unattributed"] == pytest.approx(1.0)
+    thumbnail = client.get(exact["query_thumbnail_url"].removeprefix("http://testserver"))  # made by the worker
+    assert thumbnail.status_code == 200 and thumbnail.content.startswith(b"\xff\xd8")
 
     near_copy = attribute(client, cropped_reencoded("dog", 1), top_k=3)
     assert near_copy["matches"][0]["work_id"] == dog
@@ -104,6 +106,22 @@ def test_readiness_needs_a_worker(client, start_worker):
     ready = client.get("/readyz")
     assert ready.status_code == 200
     assert ready.json()["workers"][0]["index_size"] == 0
+
+
+def test_dedicated_workers_serve_each_queue_and_readiness_waits_for_both(client, start_worker):
+    """The default launch (scripts/stack.sh): an embedding worker beside a dedicated attribution worker.
+    Until both queues have a live worker the stack is not ready, and says which queue has none."""
+    start_worker(queues="embed")
+    not_ready = client.get("/readyz")
+    assert not_ready.status_code == 503
+    assert not_ready.json()["checks"]["queues"] == "no live worker serves the attribute queue"
+    work = register(client, "teapot")
+    wait_searchable(client, [work["id"]])  # the embedding worker alone embeds registrations
+    start_worker(queues="attribute")
+    ready = client.get("/readyz")
+    assert ready.status_code == 200, ready.text
+    assert sorted(w["queues"] for w in ready.json()["workers"]) == [["attribute"], ["embed"]]
+    assert attribute(client, photo_bytes("teapot", 2))["matches"][0]["work_id"] == work["id"]
 
 
 def test_identical_queries_keep_their_own_files_until_done(client, start_worker, service_env):

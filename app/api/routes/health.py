@@ -10,7 +10,7 @@ from app.queue_metrics import render_queue_metrics
 from app.security import MetricsKey
 from common.db import crud
 from common.db.models import Scope
-from common.jobs import live_heartbeats
+from common.jobs import KINDS, live_heartbeats
 
 router = APIRouter(tags=["health"])
 
@@ -24,13 +24,17 @@ async def read_health() -> dict:
 
 @router.get("/readyz")
 def read_readiness(request: Request, session: SessionDep, redis: RedisDep, settings: SettingsDep) -> dict:
-    """Ready when the database and Redis answer and at least one worker has an index loaded.
+    """Ready when the database and Redis answer, at least one worker has an index loaded, and each queue
+    (attribution, embedding) is served by a live worker: with dedicated workers (scripts/stack.sh), a
+    stack whose attribution worker is down would take attributions and never answer them.
     Anonymous callers learn ready / not ready only; with an admin key the answer names each check,
     each worker (host, pid, paths, encoder, index size) and the pair it really serves."""
     checks = {"database": _check(lambda: session.execute(text("SELECT 1"))),
               "redis": _check(redis.ping)}
     workers = live_heartbeats(redis, settings.queue_name) if checks["redis"] == "ok" else []
     checks["worker_index"] = "ok" if workers else "no worker with a loaded index"
+    if workers:
+        checks["queues"] = _queues_served(workers)
     ready = all(v == "ok" for v in checks.values())
     if not _is_admin(request):
         if not ready:
@@ -40,6 +44,12 @@ def read_readiness(request: Request, session: SessionDep, redis: RedisDep, setti
         raise Problem(503, "; ".join(f"{k}: {v}" for k, v in checks.items() if v != "ok"),
                       title="Not ready", checks=checks, headers={"Retry-After": "5"})
     return {"status": "ready", "checks": checks, "workers": workers, "active_pair": _active_pair(session, workers)}
+
+
+def _queues_served(workers: list[dict]) -> str:
+    served = {kind for worker in workers for kind in worker.get("queues", KINDS)}
+    missing = [kind for kind in KINDS if kind not in served]
+    return "ok" if not missing else f"no live worker serves the {' or '.join(missing)} queue"
 
 
 def _is_admin(request: Request) -> bool:
