@@ -15,7 +15,7 @@ COMPOSE = ROOT / "docker-compose.yml"
 GPU_OVERRIDE = ROOT / "docker-compose.gpu.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 DATA_VOLUME = "attrib-data"
-DATA_USERS = {"api", "worker", "trainer", "migrate"}
+DATA_USERS = {"api", "worker", "attribution-worker", "trainer", "migrate"}
 
 
 def _check_schema(path: Path) -> subprocess.CompletedProcess:
@@ -55,7 +55,7 @@ def test_trainer_is_on_demand_under_a_profile():
     services = _load(COMPOSE)["services"]
     assert services["trainer"].get("profiles") == ["trainer"]
     assert services["trainer"]["command"][-2:] == ["training", "retrain"]
-    for name in ("postgres", "redis", "migrate", "api", "worker"):
+    for name in ("postgres", "redis", "migrate", "api", "worker", "attribution-worker"):
         assert not services[name].get("profiles"), f"{name} must start with a plain `up`"
 
 
@@ -108,16 +108,27 @@ def test_every_service_shares_one_data_volume():
 def test_migrate_gates_api_and_worker():
     services = _load(COMPOSE)["services"]
     assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
-    for name in ("api", "worker", "trainer"):
+    for name in ("api", "worker", "attribution-worker", "trainer"):
         deps = services[name]["depends_on"]
         assert deps["migrate"]["condition"] == "service_completed_successfully", name
         assert deps["redis"]["condition"] == "service_healthy", name
 
 
-def test_gpu_reservation_lives_only_in_the_override():
-    assert "deploy" not in _load(COMPOSE)["services"]["worker"]
-    devices = _load(GPU_OVERRIDE)["services"]["worker"]["deploy"]["resources"]["reservations"]["devices"]
+@pytest.mark.parametrize("name", ["worker", "attribution-worker"])
+def test_gpu_reservation_lives_only_in_the_override(name):
+    assert "deploy" not in _load(COMPOSE)["services"][name]
+    devices = _load(GPU_OVERRIDE)["services"][name]["deploy"]["resources"]["reservations"]["devices"]
     assert devices[0]["driver"] == "nvidia" and devices[0]["count"] == "all"
+
+
+def test_workers_split_the_queues_as_the_stack_script_does():
+    """An embedding worker and a dedicated attribution worker (scripts/stack.sh): together every queue."""
+    services = _load(COMPOSE)["services"]
+    queues = {name: services[name]["command"][services[name]["command"].index("--queues") + 1]
+              for name in ("worker", "attribution-worker")}
+    assert queues == {"worker": "embed", "attribution-worker": "attribute"}
+    stack = (ROOT / "scripts" / "stack.sh").read_text()
+    assert "--queues embed" in stack and "--queues attribute" in stack
 
 
 def _stages() -> dict[str, tuple[str, list[str]]]:

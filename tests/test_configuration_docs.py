@@ -25,5 +25,5 @@ def test_setting_is_in_the_readme_table(name):
 def test_env_example_names_every_setting_and_nothing_else():
     lines = (REPO / ".env.example").read_text().splitlines()
     named = {m.group(1).lower() for line in lines if (m := re.match(r"#?\s*ATTRIB_([A-Z0-9_]+)=", line))}
-    outside = {"port", "db_wait_seconds", "url", "key"}  # scripts and the CLI, not Settings
+    outside = {"port", "attribution_workers", "db_wait_seconds", "url", "key"}  # scripts and the CLI, not Settings
     assert named - outside == set(SETTINGS)
