@@ -20,6 +20,7 @@ from common.events import publish_import_finished, publish_job_finished
 from common.images import ImageRejected, decode_rgb
 from common.jobs import Queues, backlog, enqueue_embedding, get_queues
 from common.storage import get_storage
+from common.thumbnails import store_query_thumbnail
 from core.ranking import rank_works
 from worker import batch_embed
 from worker import runtime as runtime_module
@@ -138,7 +139,9 @@ def _attribute(session: Session, job: AttributionJob) -> None:
     runtime = _current_runtime(session)
     runtime.sync(session)
     settings, encoder, store = runtime.settings, runtime.encoder, runtime.store
-    query = encoder.embed([decode_rgb(get_storage(settings).get(job.storage_key))], role="query")
+    storage = get_storage(settings)
+    image = decode_rgb(storage.get(job.storage_key))
+    query = encoder.embed([image], role="query")
     ids, scores = store.search(query, min(job.top_k * settings.image_hits_per_work, 1000))
     ids, scores = ids[0], scores[0]
     work_of_image = crud.live_work_of_images(session, image_ids=ids.tolist())
@@ -149,6 +152,7 @@ def _attribute(session: Session, job: AttributionJob) -> None:
     job.encoder_id, job.index_id, job.index_size = encoder.encoder_id, store.index_id, store.count()
     job.pair_id, job.calibration = runtime.pair_id, runtime.calibration.applied()
     job.query_vector = query[0].astype("<f4").tobytes()  # for reviewers' verdicts (design §8)
+    store_query_thumbnail(storage, job.id, image)  # evidence beside the result, before it commits
     job.unattributed, job.status, job.error = unattributed, JobStatus.done, None
     job.finished_at = datetime.now(timezone.utc)
     outbox.add_job_finished(session, job=job)  # the webhook row commits with the result, or not at all

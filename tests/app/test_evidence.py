@@ -75,8 +75,11 @@ def test_deleted_work_thumbnails_are_gone(anonymous_client, make_key, service_en
 def test_query_thumbnail_kept_for_owner_and_reviewers(anonymous_client, make_key, service_env):
     mine, other, reviewer = (auth(make_key(s)) for s in ("attributor", "attributor", "reviewer"))
     job = submit(anonymous_client, mine)
+    assert job["query_thumbnail_url"] is None  # the worker makes it when it runs the job
+    finish_job(job["id"], [])
     storage = LocalStorage(service_env["ATTRIB_DATA_DIR"] + "/storage")
     assert storage.exists(query_thumbnail_key(job["id"]))
+    job = anonymous_client.get(f"/attribute/{job['id']}", headers=mine).json()
     url = job["query_thumbnail_url"].removeprefix("http://testserver")
     assert anonymous_client.get(url, headers=mine).status_code == 200
     assert anonymous_client.get(url, headers=reviewer).status_code == 200

@@ -8,7 +8,6 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import QueuesDep, SessionDep, SettingsDep, StorageDep, refuse_when_full
-from app.api.routes.evidence import store_query_thumbnail
 from app.api.routes.webhooks import checked_callback_url
 from app.problems import Problem
 from app.public_urls import public_url
@@ -59,7 +58,6 @@ def _submit(*, key: ApiKey, session: Session, settings: Settings, storage: Stora
     storage_key = key_for("queries", job_id.hex, checked.extension)
     storage.put(storage_key, checked.data)
     try:
-        store_query_thumbnail(storage, job_id, checked.data)
         job = crud.create_job(session, job_id=job_id, query_sha256=checked.sha256, storage_key=storage_key,
                               top_k=min(top_k or settings.default_top_k, settings.max_top_k),
                               training_use=allow_training and settings.collect_queries_for_training,
@@ -154,7 +152,9 @@ def attribution_public(request: Request, job: AttributionJob) -> AttributionPubl
         matches=_live_matches(request, job) if done else None,
         unattributed=_unattributed(job) if done else None,
         deliveries=[DeliveryPublic.model_validate(d) for d in job.deliveries] if job.callback_url else None,
-        query_thumbnail_url=public_url(request, request.app.url_path_for("read_query_thumbnail", job_id=job.id)))
+        # The worker makes the query's thumbnail before the result commits (common.thumbnails).
+        query_thumbnail_url=public_url(request, request.app.url_path_for("read_query_thumbnail", job_id=job.id))
+        if done else None)
 
 
 def _live_matches(request: Request, job: AttributionJob) -> list[MatchPublic]:

@@ -4,7 +4,6 @@ Who sees which source thumbnail: admins every one; registrars their own rights h
 image some job returned as a match; attributors only images returned as a match in their own jobs (no
 browsing of catalogues). Anything else answers 404, exactly like a missing image."""
 import hashlib
-import logging
 import uuid
 
 from typing import Annotated
@@ -20,7 +19,6 @@ from common.storage import Storage
 from common.thumbnails import THUMBNAIL_SIDE, make_thumbnail, query_thumbnail_key, source_thumbnail_key
 
 router = APIRouter(tags=["evidence"])
-log = logging.getLogger(__name__)
 _JPEG = {200: {"content": {"image/jpeg": {}}, "description": f"a JPEG, longer side <= {THUMBNAIL_SIDE} px"}}
 # Image ids are database BIGINTs: a larger number is a client error, never a driver overflow (500).
 ImageId = Annotated[int, Path(ge=1, le=2**63 - 1)]
@@ -52,22 +50,14 @@ def _may_see(session, key: ApiKey, image: SourceImage) -> bool:
 @router.get("/attribute/{job_id}/thumbnail", response_class=Response, responses=_JPEG)
 def read_query_thumbnail(key: CurrentKey, request: Request, session: SessionDep, storage: StorageDep,
                          job_id: uuid.UUID) -> Response:
-    """A small JPEG of the job's query image, kept after the image itself is deleted."""
+    """A small JPEG of the job's query image, made by the worker when it runs the job and kept after the
+    image itself is deleted (404 before then)."""
     job = crud.get_job(session, job_id=job_id)
     may_read = job is not None and (key.scope in (Scope.admin, Scope.reviewer) or job.client_key_id == key.id)
     thumbnail_key = query_thumbnail_key(job_id)
     if not may_read or not storage.exists(thumbnail_key):
         raise Problem(404, f"no query thumbnail for job {job_id}", title="Unknown job")
     return _jpeg(request, storage, thumbnail_key, etag_seed=job.query_sha256)
-
-
-def store_query_thumbnail(storage: Storage, job_id: uuid.UUID, data: bytes) -> None:
-    """Called at submission: the query image goes once the job ends, its thumbnail stays with the job.
-    Evidence, not the job: a thumbnail that cannot be made never fails the submission."""
-    try:
-        storage.put(query_thumbnail_key(job_id), make_thumbnail(data))
-    except Exception:
-        log.exception("no query thumbnail for job %s", job_id)
 
 
 def _jpeg(request: Request, storage: Storage, thumbnail_key: str, etag_seed: str) -> Response:
