@@ -1,6 +1,6 @@
 """One command for the scale benchmarks (issue 8): index scale, re-rank reads with a cold page cache,
-ingest/enqueue (one worker, and an embedding worker beside a dedicated attribution worker), FAISS beside
-Milvus.
+ingest/enqueue (an embedding worker beside a dedicated attribution worker, the default launch; and one
+worker serving both queues), FAISS beside Milvus.
 
     PYTHONPATH=. .venv/bin/python -m bench            # reduced sizes: minutes on 2 cores
     PYTHONPATH=. .venv/bin/python -m bench --full     # 10k/100k/1M vectors, 2,000-image ingest (an hour+)
@@ -19,19 +19,19 @@ REDUCED = {
     "scale": [],
     "cold-reads": ["--rows", "100000", "--queries", "10"],
     "ingest": ["--images", "300", "--bare-images", "64", "--probe-seconds", "15", "--saturation-seconds", "6"],
-    "ingest-split": ["--images", "300", "--bare-images", "64", "--probe-seconds", "15", "--saturation-seconds", "6",
-                     "--attribution-worker", "--out", "bench/results/ingest-split"],
+    "ingest-one-worker": ["--images", "300", "--bare-images", "64", "--probe-seconds", "15", "--saturation-seconds",
+                          "6", "--layout", "single", "--out", "bench/results/ingest-one-worker"],
     "vectors": ["--sizes", "10000", "--queries", "100"],
 }
 FULL = {
     "scale": ["--full"],
     "cold-reads": [],
     "ingest": [],
-    "ingest-split": ["--attribution-worker", "--out", "bench/results/ingest-split"],
+    "ingest-one-worker": ["--layout", "single", "--out", "bench/results/ingest-one-worker"],
     "vectors": ["--sizes", "10000", "50000", "--queries", "200"],
 }
 MODULES = {"scale": "bench.scale", "cold-reads": "bench.scale_cold_reads", "ingest": "bench.ingest",
-           "ingest-split": "bench.ingest", "vectors": "bench.vector_backends"}
+           "ingest-one-worker": "bench.ingest", "vectors": "bench.vector_backends"}
 
 
 def run(name: str, argv: list[str]) -> None:

@@ -34,19 +34,22 @@ from bench.ingest_report import write_report
 from bench.soak_stack import REPO, Stack, create_keys, stack_env
 
 
+LAYOUTS = ("split", "single")
+
+
 class IngestStack(Stack):
     """The soak stack with N uvicorn processes and a worker that can be stopped on its own."""
 
-    def __init__(self, env, workdir, api_workers: int, attribution_worker: bool = False):
+    def __init__(self, env, workdir, api_workers: int, layout: str = "split"):
         super().__init__(env, workdir)
-        self.api_workers, self.attribution_worker = api_workers, attribution_worker
+        self.api_workers, self.layout = api_workers, layout
 
     def start(self, timeout: float = 300) -> "IngestStack":
-        """One worker serving both queues (the default launch), or with `attribution_worker` an embedding
-        worker beside a dedicated attribution worker (`--queues attribute`, docs/throughput.md)."""
+        """`split`: an embedding worker beside a dedicated attribution worker (the default launch,
+        scripts/stack.sh); `single`: one worker serving both queues (ATTRIB_ATTRIBUTION_WORKERS=0)."""
         self.start_api(self.api_workers)
         roles = ({"worker": ["--queues", "embed"], "attribution-worker": ["--queues", "attribute"]}
-                 if self.attribution_worker else {"worker": []})
+                 if self.layout == "split" else {"worker": []})
         for role, queues in roles.items():
             self._spawn(role, [sys.executable, "-m", "worker", "--name", f"ingest-{role}-{os.getpid()}", *queues])
         self._wait_ready(timeout)
@@ -120,8 +123,8 @@ def _count(url: str, where: str) -> int:
 _engines: dict = {}
 
 
-def probe(stack, key: str, photos, seconds: float) -> list[dict]:
-    prober = AttributionProber(stack.url, key, photos)
+def probe(stack, key: str, photos, seconds: float, poll_s: float) -> list[dict]:
+    prober = AttributionProber(stack.url, key, photos, poll_s=poll_s)
     prober.start()
     time.sleep(seconds)
     return prober.stop()
@@ -188,13 +191,13 @@ def sliced_import(stack, keys: dict, paths: list[Path], photos, args, db_url: st
     uploader.start()
     while True:
         offered = not (args.quiet_slices and len(slices) % 2 == 1)
-        prober = AttributionProber(stack.url, keys["attributor"], photos) if offered else None
-        if prober:
+        prober = AttributionProber(stack.url, keys["attributor"], photos, poll_s=args.poll_ms / 1000)
+        if offered:
             prober.start()
         slice_start, uploading = time.monotonic(), uploader.is_alive()
         while time.monotonic() - slice_start < args.slice_seconds and not _finished(uploader, db_url):
             time.sleep(0.1)
-        samples += prober.stop() if prober else []
+        samples += prober.stop() if offered else []
         seconds = time.monotonic() - slice_start
         finished = _finished(uploader, db_url)
         with Frozen(list(stack.pids().values())):
@@ -251,12 +254,15 @@ def parse_args(argv):
     parser.add_argument("--per-request", type=int, default=50, help="works per bulk request")
     parser.add_argument("--uploaders", type=int, default=2)
     parser.add_argument("--probe-seconds", type=float, default=30)
+    parser.add_argument("--poll-ms", type=float, default=0,
+                        help="the attribution client polls GET /attribute/{id} this often instead of asking "
+                             "with ?wait= (0, the default: the README's client)")
     parser.add_argument("--saturation-seconds", type=float, default=12)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--api-workers", type=int, default=2)
-    parser.add_argument("--attribution-worker", action="store_true",
-                        help="an embedding-only worker beside a dedicated attribution worker, instead of one "
-                             "worker serving both queues")
+    parser.add_argument("--layout", choices=LAYOUTS, default="split",
+                        help="split: an embedding worker beside a dedicated attribution worker (the default "
+                             "launch); single: one worker serving both queues")
     parser.add_argument("--database", choices=["postgresql", "sqlite"], default="postgresql")
     parser.add_argument("--import-timeout", type=float, default=1200)
     parser.add_argument("--work", type=Path, default=REPO / "bench" / "out" / "ingest")
@@ -277,12 +283,12 @@ def main(argv=None) -> int:
     result = {"machine": machine(), "args": {k: str(v) for k, v in vars(args).items()},
               "settings": {k: getattr(settings, k) for k in ("torch_threads", "embed_batch_size", "channels_last",
                                                              "decode_workers", "embed_job_images")}}
-    stack = IngestStack(env, workdir, args.api_workers, args.attribution_worker).start()
+    stack = IngestStack(env, workdir, args.api_workers, args.layout).start()
     try:
-        result["idle_before"] = probe(stack, keys["attributor"], photos, args.probe_seconds)
+        result["idle_before"] = probe(stack, keys["attributor"], photos, args.probe_seconds, args.poll_ms / 1000)
         result["wait_overhead"] = wait_overhead(stack.url, keys["attributor"], photos)
         result.update(sliced_import(stack, keys, paths, photos, args, env["ATTRIB_DATABASE_URL"], settings))
-        result["idle_after"] = probe(stack, keys["attributor"], photos, args.probe_seconds)
+        result["idle_after"] = probe(stack, keys["attributor"], photos, args.probe_seconds, args.poll_ms / 1000)
         for role in ("worker", "attribution-worker"):  # the enqueue path alone: nothing drains the queue meanwhile
             stack.stop_role(role)
         result["enqueue"] = {}

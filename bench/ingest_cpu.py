@@ -38,7 +38,7 @@ def one_import(paths: list[Path], work: Path, probe: bool) -> dict:
     workdir = work / f"run-{time.time_ns()}"
     workdir.mkdir(parents=True)
     env, keys = prepared_stack_env("postgresql", workdir)
-    stack = IngestStack(env, workdir, 2).start()
+    stack = IngestStack(env, workdir, 2, layout="single").start()  # as its committed figures
     try:
         time.sleep(3)
         pids = stack.pids()

@@ -98,7 +98,7 @@ neighbours: {', '.join(_slice_mark(x) for x in result['slices'])}
 the last image embedded ({result['import']['images']} images in {result['import']['seconds']} s, works of
 {result['args']['per_item']} images, {result['args']['per_request']} works per request,
 {result['args']['uploaders']} uploaders; report {json.dumps(result['import']['upload']['summary'])}). Attribution latency: submit to result seen
-by a client polling every 25 ms, {s['attributions_idle']} idle and {s['attributions_during_import']} during the
+by {_client(result)}, {s['attributions_idle']} idle and {s['attributions_during_import']} during the
 import. Enqueue: no worker runs (the queue only grows), aiohttp client in this process on the same cores.
 """
 
@@ -108,10 +108,16 @@ def _slice_mark(slice_: dict) -> str:
             f"{'u' if slice_.get('uploading') else ''}")
 
 
+def _client(result: dict) -> str:
+    poll_ms = float(result["args"]["poll_ms"])
+    return f"a client polling every {poll_ms:g} ms" if poll_ms > 0 else "a client asking with `?wait=30`"
+
+
 def _workers(result: dict) -> str:
-    if result["args"].get("attribution_worker") == "True":
-        return "an embedding worker (`--queues embed`) beside a dedicated attribution worker (`--queues attribute`)"
-    return "one, serving both queues, attribution first (the default launch)"
+    if result["args"]["layout"] == "split":
+        return ("an embedding worker (`--queues embed`) beside a dedicated attribution worker (`--queues attribute`), "
+                "the default launch")
+    return "one, serving both queues, attribution first (`ATTRIB_ATTRIBUTION_WORKERS=0`)"
 
 
 def plot(result: dict, path: Path) -> None:
