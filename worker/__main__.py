@@ -7,6 +7,7 @@ import logging
 import os
 import socket
 import uuid
+from pathlib import Path
 
 import torch
 from redis import Redis
@@ -53,6 +54,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     settings = get_settings()
     configure_logging(service="worker", log_format=settings.log_format, level=settings.log_level)
+    if ATTRIBUTE not in args.queues and settings.embed_worker_nice:
+        lower_priority(settings.embed_worker_nice)
     torch.set_num_threads(settings.torch_threads)
     with new_session() as session:
         set_runtime(Runtime.load(session, settings, args.device))
@@ -84,6 +87,18 @@ def main(argv: list[str] | None = None) -> None:
             thread.stop()
         heartbeat.stop()
         get_runtime().snapshot(writer(), rebuild=False)
+
+
+def lower_priority(by: int) -> None:
+    """Lower this process's CPU priority by `by` (nice). Linux applies nice per thread: every thread that
+    exists now is set (imports already started a native pool thread), and threads started later inherit
+    it from the thread that starts them."""
+    tasks = Path("/proc/self/task")
+    if not tasks.is_dir():  # not Linux: nice is per process
+        os.nice(by)
+        return
+    for tid in (int(name) for name in os.listdir(tasks)):
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + by))
 
 
 def _recover(redis: Redis, queues: Queues, settings, name: str) -> None:

@@ -2,7 +2,9 @@
 copies of a registered photo, delete the work, and see it vanish from results. The scenario runs once per
 vector backend on PostgreSQL (the `vector_backend` fixture: FAISS, and Milvus through milvus-lite, where
 each worker process has its own lite file because a lite file serves one process)."""
+import os
 import time
+from pathlib import Path
 
 import pytest
 
@@ -111,17 +113,27 @@ def test_readiness_needs_a_worker(client, start_worker):
 def test_dedicated_workers_serve_each_queue_and_readiness_waits_for_both(client, start_worker):
     """The default launch (scripts/stack.sh): an embedding worker beside a dedicated attribution worker.
     Until both queues have a live worker the stack is not ready, and says which queue has none."""
-    start_worker(queues="embed")
+    embedder = start_worker(queues="embed")
     not_ready = client.get("/readyz")
     assert not_ready.status_code == 503
     assert not_ready.json()["checks"]["queues"] == "no live worker serves the attribute queue"
     work = register(client, "teapot")
     wait_searchable(client, [work["id"]])  # the embedding worker alone embeds registrations
-    start_worker(queues="attribute")
+    attributor = start_worker(queues="attribute")
     ready = client.get("/readyz")
     assert ready.status_code == 200, ready.text
     assert sorted(w["queues"] for w in ready.json()["workers"]) == [["attribute"], ["embed"]]
     assert attribute(client, photo_bytes("teapot", 2))["matches"][0]["work_id"] == work["id"]
+    # The import worker gives way on shared cores (ATTRIB_EMBED_WORKER_NICE, default 10), all its threads.
+    assert thread_niceness(embedder.process.pid) == {os.nice(0) + 10}
+    assert thread_niceness(attributor.process.pid) == {os.nice(0)}
+
+
+def thread_niceness(pid: int) -> set[int]:
+    """The nice values of a process's threads: field 19 of /proc/<pid>/task/<tid>/stat, counted after
+    the thread name's closing parenthesis (a name may hold spaces)."""
+    return {int((task / "stat").read_text().rsplit(")", 1)[1].split()[16])
+            for task in Path(f"/proc/{pid}/task").iterdir()}
 
 
 def test_identical_queries_keep_their_own_files_until_done(client, start_worker, service_env):
