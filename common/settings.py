@@ -36,8 +36,8 @@ class Settings(BaseSettings):
     # On a GPU worker, decode plain JPEGs on the GPU (nvJPEG) and preprocess as tensor ops there.
     gpu_decode: bool = True
     # A worker that serves only the embedding queue (`--queues embed`, the default launch's import worker)
-    # lowers its CPU priority by this much (os.nice) before it starts any thread: on shared cores the API
-    # and the attribution worker go first, the import takes what they leave. 0 = off.
+    # runs its decode threads this much lower in CPU priority (nice): they read ahead of the forward pass,
+    # so on shared cores they can give way to the API and the attribution worker. 0 = off.
     embed_worker_nice: int = Field(default=10, ge=0, le=19)
     # Images per registration embedding job: n images make ceil(n / embed_job_images) jobs.
     embed_job_images: int = Field(default=64, ge=1)

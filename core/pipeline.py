@@ -4,6 +4,8 @@ The caller runs batch k through the model while the pool reads and decodes the n
 (`prefetch` of them), so the forward pass never waits for Pillow on a CPU, and a GPU worker is fed by
 the GPU decoder (core.preprocess.TensorDecoder) instead of one Python thread. A file that cannot be
 read or decoded fails alone; the rest of its batch goes on."""
+import os
+import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -27,6 +29,7 @@ class Batch:
 
 class Feeder:
     """`tensor_decode`: decode plain JPEGs with `TensorDecoder` on `device` (meant for GPUs).
+    `decode_nice`: the decode threads run at this much lower CPU priority (worker.batch_embed.DECODE_NICE).
 
     Made once per worker and encoder (worker.runtime), not per job: the transform, the GPU decoder
     and the thread pools outlive each job's `batches`. One `batches` runs at a time (a worker runs one
@@ -39,11 +42,12 @@ class Feeder:
     an import with one attribution a second). What the next call does not ask for is cancelled."""
 
     def __init__(self, preprocess: Preprocess, device: str = "cpu", workers: int = 2,
-                 tensor_decode: bool = False):
+                 tensor_decode: bool = False, decode_nice: int = 0):
         self.preprocess, self.device, self.workers = preprocess, device, max(1, workers)
         self.transform = eval_transform(preprocess)
         self.decoder = TensorDecoder(preprocess, device) if tensor_decode else None
-        self.readers = ThreadPoolExecutor(self.workers, thread_name_prefix="decode")
+        self.readers = ThreadPoolExecutor(self.workers, thread_name_prefix="decode",
+                                          initializer=_lower_thread_priority, initargs=(decode_nice,))
         self.assembler = ThreadPoolExecutor(1, thread_name_prefix="assemble")
         self._carried: dict[int, Future] = {}  # item id -> read started by a call that closed early
 
@@ -113,3 +117,11 @@ class Feeder:
         except Exception as exc:
             batch.failed[item_id] = f"cannot decode stored image: {type(exc).__name__}: {exc}"
             return None
+
+
+def _lower_thread_priority(by: int) -> None:
+    """Lower the calling thread's CPU priority by `by` (nice). Only on Linux, where nice is per thread:
+    elsewhere it would lower the whole process."""
+    if by and os.path.isdir("/proc/self/task"):
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + by))

@@ -7,7 +7,6 @@ import logging
 import os
 import socket
 import uuid
-from pathlib import Path
 
 import torch
 from redis import Redis
@@ -19,7 +18,7 @@ from common.recovery import RecoveryLock, recover
 from common.retention import sweep_expired_jobs
 from common.settings import get_settings
 from common.storage import get_storage
-from worker import jobs
+from worker import batch_embed, jobs
 from worker.deliveries import DeliveryLoop, EventWaker
 from indexing.snapshots import WriterLock
 from worker.heartbeat import Heartbeat, Periodic
@@ -54,8 +53,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     settings = get_settings()
     configure_logging(service="worker", log_format=settings.log_format, level=settings.log_level)
-    if ATTRIBUTE not in args.queues and settings.embed_worker_nice:
-        lower_priority(settings.embed_worker_nice)
+    if ATTRIBUTE not in args.queues:
+        batch_embed.DECODE_NICE = settings.embed_worker_nice
     torch.set_num_threads(settings.torch_threads)
     with new_session() as session:
         set_runtime(Runtime.load(session, settings, args.device))
@@ -87,18 +86,6 @@ def main(argv: list[str] | None = None) -> None:
             thread.stop()
         heartbeat.stop()
         get_runtime().snapshot(writer(), rebuild=False)
-
-
-def lower_priority(by: int) -> None:
-    """Lower this process's CPU priority by `by` (nice). Linux applies nice per thread: every thread that
-    exists now is set (imports already started a native pool thread), and threads started later inherit
-    it from the thread that starts them."""
-    tasks = Path("/proc/self/task")
-    if not tasks.is_dir():  # not Linux: nice is per process
-        os.nice(by)
-        return
-    for tid in (int(name) for name in os.listdir(tasks)):
-        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + by))
 
 
 def _recover(redis: Redis, queues: Queues, settings, name: str) -> None:

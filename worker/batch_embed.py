@@ -140,10 +140,16 @@ def _store_batch(encoder: Encoder, batch, outcome: Outcome, unwritten: _Unwritte
     outcome.failed += len(batch.failed)
 
 
+# Set by `python -m worker` for a worker that serves only the embedding queue (ATTRIB_EMBED_WORKER_NICE): its
+# decode threads, which read ahead of the forward pass and so have slack, give way on shared cores to the
+# API and the attribution worker. The forward pass keeps its priority: time it loses is not made up later.
+DECODE_NICE = 0
+
+
 def make_feeder(encoder: Encoder, settings: Settings, device: str) -> Feeder:
     workers = settings.decode_workers or len(os.sched_getaffinity(0))
     return Feeder(encoder.preprocess, device, workers,
-                  tensor_decode=device.startswith("cuda") and settings.gpu_decode)
+                  tensor_decode=device.startswith("cuda") and settings.gpu_decode, decode_nice=DECODE_NICE)
 
 
 def forward_batch_size(settings: Settings, device: str) -> int:
