@@ -281,8 +281,9 @@ def main(argv=None) -> int:
     settings = Settings()
     photos = query_photos()
     result = {"machine": machine(), "args": {k: str(v) for k, v in vars(args).items()},
-              "settings": {k: getattr(settings, k) for k in ("torch_threads", "embed_batch_size", "channels_last",
-                                                             "decode_workers", "embed_job_images")}}
+              "settings": {k: getattr(settings, k) for k in (
+                  "torch_threads", "embed_batch_size", "channels_last", "decode_workers", "embed_job_images",
+                  "embed_worker_nice")}}
     stack = IngestStack(env, workdir, args.api_workers, args.layout).start()
     try:
         result["idle_before"] = probe(stack, keys["attributor"], photos, args.probe_seconds, args.poll_ms / 1000)
