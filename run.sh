@@ -2,7 +2,7 @@
 # One entry point for a fresh Debian machine (run as root or with sudo available):
 #   ./run.sh demo    install everything, start the stack on the embedded defaults, run the demo
 #   ./run.sh test    install everything, make sure PostgreSQL and Redis run, run the test suite
-#   ./run.sh stop    stop the API and worker the demo left running
+#   ./run.sh stop    stop the API and workers the demo left running
 set -euo pipefail
 cd "$(dirname "$0")"
 
