@@ -191,13 +191,14 @@ def sliced_import(stack, keys: dict, paths: list[Path], photos, args, db_url: st
     uploader.start()
     while True:
         offered = not (args.quiet_slices and len(slices) % 2 == 1)
-        prober = AttributionProber(stack.url, keys["attributor"], photos, poll_s=args.poll_ms / 1000)
-        if offered:
+        prober = (AttributionProber(stack.url, keys["attributor"], photos, poll_s=args.poll_ms / 1000)
+                  if offered else None)
+        if prober:
             prober.start()
         slice_start, uploading = time.monotonic(), uploader.is_alive()
         while time.monotonic() - slice_start < args.slice_seconds and not _finished(uploader, db_url):
             time.sleep(0.1)
-        samples += prober.stop() if offered else []
+        samples += prober.stop() if prober else []
         seconds = time.monotonic() - slice_start
         finished = _finished(uploader, db_url)
         with Frozen(list(stack.pids().values())):

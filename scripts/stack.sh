@@ -47,7 +47,7 @@ start() {
     fi
     sleep 0.5
   done
-  echo "stack did not become ready; see $run/api.log and $run/worker.log" >&2
+  echo "stack did not become ready; see the logs in $run/" >&2
   tail -n 20 "$run"/*.log >&2
   return 1
 }
