@@ -31,7 +31,8 @@ class Settings(BaseSettings):
     gpu_embed_batch_size: int = Field(default=256, ge=1)
     # NHWC layout for the encoder (measured 1.28x on this project's CPU).
     channels_last: bool = True
-    # Threads decoding and preprocessing the next batch during the forward pass (0: one per core).
+    # Threads reading and decoding the next batch during the forward pass (0: one per core on a CPU, two on
+    # a GPU, where decoding runs on the device: core.pipeline.make_feeder).
     decode_workers: int = Field(default=0, ge=0)
     # On a GPU worker, decode plain JPEGs on the GPU (nvJPEG) and preprocess as tensor ops there.
     gpu_decode: bool = True

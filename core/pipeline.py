@@ -29,6 +29,8 @@ class Batch:
 
 class Feeder:
     """`tensor_decode`: decode plain JPEGs with `TensorDecoder` on `device` (meant for GPUs).
+    `assemblers`: threads that assemble (and, with `tensor_decode`, decode) batches, so the next batches are
+    prepared while one is; each batch is still assembled by one thread, and handed out in order.
     `decode_nice`: the decode threads run at this much lower CPU priority (worker.batch_embed.DECODE_NICE).
 
     Made once per worker and encoder (worker.runtime), not per job: the transform, the GPU decoder
@@ -42,19 +44,22 @@ class Feeder:
     an import with one attribution a second). What the next call does not ask for is cancelled."""
 
     def __init__(self, preprocess: Preprocess, device: str = "cpu", workers: int = 2,
-                 tensor_decode: bool = False, decode_nice: int = 0):
+                 tensor_decode: bool = False, decode_nice: int = 0, assemblers: int = 1):
         self.preprocess, self.device, self.workers = preprocess, device, max(1, workers)
+        self.assemblers = max(1, assemblers)
         self.transform = eval_transform(preprocess)
         self.decoder = TensorDecoder(preprocess, device) if tensor_decode else None
         self.readers = ThreadPoolExecutor(self.workers, thread_name_prefix="decode",
                                           initializer=_lower_thread_priority, initargs=(decode_nice,))
-        self.assembler = ThreadPoolExecutor(1, thread_name_prefix="assemble")
+        self.assembler = ThreadPoolExecutor(self.assemblers, thread_name_prefix="assemble")
         self._carried: dict[int, Future] = {}  # item id -> read started by a call that closed early
 
-    def batches(self, items: Sequence[Item], batch_size: int, prefetch: int = 2) -> Iterator[Batch]:
-        """Yield batches in order; at most `prefetch` batches beyond the current one are in flight.
-        Closing the generator early (a job yielding to attributions) leaves the reads of the batches not
-        handed out to the next call (class docstring)."""
+    def batches(self, items: Sequence[Item], batch_size: int, prefetch: int | None = None) -> Iterator[Batch]:
+        """Yield batches in order; at most `prefetch` batches beyond the current one are in flight
+        (default: 2, or one per assembler thread if there are more). Closing the generator early (a job
+        yielding to attributions) leaves the reads of the batches not handed out to the next call (class
+        docstring)."""
+        prefetch = max(2, self.assemblers) if prefetch is None else prefetch
         chunks = [items[i:i + batch_size] for i in range(0, len(items), batch_size)]
         carried, self._carried = self._carried, {}
         pending: deque[tuple[Future, list[tuple[int, Future]]]] = deque()  # assembly, and the reads it waits on
@@ -107,16 +112,42 @@ class Feeder:
     def _decode_jpegs(self, jpegs: dict[int, bytes], batch: Batch) -> dict[int, torch.Tensor]:
         try:
             return dict(zip(jpegs, self.decoder(list(jpegs.values()))))
-        except Exception:  # one bad file fails the batched call: fall back to Pillow, one by one
+        except Exception:  # one bad file fails the batched call: decode one by one, so only it falls back
             decoded = {i: self._decode_one(i, data, batch) for i, data in jpegs.items()}
             return {i: tensor for i, tensor in decoded.items() if tensor is not None}
 
     def _decode_one(self, item_id: int, data: bytes, batch: Batch) -> torch.Tensor | None:
         try:
+            return self.decoder([data])[0]
+        except Exception:  # a JPEG nvJPEG refuses may still be one Pillow reads
+            pass
+        try:
             return pil_tensor(data, self.preprocess, self.transform)
         except Exception as exc:
             batch.failed[item_id] = f"cannot decode stored image: {type(exc).__name__}: {exc}"
             return None
+
+
+def make_feeder(preprocess: Preprocess, device: str, decode_workers: int = 0, gpu_decode: bool = True,
+                decode_nice: int = 0) -> Feeder:
+    """The Feeder a worker uses on `device` (worker.batch_embed, from its settings; bench.gpu_embed).
+    `decode_workers` 0: on a CPU one read/decode thread per core the process may use; on a GPU, where
+    JPEGs are decoded on the device (`gpu_decode`), GPU_READERS threads read and GPU_ASSEMBLERS threads
+    prepare batches side by side."""
+    on_gpu = device.startswith("cuda")
+    cores = len(os.sched_getaffinity(0))
+    workers = decode_workers or (min(cores, GPU_READERS) if on_gpu else cores)
+    return Feeder(preprocess, device, workers, tensor_decode=on_gpu and gpu_decode, decode_nice=decode_nice,
+                  assemblers=GPU_ASSEMBLERS if on_gpu else 1)
+
+
+# Thread counts of a GPU worker's Feeder, measured by bench.gpu_embed on an H100 host (16 cores, local
+# files): the Python work of every stage (read, check, decode call, resize, forward) shares one GIL, and
+# each thread more adds hand-overs of it. 16 readers fed 0.22-0.27 of the bare forward, 1-2 readers
+# 0.24-0.33; a second assembler overlaps one batch's decode with the next one's resize. Reads from object
+# storage wait on the network instead: raise ATTRIB_DECODE_WORKERS there.
+GPU_READERS = 2
+GPU_ASSEMBLERS = 2
 
 
 def _lower_thread_priority(by: int) -> None:

@@ -9,7 +9,6 @@ Between forward batches the job yields to waiting attributions: it stops, puts t
 back at the front of the embedding queue, and returns, so the worker (which takes the attribution
 queue first) runs them. An attribution therefore waits for at most one forward batch."""
 import logging
-import os
 import uuid
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -24,6 +23,7 @@ from common.db.session import new_session
 from common.settings import Settings
 from common.storage import Storage
 from core.encoder import Encoder
+from core import pipeline
 from core.pipeline import Feeder
 from indexing.embedding import embed_source_images, write_vectors_of_ids
 
@@ -147,9 +147,8 @@ DECODE_NICE = 0
 
 
 def make_feeder(encoder: Encoder, settings: Settings, device: str) -> Feeder:
-    workers = settings.decode_workers or len(os.sched_getaffinity(0))
-    return Feeder(encoder.preprocess, device, workers,
-                  tensor_decode=device.startswith("cuda") and settings.gpu_decode, decode_nice=DECODE_NICE)
+    return pipeline.make_feeder(encoder.preprocess, device, settings.decode_workers, settings.gpu_decode,
+                                DECODE_NICE)
 
 
 def forward_batch_size(settings: Settings, device: str) -> int:

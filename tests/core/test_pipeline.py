@@ -39,11 +39,72 @@ def test_tensor_decoder_matches_the_pil_path_on_cpu():
     assert difference.mean() < 0.02 and difference.max() < 0.5
 
 
-@pytest.mark.parametrize("tensor_decode", [False, True])
-def test_batches_keep_order_and_a_bad_file_fails_alone(tensor_decode):
+def pillow_says_plain(data: bytes) -> bool:
+    """The first definition of a plain JPEG, read by Pillow: the oracle for the marker scan."""
+    try:
+        image = Image.open(io.BytesIO(data))
+        orientation = image.getexif().get(0x0112, 1)
+    except Exception:
+        return False
+    return image.format == "JPEG" and image.mode in ("RGB", "L") and orientation in (1, None)
+
+
+def jpeg_variants() -> dict[str, bytes]:
+    image = Image.open(io.BytesIO(PHOTOS[0])).convert("RGB")
+
+    def exif(**tags):
+        block = Image.Exif()
+        for tag, value in tags.items():
+            block[{"orientation": 0x0112, "make": 0x010F}[tag]] = value
+        return block.tobytes()
+    mpo = io.BytesIO()
+    image.save(mpo, "MPO", save_all=True, append_images=[image])
+    return {"baseline": encode(image, "JPEG"), "grey": encode(image.convert("L"), "JPEG"),
+            "progressive": encode(image, "JPEG", progressive=True), "444": encode(image, "JPEG", subsampling=0),
+            "exif upright": encode(image, "JPEG", exif=exif(orientation=1)),
+            "exif without orientation": encode(image, "JPEG", exif=exif(make="Camera")),
+            "exif rotated": encode(image, "JPEG", exif=exif(orientation=6)),
+            "exif mirrored": encode(image, "JPEG", exif=exif(orientation=2)),
+            "xmp rotated": encode(image, "JPEG", xmp=b'<x:xmpmeta><rdf:Description tiff:Orientation="6"/></x:xmpmeta>'),
+            "cmyk": encode(image.convert("CMYK"), "JPEG"), "multi-picture": mpo.getvalue(),
+            "png": encode(image, "PNG"), "headers cut": PHOTOS[0][:200], "empty": b""}
+
+
+def test_the_marker_scan_agrees_with_pillow_on_what_is_a_plain_jpeg():
+    verdicts = {name: plain_jpeg(data) for name, data in jpeg_variants().items()}
+    assert verdicts == {name: pillow_says_plain(data) for name, data in jpeg_variants().items()}
+    assert {name for name, plain in verdicts.items() if plain} == {
+        "baseline", "grey", "progressive", "444", "exif upright", "exif without orientation"}
+
+
+@pytest.mark.parametrize("shape", [(3, 300, 400), (3, 400, 300), (3, 256, 256), (3, 256, 900), (3, 999, 257),
+                                   (3, 224, 224), (1, 333, 500)])
+def test_the_tensor_resize_is_torchvision_resize_and_centre_crop(shape):
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms import functional as F
+    decoder = TensorDecoder(LITE0_PREPROCESS, "cpu")
+    image = torch.randint(0, 256, shape, dtype=torch.uint8, generator=torch.Generator().manual_seed(sum(shape)))
+    reference = F.center_crop(F.resize(image.float(), [decoder.resize], interpolation=InterpolationMode.BICUBIC,
+                                       antialias=True), [224])
+    assert torch.equal(decoder._resize_and_crop(image), reference)
+
+
+def test_a_jpeg_the_batched_decode_refuses_fails_alone_and_the_rest_stay_on_the_tensor_path():
+    blobs = [PHOTOS[0], truncated_jpeg(), PHOTOS[1]]  # the cut file's headers are whole: it looks plain
+    assert plain_jpeg(blobs[1])
+    batch = next(Feeder(LITE0_PREPROCESS, "cpu", workers=2, tensor_decode=True).batches(
+        [(i, (lambda b=b: b)) for i, b in enumerate(blobs)], 3))
+    assert batch.ids == [0, 2] and set(batch.failed) == {1}
+    decoded = TensorDecoder(LITE0_PREPROCESS, "cpu")([PHOTOS[0], PHOTOS[1]])
+    assert torch.equal(batch.tensor, decoded)  # not Pillow's few-grey-levels-different tensors
+
+
+@pytest.mark.parametrize("tensor_decode,assemblers", [(False, 1), (True, 1), (True, 3)])
+def test_batches_keep_order_and_a_bad_file_fails_alone(tensor_decode, assemblers):
     blobs = [PHOTOS[0], truncated_jpeg()[:200], PHOTOS[1], rotated_jpeg(), PHOTOS[2]]
     items = [(i, (lambda b=b: b)) for i, b in enumerate(blobs)] + [(99, _missing)]
-    batches = list(Feeder(LITE0_PREPROCESS, "cpu", workers=2, tensor_decode=tensor_decode).batches(items, 2))
+    batches = list(Feeder(LITE0_PREPROCESS, "cpu", workers=2, tensor_decode=tensor_decode,
+                          assemblers=assemblers).batches(items, 2))
     assert [b.ids for b in batches] == [[0], [2, 3], [4]]
     assert set(batches[0].failed) == {1} and set(batches[2].failed) == {99}
     assert "FileNotFoundError" in batches[2].failed[99]
@@ -125,3 +186,13 @@ def test_a_job_that_resumes_after_yielding_reuses_the_reads_started_ahead():
     assert [b.ids for b in feeder.batches([(i, loader(i)) for i in range(20, 22)], 1)] == [[20], [21]]
     assert reads.count(20) == reads.count(21) == 1
     feeder.close()
+
+
+def test_make_feeder_takes_every_core_on_a_cpu_and_the_operators_count_when_set():
+    import os
+
+    from core.pipeline import make_feeder
+    cpu = make_feeder(LITE0_PREPROCESS, "cpu")
+    assert (cpu.workers, cpu.assemblers, cpu.decoder) == (len(os.sched_getaffinity(0)), 1, None)
+    assert make_feeder(LITE0_PREPROCESS, "cpu", decode_workers=5).workers == 5
+    cpu.close()
