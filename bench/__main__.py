@@ -1,6 +1,6 @@
 """One command for the scale benchmarks (issue 8): index scale, re-rank reads with a cold page cache,
 ingest/enqueue (an embedding worker beside a dedicated attribution worker, the default launch; and one
-worker serving both queues), FAISS beside Milvus.
+worker serving both queues), FAISS beside Milvus, and the embedding path on a GPU where one is present.
 
     PYTHONPATH=. .venv/bin/python -m bench            # reduced sizes: minutes on 2 cores
     PYTHONPATH=. .venv/bin/python -m bench --full     # 10k/100k/1M vectors, 2,000-image ingest (an hour+)
@@ -22,6 +22,7 @@ REDUCED = {
     "ingest-one-worker": ["--images", "300", "--bare-images", "64", "--probe-seconds", "15", "--saturation-seconds",
                           "6", "--layout", "single", "--out", "bench/results/ingest-one-worker"],
     "vectors": ["--sizes", "10000", "--queries", "100"],
+    "gpu-embed": ["--images", "2048", "--rounds", "2"],
 }
 FULL = {
     "scale": ["--full"],
@@ -29,13 +30,20 @@ FULL = {
     "ingest": [],
     "ingest-one-worker": ["--layout", "single", "--out", "bench/results/ingest-one-worker"],
     "vectors": ["--sizes", "10000", "50000", "--queries", "200"],
+    "gpu-embed": [],
 }
 MODULES = {"scale": "bench.scale", "cold-reads": "bench.scale_cold_reads", "ingest": "bench.ingest",
-           "ingest-one-worker": "bench.ingest", "vectors": "bench.vector_backends"}
+           "ingest-one-worker": "bench.ingest", "vectors": "bench.vector_backends", "gpu-embed": "bench.gpu_embed"}
+NEEDS_CUDA = {"gpu-embed"}
 
 
 def run(name: str, argv: list[str]) -> None:
     import importlib
+    if name in NEEDS_CUDA:
+        import torch
+        if not torch.cuda.is_available():
+            print(f"skipped: {name} measures a GPU, and this machine has no CUDA device", flush=True)
+            return
     importlib.import_module(MODULES[name]).main(argv)
 
 
