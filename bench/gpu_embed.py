@@ -84,11 +84,11 @@ class Bench:
     def __init__(self, device: str, batch: int, root: Path):
         import torch
 
-        from common.storage import LocalStorage
+        from common.storage import storage_from
         from core.encoder import load_encoder
         self.torch, self.device, self.batch = torch, device, batch
         self.encoder = load_encoder("builtin:efficientnet-lite0", device).use_channels_last(True)  # as worker.runtime
-        self.storage = LocalStorage(root)
+        self.storage = storage_from(str(root))  # the files as a worker reads them, through the storage interface
 
     def sync(self) -> None:
         if self.device.startswith("cuda"):
