@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import RedisDep, SettingsDep
 from app.keycache import CachedKey, lookup_key
@@ -17,15 +18,18 @@ _bearer = HTTPBearer(auto_error=False, description="API key: `Authorization: Bea
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 
-def get_current_key(request: Request, redis: RedisDep, settings: SettingsDep,
-                    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> CachedKey:
+async def get_current_key(request: Request, redis: RedisDep, settings: SettingsDep,
+                          credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> CachedKey:
     """The key the gate (app/gate.py) already checked and metered before the body was read; looked up
-    here only for an app run without the gate."""
+    here (in the thread pool: Redis and the database) only for an app run without the gate. Async, so the
+    common case costs no thread hand-over (app.api.deps)."""
     gate_state = request.scope.get("state", {})
     if "api_key" in gate_state:
         key = gate_state["api_key"]
+    elif credentials is not None:
+        key = await run_in_threadpool(lookup_key, redis, settings, credentials.credentials)
     else:
-        key = lookup_key(redis, settings, credentials.credentials) if credentials is not None else None
+        key = None
     if key is None:
         if credentials is None:
             raise Problem(401, "send an API key as `Authorization: Bearer <key>`", title="API key required",
@@ -40,7 +44,7 @@ CurrentKey = Annotated[CachedKey, Depends(get_current_key)]
 
 def require(*scopes: Scope):
     """Dependency: the caller's key has one of `scopes` (admin always passes)."""
-    def check(key: CurrentKey) -> CachedKey:
+    async def check(key: CurrentKey) -> CachedKey:
         if key.scope != Scope.admin and key.scope not in scopes:
             allowed = ", ".join(s.value for s in (Scope.admin, *scopes))
             raise Problem(403, f"this needs a key with scope {allowed}; yours is {key.scope.value}",

@@ -15,21 +15,31 @@ from common.storage import Storage, get_storage as build_storage
 
 
 def get_db() -> Iterator[Session]:
+    # Sync on purpose: closing the session may return a connection to the pool (a round trip), which
+    # must not run on the event loop.
     with new_session() as session:
         yield session
 
 
+# The dependencies below only hand out objects made once (cached) and never block, so they are `async`:
+# FastAPI runs a plain `def` dependency in the thread pool, and every such hop is a hand-over to a thread
+# and back that a request under load queues for. POST /attribute made eleven of them before (issue 8,
+# open-loop enqueue tail).
+async def current_settings() -> Settings:
+    return get_settings()
+
+
 @lru_cache
 def redis_for_url(url: str) -> Redis:
-    return Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2)
+    return Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2)  # connects on first use
 
 
-def get_redis(settings: Annotated[Settings, Depends(get_settings)]) -> Redis:
+async def get_redis(settings: Annotated[Settings, Depends(current_settings)]) -> Redis:
     return redis_for_url(settings.redis_url)
 
 
-def get_job_queues(redis: Annotated[Redis, Depends(get_redis)],
-                   settings: Annotated[Settings, Depends(get_settings)]) -> Queues:
+async def get_job_queues(redis: Annotated[Redis, Depends(get_redis)],
+                         settings: Annotated[Settings, Depends(current_settings)]) -> Queues:
     return get_queues(redis, settings.queue_name)
 
 
@@ -42,12 +52,12 @@ def refuse_when_full(queue, limit: int, retry_after_s: int, what: str) -> None:
                       title="Queue full", headers={"Retry-After": str(retry_after_s)}, reason="queue_full")
 
 
-def get_storage(settings: Annotated[Settings, Depends(get_settings)]) -> Storage:
-    return build_storage(settings)
+async def get_storage(settings: Annotated[Settings, Depends(current_settings)]) -> Storage:
+    return build_storage(settings)  # one instance per configuration (common.storage.storage_from)
 
 
 SessionDep = Annotated[Session, Depends(get_db)]
-SettingsDep = Annotated[Settings, Depends(get_settings)]
+SettingsDep = Annotated[Settings, Depends(current_settings)]
 RedisDep = Annotated[Redis, Depends(get_redis)]
 QueuesDep = Annotated[Queues, Depends(get_job_queues)]
 StorageDep = Annotated[Storage, Depends(get_storage)]

@@ -7,7 +7,7 @@ from redis.exceptions import RedisError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import QueuesDep, SessionDep, SettingsDep, StorageDep, refuse_when_full
+from app.api.deps import QueuesDep, SettingsDep, StorageDep, refuse_when_full
 from app.api.routes.webhooks import checked_callback_url
 from app.problems import Problem
 from app.public_urls import public_url
@@ -30,7 +30,7 @@ _FINISHED = (JobStatus.done, JobStatus.failed)
 @router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=AttributionPublic,
              responses={200: {"model": AttributionPublic, "description": "finished within `wait`"}})
 async def create_attribution(
-    key: AttributorKey, request: Request, response: Response, session: SessionDep, settings: SettingsDep,
+    key: AttributorKey, request: Request, response: Response, settings: SettingsDep,
     storage: StorageDep, queues: QueuesDep,
     image: Annotated[UploadFile, File(description="the synthetic image to attribute")],
     top_k: Annotated[int | None, Query(ge=1, le=100, description="how many works to return")] = None,
@@ -39,17 +39,30 @@ async def create_attribution(
     callback_url: Annotated[str | None, Form(max_length=2000, description="POSTed the signed result when the job finishes")] = None,
 ) -> AttributionPublic:
     """Queue an attribution job; with `wait`, answer with the result if it is ready in time."""
-    await run_in_threadpool(_refuse_when_full, queues, settings)  # a Redis call: never on the event loop
-    # The upload check and the database work block, so they run in the thread pool; the wait that
+    # The queue bound, the upload check, the database work and the enqueue block, so they run in the thread
+    # pool, in one hand-over (each one more is a wait for a thread under load: app.api.deps); the wait that
     # follows holds no thread (app/waiting.py), so waiting clients can never starve the others.
-    job = await run_in_threadpool(_submit, key=key, session=session, settings=settings, storage=storage,
-                                  queue=queues.attribute, upload=image, top_k=top_k,
-                                  allow_training=allow_training, callback_url=callback_url)
+    job = await run_in_threadpool(_submit, key=key, settings=settings, storage=storage, queues=queues,
+                                  upload=image, top_k=top_k, allow_training=allow_training,
+                                  callback_url=callback_url)
     return await _answer(request, response, job, key, min(wait, settings.max_wait_seconds))
 
 
-def _submit(*, key: ApiKey, session: Session, settings: Settings, storage: Storage, queue, upload: UploadFile,
+def _submit(*, key: ApiKey, settings: Settings, storage: Storage, queues, upload: UploadFile,
             top_k: int | None, allow_training: bool, callback_url: str | None) -> AttributionJob:
+    _refuse_when_full(queues, settings)  # before anything is stored
+    with new_session() as session:
+        job = _create_and_enqueue(session, key=key, settings=settings, storage=storage, queue=queues.attribute,
+                                  upload=upload, top_k=top_k, allow_training=allow_training,
+                                  callback_url=callback_url)
+        if job.callback_url:  # the answer lists the deliveries after this session has closed
+            session.refresh(job, attribute_names=["deliveries"])
+        return job
+
+
+def _create_and_enqueue(session: Session, *, key: ApiKey, settings: Settings, storage: Storage, queue,
+                        upload: UploadFile, top_k: int | None, allow_training: bool,
+                        callback_url: str | None) -> AttributionJob:
     callback_url = checked_callback_url(session, key.id, callback_url, settings)
     checked = read_checked_image(upload, settings)
     # One file per job (not per content hash): a finished job deletes its query image, and that must
