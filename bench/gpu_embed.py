@@ -35,7 +35,9 @@ SETS = {"512": (320, 512), "1024": (768, 1024)}
 
 def _make_share(args) -> list[str]:
     photos, out, first, count, sides, seed = args
-    from PIL import Image, ImageEnhance
+    from PIL import Image
+
+    from bench.photo_variants import jpeg_quality, photo_variant
     rng, sources = random.Random(seed + first), []
     for path in photos:
         image = Image.open(path)
@@ -43,18 +45,8 @@ def _make_share(args) -> list[str]:
         sources.append(image.convert("RGB"))
     made = []
     for i in range(first, first + count):
-        image = rng.choice(sources)
-        w, h = image.size
-        keep = rng.uniform(0.7, 1.0)
-        x, y = rng.randint(0, int(w * (1 - keep))), rng.randint(0, int(h * (1 - keep)))
-        image = image.crop((x, y, x + int(w * keep), y + int(h * keep)))
-        if rng.random() < 0.5:
-            image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        image = ImageEnhance.Color(image).enhance(rng.uniform(0.7, 1.3))
-        side = rng.randint(*sides)
-        image = image.resize((side, max(1, int(side * image.height / image.width))), Image.BICUBIC)
         path = out / f"{i:06d}.jpg"
-        image.save(path, "JPEG", quality=rng.randint(80, 95))
+        photo_variant(rng.choice(sources), rng, sides).save(path, "JPEG", quality=jpeg_quality(rng))
         made.append(path.name)
     return made
 

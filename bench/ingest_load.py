@@ -9,8 +9,9 @@ import time
 from pathlib import Path
 
 import httpx
-from PIL import Image, ImageEnhance
+from PIL import Image
 
+from bench.photo_variants import jpeg_quality, photo_variant
 from bench.soak_stack import REPO
 
 SOURCES = [Path("/work/shared/data/dreambooth"), REPO / "demo" / "data" / "dreambooth"]
@@ -25,17 +26,8 @@ def make_images(out: Path, count: int, seed: int = 0) -> list[Path]:
     photos = sorted(p for source in SOURCES if source.is_dir() for p in source.glob("*/*.jpg"))
     rng = random.Random(seed)
     for path in paths:
-        image = Image.open(rng.choice(photos)).convert("RGB")
-        w, h = image.size
-        keep = rng.uniform(0.7, 1.0)
-        x, y = rng.randint(0, int(w * (1 - keep))), rng.randint(0, int(h * (1 - keep)))
-        image = image.crop((x, y, x + int(w * keep), y + int(h * keep)))
-        if rng.random() < 0.5:
-            image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        image = ImageEnhance.Color(image).enhance(rng.uniform(0.7, 1.3))
-        side = rng.randint(320, 512)
-        image = image.resize((side, int(side * image.height / image.width)), Image.BICUBIC)
-        image.save(path, "JPEG", quality=rng.randint(80, 95))
+        image = photo_variant(Image.open(rng.choice(photos)).convert("RGB"), rng, (320, 512))
+        image.save(path, "JPEG", quality=jpeg_quality(rng))
     return paths
 
 
