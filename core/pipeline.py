@@ -4,6 +4,7 @@ The caller runs batch k through the model while the pool reads and decodes the n
 (`prefetch` of them), so the forward pass never waits for Pillow on a CPU, and a GPU worker is fed by
 the GPU decoder (core.preprocess.TensorDecoder) instead of one Python thread. A file that cannot be
 read or decoded fails alone; the rest of its batch goes on."""
+import contextlib
 import os
 import threading
 from collections import deque
@@ -32,6 +33,8 @@ class Feeder:
     `assemblers`: threads that assemble (and, with `tensor_decode`, decode) batches, so the next batches are
     prepared while one is; each batch is still assembled by one thread, and handed out in order.
     `decode_nice`: the decode threads run at this much lower CPU priority (worker.batch_embed.DECODE_NICE).
+    `batched_resize`, `side_streams`: the GPU path's two ways of keeping the GIL and the default stream free
+    (TensorDecoder, `_assemble`); off only to measure what they bring (bench.gpu_embed).
 
     Made once per worker and encoder (worker.runtime), not per job: the transform, the GPU decoder
     and the thread pools outlive each job's `batches`. One `batches` runs at a time (a worker runs one
@@ -44,15 +47,18 @@ class Feeder:
     an import with one attribution a second). What the next call does not ask for is cancelled."""
 
     def __init__(self, preprocess: Preprocess, device: str = "cpu", workers: int = 2,
-                 tensor_decode: bool = False, decode_nice: int = 0, assemblers: int = 1):
+                 tensor_decode: bool = False, decode_nice: int = 0, assemblers: int = 1,
+                 batched_resize: bool = True, side_streams: bool = True):
         self.preprocess, self.device, self.workers = preprocess, device, max(1, workers)
         self.assemblers = max(1, assemblers)
         self.transform = eval_transform(preprocess)
-        self.decoder = TensorDecoder(preprocess, device) if tensor_decode else None
+        self.decoder = TensorDecoder(preprocess, device, batched_resize) if tensor_decode else None
+        self.side_streams = side_streams
         self.readers = ThreadPoolExecutor(self.workers, thread_name_prefix="decode",
                                           initializer=_lower_thread_priority, initargs=(decode_nice,))
         self.assembler = ThreadPoolExecutor(self.assemblers, thread_name_prefix="assemble")
         self._carried: dict[int, Future] = {}  # item id -> read started by a call that closed early
+        self._streams = threading.local()  # each assembler thread's CUDA stream
 
     def batches(self, items: Sequence[Item], batch_size: int, prefetch: int | None = None) -> Iterator[Batch]:
         """Yield batches in order; at most `prefetch` batches beyond the current one are in flight
@@ -68,9 +74,9 @@ class Feeder:
                 chunk_reads = [(i, carried.pop(i, None) or self.readers.submit(self._read, load)) for i, load in chunk]
                 pending.append((self.assembler.submit(self._assemble, chunk_reads), chunk_reads))
                 if len(pending) > prefetch:
-                    yield pending.popleft()[0].result()
+                    yield _handed_out(pending.popleft()[0].result())
             while pending:
-                yield pending.popleft()[0].result()
+                yield _handed_out(pending.popleft()[0].result())
         finally:
             # The pools are kept for the next job. Reads of batches not handed out go on for it (see the
             # class docstring); started reads this call was not asked for are dropped.
@@ -94,6 +100,25 @@ class Feeder:
         return "tensor", pil_tensor(data, self.preprocess, self.transform)
 
     def _assemble(self, futures: list[tuple[int, Future]]) -> Batch:
+        """On a GPU, on a CUDA stream of this thread's own: on the default stream, which the forward pass
+        uses, the next batch's decode and resize kernels would queue behind the forward instead of
+        running beside it. The batch is complete on the device when it is handed out."""
+        stream = self._side_stream()
+        with torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():
+            batch = self._assemble_batch(futures)
+            if stream is not None:
+                stream.synchronize()  # releases the GIL while the kernels finish
+        return batch
+
+    def _side_stream(self) -> "torch.cuda.Stream | None":
+        if not self.side_streams or self.decoder is None or self.decoder.device.type != "cuda":
+            return None
+        stream = getattr(self._streams, "stream", None)
+        if stream is None:
+            stream = self._streams.stream = torch.cuda.Stream(self.decoder.device)
+        return stream
+
+    def _assemble_batch(self, futures: list[tuple[int, Future]]) -> Batch:
         batch, tensors, jpegs = Batch([], None), {}, {}
         for item_id, future in futures:
             try:
@@ -126,6 +151,14 @@ class Feeder:
         except Exception as exc:
             batch.failed[item_id] = f"cannot decode stored image: {type(exc).__name__}: {exc}"
             return None
+
+
+def _handed_out(batch: Batch) -> Batch:
+    """Mark a batch made on an assembler's stream as used by the consumer's stream, so that the caching
+    allocator does not give its memory to the next batch while the consumer's kernels still read it."""
+    if batch.tensor is not None and batch.tensor.is_cuda:
+        batch.tensor.record_stream(torch.cuda.current_stream(batch.tensor.device))
+    return batch
 
 
 def make_feeder(preprocess: Preprocess, device: str, decode_workers: int = 0, gpu_decode: bool = True,

@@ -8,6 +8,7 @@
   only 1.2k of the model's 10.9k images/s (issue 8), so a GPU worker decodes on the GPU. Only plain
   JPEGs take it (RGB or grey, no EXIF rotation); everything else falls back to `pil_tensor`.
 """
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -94,13 +95,19 @@ def _exif_orientation(tiff: bytes) -> int | None:
 
 
 class TensorDecoder:
-    """Decode and preprocess a batch of JPEG bytes as tensor ops on `device` ('cuda' or 'cpu')."""
+    """Decode and preprocess a batch of JPEG bytes as tensor ops on `device` ('cuda' or 'cpu').
 
-    def __init__(self, preprocess: Preprocess, device: str):
+    `batched_resize`: resize and crop the whole batch in two batched matrix products (`_resize_batch`)
+    instead of one `interpolate` per image (`_resize_and_crop`). Per image the Python calls and kernel
+    launches added up to tens of microseconds under the GIL, which the GPU worker's other threads need."""
+
+    def __init__(self, preprocess: Preprocess, device: str, batched_resize: bool = True):
         self.preprocess, self.device = preprocess, torch.device(device)
+        self.batched_resize = batched_resize
         self.resize = int(round(preprocess.size / preprocess.crop_pct))
         self.mean = torch.tensor(preprocess.mean, device=self.device).view(3, 1, 1) * 255
         self.std = torch.tensor(preprocess.std, device=self.device).view(3, 1, 1) * 255
+        self._axes: dict[tuple[int, int], torch.Tensor] = {}  # (length, resized length) -> [crop, length]
 
     def __call__(self, blobs: Sequence[bytes]) -> torch.Tensor:
         """JPEG bytes (each `plain_jpeg`) -> float32 [n, 3, size, size] on the device."""
@@ -108,17 +115,24 @@ class TensorDecoder:
         images = tvio.decode_jpeg(data, mode=tvio.ImageReadMode.RGB, device=self.device)
         # Rounding and normalising run once on the batch: per image they were kernel launches and Python
         # calls that a GPU waits on (bench.gpu_embed).
-        batch = torch.stack([self._resize_and_crop(image) for image in images])
+        if self.batched_resize:
+            batch = self._resize_batch(images)
+        else:
+            batch = torch.stack([self._resize_and_crop(image) for image in images])
         return (batch.clamp_(0, 255).round_() - self.mean) / self.std
+
+    def _resized(self, height: int, width: int) -> tuple[int, int]:
+        """(height, width) after Resize(short side = self.resize), as torchvision computes it."""
+        short, long = min(height, width), max(height, width)
+        new_short, new_long = self.resize, int(self.resize * long / short)
+        return (new_long, new_short) if width <= height else (new_short, new_long)
 
     def _resize_and_crop(self, image: torch.Tensor) -> torch.Tensor:
         """As torchvision's PIL pipeline (Resize(short side), CenterCrop), in bare torch calls: the
         torchvision functionals cost tens of microseconds of Python checks per image, and a GPU worker
         prepares thousands of images a second. tests/core/test_pipeline.py holds it to those functionals."""
         height, width = image.shape[-2:]
-        short, long = min(height, width), max(height, width)
-        new_short, new_long = self.resize, int(self.resize * long / short)
-        size = (new_long, new_short) if width <= height else (new_short, new_long)
+        size = self._resized(height, width)
         if (height, width) != size:
             image = torch.nn.functional.interpolate(
                 image.unsqueeze(0).float(), size=size, mode=self.preprocess.interpolation, align_corners=False,
@@ -128,3 +142,80 @@ class TensorDecoder:
         crop = self.preprocess.size
         top, left = int(round((size[0] - crop) / 2.0)), int(round((size[1] - crop) / 2.0))
         return image[:, top:top + crop, left:left + crop]
+
+    def _resize_batch(self, images: Sequence[torch.Tensor]) -> torch.Tensor:
+        """`_resize_and_crop` of every image, as two batched matrix products per group of images.
+
+        The antialiased resize is separable and linear: resized = A . image . B^T, where A (B) holds the
+        weights of the input rows (columns) for each output row (column), and the centre crop keeps some
+        rows of A and B. `_axis` gets A and B from `interpolate` itself, so the weights are torch's own;
+        only the order of the sums differs (a few 1e-5 of a grey level before rounding). Images of a group
+        differ in size, so each is zero-padded to the largest, with zero weights for the padding; a group
+        holds at most PAD_PIXELS padded pixels. An image with a side over BATCH_SIDE is resized alone
+        (`_resize_and_crop`): the dense products cost 224 x H x W multiply-adds per channel, where the
+        banded per-image resize needs a few dozen per output pixel, and a panorama or a 40-megapixel scan
+        padded with its group would take gigabytes."""
+        crop = self.preprocess.size
+        out = torch.empty((len(images), 3, crop, crop), device=self.device)
+        group: list[int] = []
+        height = width = 0
+        for i, image in enumerate(images):
+            h, w = image.shape[-2:]
+            if max(h, w) > BATCH_SIDE:
+                out[i] = self._resize_and_crop(image)
+                continue
+            if group and (len(group) + 1) * max(height, h) * max(width, w) > PAD_PIXELS:
+                out[group] = self._resize_group([images[j] for j in group])
+                group, height, width = [], 0, 0
+            group.append(i)
+            height, width = max(height, h), max(width, w)
+        if group:
+            out[group] = self._resize_group([images[j] for j in group])
+        return out
+
+    def _resize_group(self, images: list[torch.Tensor]) -> torch.Tensor:
+        sizes = [tuple(image.shape[-2:]) for image in images]
+        resized = [self._resized(h, w) for h, w in sizes]
+        rows = _padded([self._axis(h, new[0]) for (h, _), new in zip(sizes, resized)]).unsqueeze(1)  # [n,1,crop,H]
+        cols = _padded([self._axis(w, new[1]) for (_, w), new in zip(sizes, resized)]).unsqueeze(1)  # [n,1,crop,W]
+        pixels = _padded(images).float()                                                          # [n,3,H,W]
+        return torch.matmul(torch.matmul(rows, pixels), cols.transpose(-1, -2))
+
+    def _axis(self, length: int, resized: int) -> torch.Tensor:
+        """[crop, length]: the weights of `length` input pixels for the cropped outputs of a resize of one
+        axis to `resized`, read off `interpolate` applied to the identity. Cached (sizes repeat)."""
+        key = (length, resized)
+        matrix = self._axes.get(key)
+        if matrix is None:
+            eye = torch.eye(length, device=self.device).view(1, 1, length, length)
+            if resized != length:
+                eye = torch.nn.functional.interpolate(eye, size=(resized, length), mode=self.preprocess.interpolation,
+                                                      align_corners=False, antialias=True)
+            crop = self.preprocess.size
+            top = int(round((resized - crop) / 2.0))
+            matrix = eye[0, 0, top:top + crop].contiguous()
+            if len(self._axes) >= AXIS_CACHE:
+                self._axes.clear()
+            self._axes[key] = matrix
+        return matrix
+
+
+# `_resize_batch`'s bounds: padded pixels of one group (x 3 channels x 4 bytes: 576 MB of device memory,
+# about 100 images of 512 x 683) and the longest side resized in a group (bench.gpu_embed's 320-512 px set
+# fits; its 768-1024 px set goes image by image).
+PAD_PIXELS = 48_000_000
+BATCH_SIDE = 768
+# Cached axis matrices (at most 224 x a few thousand floats each).
+AXIS_CACHE = 512
+
+
+def _padded(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Stack tensors that differ in their last two sizes, zero-padded to the largest."""
+    height = max(t.shape[-2] for t in tensors)
+    width = max(t.shape[-1] for t in tensors)
+    if all(t.shape[-2:] == (height, width) for t in tensors):
+        return torch.stack(list(tensors))
+    with warnings.catch_warnings():  # "nested tensors are a prototype": strided ones pad images of two sizes
+        warnings.simplefilter("ignore", UserWarning)
+        nested = torch.nested.nested_tensor(list(tensors))
+    return nested.to_padded_tensor(0.0, (len(tensors), *tensors[0].shape[:-2], height, width))

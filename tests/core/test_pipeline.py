@@ -89,6 +89,24 @@ def test_the_tensor_resize_is_torchvision_resize_and_centre_crop(shape):
     assert torch.equal(decoder._resize_and_crop(image), reference)
 
 
+@pytest.mark.parametrize("pad_pixels,batch_side", [(48_000_000, 2048), (400_000, 600)])
+def test_the_batched_resize_is_the_per_image_resize(monkeypatch, pad_pixels, batch_side):
+    """Two matrix products per group give interpolate's resize and crop, with small groups and with
+    images too large to pad (second case: groups split and outliers go one by one)."""
+    import core.preprocess
+    monkeypatch.setattr(core.preprocess, "PAD_PIXELS", pad_pixels)
+    monkeypatch.setattr(core.preprocess, "BATCH_SIDE", batch_side)
+    generator = torch.Generator().manual_seed(7)
+    shapes = [(300, 400), (400, 300), (256, 256), (224, 224), (100, 150), (256, 900), (999, 257), (480, 640),
+              (1200, 700), (333, 500)]
+    images = [torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=generator) for h, w in shapes]
+    decoder = TensorDecoder(LITE0_PREPROCESS, "cpu")
+    reference = torch.stack([decoder._resize_and_crop(image) for image in images])
+    batched = decoder._resize_batch(images)
+    assert batched.shape == (len(images), 3, 224, 224)
+    assert (batched - reference).abs().max() < 1e-3  # only the order of the sums differs
+
+
 def test_a_jpeg_the_batched_decode_refuses_fails_alone_and_the_rest_stay_on_the_tensor_path():
     blobs = [PHOTOS[0], truncated_jpeg(), PHOTOS[1]]  # the cut file's headers are whole: it looks plain
     assert plain_jpeg(blobs[1])
