@@ -18,6 +18,8 @@ set 768-1024 px wide. Needs torch, torchvision, timm, Pillow and the packaged Li
 service's other packages, so that it runs on a bare GPU machine. Writes `gpu-embed.json` and
 `gpu-embed.md`; `python -m bench.gpu_embed --plot DIR` draws `gpu-embed.png` from the JSON."""
 import argparse
+import contextlib
+import itertools
 import json
 import os
 import platform
@@ -72,6 +74,25 @@ def machine(torch) -> dict:
             "python": platform.python_version(), "date": datetime.now(timezone.utc).isoformat()}
 
 
+_PROCESS = {}
+
+
+def _process_init(root: str, device: str, preprocess) -> None:
+    import torch
+
+    from common.storage import storage_from
+    from core.preprocess import TensorDecoder
+    torch.set_num_threads(1)
+    _PROCESS.update(storage=storage_from(root), decoder=TensorDecoder(preprocess, device))
+
+
+def _process_decode(keys: list[str]):
+    from core.preprocess import plain_jpeg
+    blobs = [_PROCESS["storage"].get(key) for key in keys]
+    assert all(plain_jpeg(blob) for blob in blobs)
+    return _PROCESS["decoder"](blobs)
+
+
 class Bench:
     def __init__(self, device: str, batch: int, root: Path):
         import torch
@@ -80,6 +101,7 @@ class Bench:
         from core.encoder import load_encoder
         self.torch, self.device, self.batch = torch, device, batch
         self.encoder = load_encoder("builtin:efficientnet-lite0", device).use_channels_last(True)  # as worker.runtime
+        self.storage_root = root
         self.storage = storage_from(str(root))  # the files as a worker reads them, through the storage interface
 
     def sync(self) -> None:
@@ -139,10 +161,43 @@ class Bench:
         return {"images_per_s": done / seconds, "failed": failed, "waiting_for_batches_pct": 100 * waited / seconds,
                 "assemblers": feeder.assemblers, "workers": feeder.workers, "gpu_decode": feeder.decoder is not None}
 
-    def decoder_alone(self, keys: list[str], threads: int = 1) -> float:
+    def path_processes(self, keys: list[str], processes: int, chunk: int = 64) -> dict:
+        """images/s of a prototype that is not the worker's code: `processes` spawned processes each read,
+        check, decode and resize `chunk` images on the device (their own CUDA context, their own GIL) and
+        hand the batch back through CUDA IPC; this process only concatenates and runs the forward. It
+        measures how far the path goes once the per-image Python work leaves the forward's process."""
+        import torch.multiprocessing as mp
+        torch = self.torch
+        context = mp.get_context("spawn")
+        pool = context.Pool(processes, initializer=_process_init,
+                            initargs=(str(self.storage_root), self.device, self.encoder.preprocess))
+        try:
+            pool.map_async(_process_decode, [keys[:chunk]] * processes).get(timeout=300)  # CUDA up first
+            per_batch = max(1, self.batch // chunk)
+            chunks = [keys[i:i + chunk] for i in range(0, len(keys), chunk)]
+            self.sync()
+            started, done, pending, queued = time.perf_counter(), 0, [], iter(chunks)
+            for part in itertools.islice(queued, 2 * processes):
+                pending.append(pool.apply_async(_process_decode, (part,)))
+            while pending:
+                parts = [pending.pop(0).get(timeout=120) for _ in range(min(per_batch, len(pending)))]
+                for part in itertools.islice(queued, len(parts)):
+                    pending.append(pool.apply_async(_process_decode, (part,)))
+                batch = torch.cat(parts) if len(parts) > 1 else parts[0].clone()
+                del parts
+                self.encoder.embed_tensor(batch)
+                done += len(batch)
+            self.sync()
+            seconds = time.perf_counter() - started
+        finally:
+            pool.terminate()
+            pool.join()
+        return {"images_per_s": done / seconds, "processes": processes, "chunk": chunk}
+
+    def decoder_alone(self, keys: list[str], threads: int = 1, batched_resize: bool = True) -> float:
         """images/s of TensorDecoder on batches of bytes in memory, `threads` batches at a time."""
         from core.preprocess import TensorDecoder
-        decoder = TensorDecoder(self.encoder.preprocess, self.device)
+        decoder = TensorDecoder(self.encoder.preprocess, self.device, batched_resize)
         blobs = [self.storage.get(key) for key in keys]
         chunks = [blobs[i:i + self.batch] for i in range(0, len(blobs), self.batch)]
         decoder(chunks[0])
@@ -195,16 +250,23 @@ def run(args) -> dict:
                 sys.setswitchinterval(interval / 1000)
                 suffix = "" if interval == 5 else f"_switch_{interval}ms"
                 row["path" + suffix] = bench.path(set_keys)
-                for variant in args.variants:  # other reader and assembler thread counts than make_feeder's
-                    workers, assemblers = (int(x) for x in variant.split(":"))
-                    row[f"path_{workers}_readers_{assemblers}_assemblers{suffix}"] = attempt(
-                        bench.path, set_keys, workers=workers, tensor_decode=args.device.startswith("cuda"),
-                        assemblers=assemblers)
+                for variant in args.variants:  # other thread counts than make_feeder's, or a part switched off
+                    workers, assemblers, *off = variant.split(":")
+                    key = f"path_{workers}_readers_{assemblers}_assemblers{''.join('_' + o for o in off)}{suffix}"
+                    with batch_side(4096 if "wide" in off else None):
+                        row[key] = attempt(
+                            bench.path, set_keys, workers=int(workers), tensor_decode=args.device.startswith("cuda"),
+                            assemblers=int(assemblers), batched_resize="loop" not in off,
+                            side_streams="nostream" not in off)
             sys.setswitchinterval(0.005)
+            for processes in args.processes:
+                row[f"path_{processes}_processes_prototype"] = attempt(bench.path_processes, set_keys, processes)
             if r == 0 and args.pil_images:  # a part that fails is recorded, and the rest still runs
                 row["pil_path"] = attempt(bench.path, set_keys[:args.pil_images], workers=os.cpu_count() or 1)
+            if r == 0 and args.parts:
                 row["decoder_alone"] = attempt(bench.decoder_alone, set_keys[:8 * args.batch])
                 row["decoder_alone_4_threads"] = attempt(bench.decoder_alone, set_keys[:8 * args.batch], 4)
+                row["decoder_alone_loop"] = attempt(bench.decoder_alone, set_keys[:8 * args.batch], 1, False)
                 row["readers_alone"] = attempt(bench.readers_alone, set_keys)
                 row["readers_alone_4_threads"] = attempt(bench.readers_alone, set_keys, 4)
             row["bare_after"] = bench.bare(ready, len(set_keys))
@@ -214,6 +276,18 @@ def run(args) -> dict:
                                 "summary": summarise(rounds)}
         write(result, args.out)
     return result
+
+
+@contextlib.contextmanager
+def batch_side(side: int | None):
+    """Variant suffix "wide": images up to `side` px resized in batched products too (core.preprocess)."""
+    import core.preprocess
+    kept = core.preprocess.BATCH_SIDE
+    core.preprocess.BATCH_SIDE = side or kept
+    try:
+        yield
+    finally:
+        core.preprocess.BATCH_SIDE = kept
 
 
 def attempt(fn, *args, **kwargs):
@@ -240,6 +314,7 @@ def summarise(rounds: list[dict]) -> dict:
             **{f"{k}_over_bare": statistics.median(r / b for r, b in rates(k)) for k in keys},
             "decoder_alone_images_per_s": _rate(rounds[0].get("decoder_alone")),
             "decoder_alone_4_threads_images_per_s": _rate(rounds[0].get("decoder_alone_4_threads")),
+            "decoder_alone_loop_images_per_s": _rate(rounds[0].get("decoder_alone_loop")),
             "readers_alone_4_threads_images_per_s": _rate(rounds[0].get("readers_alone_4_threads")),
             "readers_alone_images_per_s": _rate(rounds[0].get("readers_alone"))}
 
@@ -260,12 +335,13 @@ def markdown(result: dict) -> str:
              f"batch {result['batch']}, EfficientNet-Lite0 fp32 channels_last, {result['rounds']} interleaved rounds "
              f"(medians), {m['date'][:10]}. Command: `{result['command']}`.", "",
              "| images | bare images/s | worker path images/s | path / bare | Pillow path / bare | "
-             "GPU decoder alone | readers alone |", "|---|---|---|---|---|---|---|"]
+             "GPU decoder alone | same, resized image by image | readers alone |", "|---|---|---|---|---|---|---|---|"]
     for data in result["sets"].values():
         s = data["summary"]
         lines.append(f"| {data['images']} JPEGs {data['widths'][0]}-{data['widths'][1]} px | "
                      f"{s['bare_images_per_s']:.0f} | {s['path_images_per_s']:.0f} | **{s['path_over_bare']:.2f}** | "
                      f"{cell(s.get('pil_path_over_bare'), 2)} | {cell(s.get('decoder_alone_images_per_s'))} | "
+                     f"{cell(s.get('decoder_alone_loop_images_per_s'))} | "
                      f"{cell(s.get('readers_alone_images_per_s'))} |")
     variants = sorted({k for data in result["sets"].values() for k in data["summary"]
                        if k.startswith("path_") and k.endswith("_over_bare")})
@@ -307,15 +383,16 @@ def plot(out: Path) -> None:
     left.legend(fontsize=7)
     if runs:
         right = axes[1]
-        labels = [path.stem for path in runs] + ["latest (gpu-embed.json)"]
         data = [json.loads(path.read_text()) for path in runs] + [result]
+        labels = [f"{name}\n{(d['machine']['cuda'] or 'CPU').replace('NVIDIA ', '').split()[0]}"
+                  for name, d in zip([path.stem for path in runs] + ["latest"], data)]
         for n in names:
             right.plot(labels, [d["sets"][n]["summary"]["path_over_bare"] for d in data], marker="o",
                        label=f"worker path, {n} px set")
         right.axhline(0.6, color="grey", linestyle="--", linewidth=1, label="issue 8 target (0.6)")
         right.set_ylim(0, 1)
         right.set_ylabel("path / bare forward")
-        right.set_title("The worker's default path, run by run", fontsize=9)
+        right.set_title("The worker's default path, run by run (and its card)", fontsize=9)
         right.tick_params(axis="x", labelsize=7, rotation=15)
         right.legend(fontsize=7)
     fig.tight_layout()
@@ -331,8 +408,13 @@ def main(argv=None) -> int:
     parser.add_argument("--batch", type=int, default=256, help="the worker's GPU_EMBED_BATCH_SIZE default")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--variants", nargs="*", default=["16:1", "8:2", "4:2", "4:1"],
-                        help="READERS:ASSEMBLERS thread counts to run beside make_feeder's choice")
-    parser.add_argument("--pil-images", type=int, default=2048, help="0: skip the Pillow path and the parts")
+                        help="READERS:ASSEMBLERS thread counts to run beside make_feeder's choice; suffixes: "
+                             ":loop resizes image by image, :wide resizes up to 4096 px in batched products, "
+                             ":nostream assembles on the default CUDA stream")
+    parser.add_argument("--pil-images", type=int, default=2048, help="0: skip the Pillow path")
+    parser.add_argument("--parts", type=int, default=1, help="0: skip the stages measured alone")
+    parser.add_argument("--processes", type=int, nargs="*", default=[],
+                        help="also run the multi-process prototype (Bench.path_processes) with these counts")
     parser.add_argument("--switch-intervals", type=float, nargs="*", default=[5],
                         help="GIL switch intervals (ms) to run the paths under")
     parser.add_argument("--photos", type=Path, default=PHOTOS)
