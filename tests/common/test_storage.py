@@ -120,3 +120,15 @@ def test_large_files_stream_in_and_out_whole(storage, tmp_path):
     path = local_copy(storage, "snapshots/enc/bases/b1/vectors.npy", tmp_path / "cache")
     assert path.read_bytes() == data
     assert not [p for p in path.parent.iterdir() if p.name.startswith(".")]  # no partial download left
+    assert storage.get("snapshots/enc/bases/b1/vectors.npy") == data  # get returns every byte too
+
+
+def test_local_get_reads_whole_files_and_refuses_folders(tmp_path):
+    """LocalStorage.get reads with bare system calls (the GPU readers' hot path): an empty file, a file
+    larger than one read of a pipe-sized buffer, and a folder (an error, as with Path.read_bytes)."""
+    storage = LocalStorage(tmp_path / "storage")
+    storage.put("a/empty.bin", b"")
+    storage.put("a/big.bin", b"x" * (3 * 2**20 + 7))
+    assert storage.get("a/empty.bin") == b"" and storage.get("a/big.bin") == b"x" * (3 * 2**20 + 7)
+    with pytest.raises(IsADirectoryError):
+        storage.get("a")
