@@ -26,6 +26,7 @@ import platform
 import random
 import statistics
 import sys
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from datetime import datetime, timezone
@@ -93,6 +94,23 @@ def _process_decode(keys: list[str]):
     return _PROCESS["decoder"](blobs)
 
 
+def _nvimgcodec():
+    """nvidia.nvimgcodec, also where it was unpacked beside a Python whose `nvidia` package hides it
+    (NVIMGCODEC_DIR: the folder holding nvimgcodec/)."""
+    try:
+        from nvidia import nvimgcodec
+        return nvimgcodec
+    except ImportError:
+        import importlib.util
+        folder = Path(os.environ["NVIMGCODEC_DIR"]) / "nvimgcodec"
+        spec = importlib.util.spec_from_file_location("nvidia.nvimgcodec", folder / "__init__.py",
+                                                      submodule_search_locations=[str(folder)])
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["nvidia.nvimgcodec"] = module
+        spec.loader.exec_module(module)
+        return module
+
+
 class Bench:
     def __init__(self, device: str, batch: int, root: Path):
         import torch
@@ -136,11 +154,18 @@ class Bench:
         self.sync()
         return done / (time.perf_counter() - started)
 
-    def path(self, keys: list[str], **feeder_args) -> dict:
-        """images/s of the worker's read -> decode -> forward loop over stored files."""
+    def path(self, keys: list[str], forward_stream: bool = False, **feeder_args) -> dict:
+        """images/s of the worker's read -> decode -> forward loop over stored files. `forward_stream`: the
+        forward runs on a CUDA stream of its own instead of the legacy default stream, with which other
+        streams' work (a decoder's that uses stream 0 inside) would otherwise serialise."""
         from core.pipeline import Feeder, make_feeder
         feeder = (Feeder(self.encoder.preprocess, self.device, **feeder_args) if feeder_args
                   else make_feeder(self.encoder.preprocess, self.device))
+        use_stream = forward_stream and self.device.startswith("cuda")
+        with self.torch.cuda.stream(self.torch.cuda.Stream()) if use_stream else contextlib.nullcontext():
+            return self._path(keys, feeder)
+
+    def _path(self, keys: list[str], feeder) -> dict:
         try:
             self.sync()
             started, done, failed, waited = time.perf_counter(), 0, 0, 0.0
@@ -194,6 +219,54 @@ class Bench:
             pool.join()
         return {"images_per_s": done / seconds, "processes": processes, "chunk": chunk}
 
+    def path_nvimgcodec(self, keys: list[str], check: bool = False) -> dict:
+        """images/s of a prototype that is not the worker's code: nvImageCodec reads and decodes each batch
+        of files in its own native threads (no Python per image for reading, checking or decoding), then
+        TensorDecoder's batched resize, the forward here. Two threads prepare batches ahead, each on a
+        CUDA stream of its own. `check`: also the largest difference from TensorDecoder's tensors."""
+        from collections import deque
+
+        from core.preprocess import TensorDecoder
+        torch, nvimgcodec = self.torch, _nvimgcodec()
+        backends = [nvimgcodec.Backend(nvimgcodec.GPU_ONLY), nvimgcodec.Backend(nvimgcodec.HYBRID_CPU_GPU)]
+        resize = TensorDecoder(self.encoder.preprocess, self.device)
+        paths = [str(self.storage_root / key) for key in keys]
+        chunks = [paths[i:i + self.batch] for i in range(0, len(paths), self.batch)]
+        local = threading.local()
+
+        def prepare(chunk):
+            if not hasattr(local, "stream"):  # a decoder per thread: one decoder serves one stream
+                local.stream, local.decoder = torch.cuda.Stream(), nvimgcodec.Decoder(backends=backends)
+            stream, decoder = local.stream, local.decoder
+            with torch.cuda.stream(stream):
+                images = decoder.read(chunk, cuda_stream=stream.cuda_stream)
+                tensors = [torch.as_tensor(image, device=self.device).permute(2, 0, 1) for image in images]
+                batch = (resize._resize_batch(tensors).clamp_(0, 255).round_() - resize.mean) / resize.std
+                stream.synchronize()
+            return batch
+        result = {}
+        if check:
+            reference = resize([self.storage.get(key) for key in keys[:self.batch]])
+            result["max_difference_from_tensor_decoder"] = float((prepare(chunks[0]) - reference).abs().max())
+            result["mean_difference_from_tensor_decoder"] = float((prepare(chunks[0]) - reference).abs().mean())
+        prepare(chunks[0])
+        self.sync()
+        started, done, pending = time.perf_counter(), 0, deque()
+        with ThreadPoolExecutor(2) as pool:
+            for chunk in chunks:
+                pending.append(pool.submit(prepare, chunk))
+                if len(pending) > 2:
+                    batch = pending.popleft().result()
+                    batch.record_stream(torch.cuda.current_stream())
+                    self.encoder.embed_tensor(batch)
+                    done += len(batch)
+            while pending:
+                batch = pending.popleft().result()
+                self.encoder.embed_tensor(batch)
+                done += len(batch)
+        self.sync()
+        return {**result, "images_per_s": done / (time.perf_counter() - started)}
+
     def decoder_alone(self, keys: list[str], threads: int = 1, batched_resize: bool = True) -> float:
         """images/s of TensorDecoder on batches of bytes in memory, `threads` batches at a time."""
         from core.preprocess import TensorDecoder
@@ -208,13 +281,15 @@ class Bench:
         self.sync()
         return len(blobs) / (time.perf_counter() - started)
 
-    def readers_alone(self, keys: list[str], workers: int | None = None) -> float:
-        """images/s of reading stored files and checking them for the GPU decoder, in `workers` threads."""
+    def readers_alone(self, keys: list[str], workers: int | None = None, pathlib: bool = False) -> float:
+        """images/s of reading stored files and checking them for the GPU decoder, in `workers` threads
+        (`pathlib`: read with Path.read_bytes, as the local backend did before)."""
         from core.preprocess import plain_jpeg
         workers = workers or os.cpu_count() or 1
+        get = (lambda key: (self.storage_root / key).read_bytes()) if pathlib else self.storage.get  # files it made
 
         def read(key):
-            data = self.storage.get(key)
+            data = get(key)
             return plain_jpeg(data)
         with ThreadPoolExecutor(workers) as pool:
             started = time.perf_counter()
@@ -257,8 +332,10 @@ def run(args) -> dict:
                         row[key] = attempt(
                             bench.path, set_keys, workers=int(workers), tensor_decode=args.device.startswith("cuda"),
                             assemblers=int(assemblers), batched_resize="loop" not in off,
-                            side_streams="nostream" not in off)
+                            side_streams="nostream" not in off, forward_stream="fwdstream" in off)
             sys.setswitchinterval(0.005)
+            if args.nvimgcodec:
+                row["path_nvimgcodec_prototype"] = attempt(bench.path_nvimgcodec, set_keys, r == 0)
             for processes in args.processes:
                 row[f"path_{processes}_processes_prototype"] = attempt(bench.path_processes, set_keys, processes)
             if r == 0 and args.pil_images:  # a part that fails is recorded, and the rest still runs
@@ -269,6 +346,8 @@ def run(args) -> dict:
                 row["decoder_alone_loop"] = attempt(bench.decoder_alone, set_keys[:8 * args.batch], 1, False)
                 row["readers_alone"] = attempt(bench.readers_alone, set_keys)
                 row["readers_alone_4_threads"] = attempt(bench.readers_alone, set_keys, 4)
+                row["readers_alone_2_threads"] = attempt(bench.readers_alone, set_keys, 2)
+                row["readers_alone_2_threads_pathlib"] = attempt(bench.readers_alone, set_keys, 2, True)
             row["bare_after"] = bench.bare(ready, len(set_keys))
             print(name, r, json.dumps(row), flush=True)
             rounds.append(row)
@@ -316,6 +395,8 @@ def summarise(rounds: list[dict]) -> dict:
             "decoder_alone_4_threads_images_per_s": _rate(rounds[0].get("decoder_alone_4_threads")),
             "decoder_alone_loop_images_per_s": _rate(rounds[0].get("decoder_alone_loop")),
             "readers_alone_4_threads_images_per_s": _rate(rounds[0].get("readers_alone_4_threads")),
+            "readers_alone_2_threads_images_per_s": _rate(rounds[0].get("readers_alone_2_threads")),
+            "readers_alone_2_threads_pathlib_images_per_s": _rate(rounds[0].get("readers_alone_2_threads_pathlib")),
             "readers_alone_images_per_s": _rate(rounds[0].get("readers_alone"))}
 
 
@@ -385,15 +466,15 @@ def plot(out: Path) -> None:
         right = axes[1]
         data = [json.loads(path.read_text()) for path in runs] + [result]
         labels = [f"{name}\n{(d['machine']['cuda'] or 'CPU').replace('NVIDIA ', '').split()[0]}"
-                  for name, d in zip([path.stem for path in runs] + ["latest"], data)]
+                  for name, d in zip([path.stem.split("-")[0] for path in runs] + ["latest"], data)]
         for n in names:
             right.plot(labels, [d["sets"][n]["summary"]["path_over_bare"] for d in data], marker="o",
                        label=f"worker path, {n} px set")
         right.axhline(0.6, color="grey", linestyle="--", linewidth=1, label="issue 8 target (0.6)")
         right.set_ylim(0, 1)
         right.set_ylabel("path / bare forward")
-        right.set_title("The worker's default path, run by run (and its card)", fontsize=9)
-        right.tick_params(axis="x", labelsize=7, rotation=15)
+        right.set_title("The worker's default path, run by run (runs/N-*.md) and its card", fontsize=9)
+        right.tick_params(axis="x", labelsize=7)
         right.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "gpu-embed.png", dpi=120)
@@ -410,9 +491,12 @@ def main(argv=None) -> int:
     parser.add_argument("--variants", nargs="*", default=["16:1", "8:2", "4:2", "4:1"],
                         help="READERS:ASSEMBLERS thread counts to run beside make_feeder's choice; suffixes: "
                              ":loop resizes image by image, :wide resizes up to 4096 px in batched products, "
-                             ":nostream assembles on the default CUDA stream")
+                             ":nostream assembles on the default CUDA stream, :fwdstream runs the forward on a "
+                             "stream of its own")
     parser.add_argument("--pil-images", type=int, default=2048, help="0: skip the Pillow path")
     parser.add_argument("--parts", type=int, default=1, help="0: skip the stages measured alone")
+    parser.add_argument("--nvimgcodec", action="store_true",
+                        help="also run the nvImageCodec prototype (Bench.path_nvimgcodec; CUDA and the package)")
     parser.add_argument("--processes", type=int, nargs="*", default=[],
                         help="also run the multi-process prototype (Bench.path_processes) with these counts")
     parser.add_argument("--switch-intervals", type=float, nargs="*", default=[5],

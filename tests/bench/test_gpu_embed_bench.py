@@ -13,7 +13,7 @@ def test_the_gpu_embedding_bench_runs_on_the_cpu_and_writes_its_tables(tmp_path)
         (photos / subject / "00.jpg").write_bytes(photo_bytes(subject, 0))
     out = tmp_path / "out"
     assert main(["--device", "cpu", "--images", "8", "--batch", "4", "--rounds", "1", "--pil-images", "4",
-                 "--variants", "1:1", "1:1:loop:nostream:wide", "--processes", "1", "--photos", str(photos), "--work", str(tmp_path / "work"),
+                 "--variants", "1:1", "1:1:loop:nostream:wide:fwdstream", "--processes", "1", "--photos", str(photos), "--work", str(tmp_path / "work"),
                  "--out", str(out)]) == 0
     result = json.loads((out / "gpu-embed.json").read_text())
     assert set(result["sets"]) == {"512", "1024"} and result["sets"]["1024"]["images"] == 4
@@ -21,7 +21,7 @@ def test_the_gpu_embedding_bench_runs_on_the_cpu_and_writes_its_tables(tmp_path)
         summary = data["summary"]
         assert summary["bare_images_per_s"] > 0 and summary["path_over_bare"] > 0
         assert summary["path_1_readers_1_assemblers_over_bare"] > 0 and summary["pil_path_over_bare"] > 0
-        assert summary["path_1_readers_1_assemblers_loop_nostream_wide_over_bare"] > 0
+        assert summary["path_1_readers_1_assemblers_loop_nostream_wide_fwdstream_over_bare"] > 0
         assert summary["path_1_processes_prototype_over_bare"] > 0  # spawned decoders hand back their batches
         assert data["rounds"][0]["path"]["failed"] == 0
     table = (out / "gpu-embed.md").read_text()
