@@ -219,16 +219,19 @@ class Bench:
             pool.join()
         return {"images_per_s": done / seconds, "processes": processes, "chunk": chunk}
 
-    def path_nvimgcodec(self, keys: list[str], check: bool = False) -> dict:
+    def path_nvimgcodec(self, keys: list[str], check: bool = False, hardware: bool = False) -> dict:
         """images/s of a prototype that is not the worker's code: nvImageCodec reads and decodes each batch
         of files in its own native threads (no Python per image for reading, checking or decoding), then
         TensorDecoder's batched resize, the forward here. Two threads prepare batches ahead, each on a
-        CUDA stream of its own. `check`: also the largest difference from TensorDecoder's tensors."""
+        CUDA stream of its own. `check`: also the largest difference from TensorDecoder's tensors.
+        `hardware`: the JPEG hardware engine first (it failed in a gVisor sandbox), else the CUDA decoders."""
         from collections import deque
 
         from core.preprocess import TensorDecoder
         torch, nvimgcodec = self.torch, _nvimgcodec()
         backends = [nvimgcodec.Backend(nvimgcodec.GPU_ONLY), nvimgcodec.Backend(nvimgcodec.HYBRID_CPU_GPU)]
+        if hardware:
+            backends.insert(0, nvimgcodec.Backend(nvimgcodec.HW_GPU_ONLY))
         resize = TensorDecoder(self.encoder.preprocess, self.device)
         paths = [str(self.storage_root / key) for key in keys]
         chunks = [paths[i:i + self.batch] for i in range(0, len(paths), self.batch)]
@@ -336,6 +339,8 @@ def run(args) -> dict:
             sys.setswitchinterval(0.005)
             if args.nvimgcodec:
                 row["path_nvimgcodec_prototype"] = attempt(bench.path_nvimgcodec, set_keys, r == 0)
+            if args.nvimgcodec_hardware:
+                row["path_nvimgcodec_hardware_prototype"] = attempt(bench.path_nvimgcodec, set_keys, r == 0, True)
             for processes in args.processes:
                 row[f"path_{processes}_processes_prototype"] = attempt(bench.path_processes, set_keys, processes)
             if r == 0 and args.pil_images:  # a part that fails is recorded, and the rest still runs
@@ -439,8 +444,9 @@ def markdown(result: dict) -> str:
 
 
 def plot(out: Path) -> None:
-    """gpu-embed.png: images/s of the latest run, and the worker path's share of the bare forward in each
-    run kept under runs/ (the code changed between them; their .md files say what ran)."""
+    """gpu-embed.png: images/s of the main run (gpu-embed.json, the one the README's table reads), and the
+    worker path's share of the bare forward in each run kept under runs/ (the code changed between them;
+    their .md files say what ran)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -460,13 +466,13 @@ def plot(out: Path) -> None:
     left.set_xticks([i + width * (len(kinds) - 1) / 2 for i in range(len(names))],
                     [f"JPEGs {result['sets'][n]['widths'][0]}-{result['sets'][n]['widths'][1]} px" for n in names])
     left.set_ylabel("images / s")
-    left.set_title(f"Latest run on {result['machine']['cuda'] or result['machine']['cpu']}", fontsize=9)
+    left.set_title(f"Main run on {result['machine']['cuda'] or result['machine']['cpu']}", fontsize=9)
     left.legend(fontsize=7)
     if runs:
         right = axes[1]
         data = [json.loads(path.read_text()) for path in runs] + [result]
         labels = [f"{name}\n{(d['machine']['cuda'] or 'CPU').replace('NVIDIA ', '').split()[0]}"
-                  for name, d in zip([path.stem.split("-")[0] for path in runs] + ["latest"], data)]
+                  for name, d in zip([path.stem.split("-")[0] for path in runs] + ["main"], data)]
         for n in names:
             right.plot(labels, [d["sets"][n]["summary"]["path_over_bare"] for d in data], marker="o",
                        label=f"worker path, {n} px set")
@@ -497,6 +503,8 @@ def main(argv=None) -> int:
     parser.add_argument("--parts", type=int, default=1, help="0: skip the stages measured alone")
     parser.add_argument("--nvimgcodec", action="store_true",
                         help="also run the nvImageCodec prototype (Bench.path_nvimgcodec; CUDA and the package)")
+    parser.add_argument("--nvimgcodec-hardware", action="store_true",
+                        help="also the nvImageCodec prototype with the JPEG hardware engine first")
     parser.add_argument("--processes", type=int, nargs="*", default=[],
                         help="also run the multi-process prototype (Bench.path_processes) with these counts")
     parser.add_argument("--switch-intervals", type=float, nargs="*", default=[5],
