@@ -8,6 +8,7 @@
   only 1.2k of the model's 10.9k images/s (issue 8), so a GPU worker decodes on the GPU. Only plain
   JPEGs take it (RGB or grey, no EXIF rotation); everything else falls back to `pil_tensor`.
 """
+import threading
 import warnings
 from collections.abc import Sequence
 
@@ -107,7 +108,7 @@ class TensorDecoder:
         self.resize = int(round(preprocess.size / preprocess.crop_pct))
         self.mean = torch.tensor(preprocess.mean, device=self.device).view(3, 1, 1) * 255
         self.std = torch.tensor(preprocess.std, device=self.device).view(3, 1, 1) * 255
-        self._axes: dict[tuple[int, int], torch.Tensor] = {}  # (length, resized length) -> [crop, length]
+        self._local = threading.local()  # each thread's cache of `_axis` matrices
 
     def __call__(self, blobs: Sequence[bytes]) -> torch.Tensor:
         """JPEG bytes (each `plain_jpeg`) -> float32 [n, 3, size, size] on the device."""
@@ -183,9 +184,15 @@ class TensorDecoder:
 
     def _axis(self, length: int, resized: int) -> torch.Tensor:
         """[crop, length]: the weights of `length` input pixels for the cropped outputs of a resize of one
-        axis to `resized`, read off `interpolate` applied to the identity. Cached (sizes repeat)."""
+        axis to `resized`, read off `interpolate` applied to the identity. Cached (sizes repeat) per thread:
+        each Feeder assembler works on a CUDA stream of its own, and a matrix shared across streams could
+        be read before the kernels that make it had run, or its memory reused while another stream reads
+        it."""
+        axes = getattr(self._local, "axes", None)
+        if axes is None:
+            axes = self._local.axes = {}  # (length, resized length) -> [crop, length]
         key = (length, resized)
-        matrix = self._axes.get(key)
+        matrix = axes.get(key)
         if matrix is None:
             eye = torch.eye(length, device=self.device).view(1, 1, length, length)
             if resized != length:
@@ -194,9 +201,9 @@ class TensorDecoder:
             crop = self.preprocess.size
             top = int(round((resized - crop) / 2.0))
             matrix = eye[0, 0, top:top + crop].contiguous()
-            if len(self._axes) >= AXIS_CACHE:
-                self._axes.clear()
-            self._axes[key] = matrix
+            if len(axes) >= AXIS_CACHE:
+                axes.clear()
+            axes[key] = matrix
         return matrix
 
 
@@ -205,8 +212,9 @@ class TensorDecoder:
 # fits; its 768-1024 px set goes image by image).
 PAD_PIXELS = 48_000_000
 BATCH_SIDE = 768
-# Cached axis matrices (at most 224 x a few thousand floats each).
-AXIS_CACHE = 512
+# Cached axis matrices per thread (224 x at most BATCH_SIDE floats each, up to 688 kB: at most 176 MB of
+# device memory per assembler thread when full, about half that for photos of ordinary sizes).
+AXIS_CACHE = 256
 
 
 def _padded(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
