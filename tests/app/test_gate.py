@@ -59,8 +59,14 @@ def test_bodies_are_counted_while_they_stream_whatever_the_transfer_encoding(app
     assert status == 413 and consumed <= 6  # stopped just past the limit, not after 3.2 MB
 
 
+# Rate limits count in fixed windows: a test whose requests straddled a window's end would see its count
+# restart (it did, once in many runs, with the default 60 s). Windows of 11 days make that all but impossible.
+LONG_WINDOW_S = "1000000"
+
+
 def test_requests_without_a_valid_key_are_metered_per_address(anonymous_client, monkeypatch, redis_client):
     monkeypatch.setenv("ATTRIB_ANONYMOUS_RATE_LIMIT_REQUESTS", "5")
+    monkeypatch.setenv("ATTRIB_RATE_LIMIT_WINDOW_S", LONG_WINDOW_S)
     get_settings.cache_clear()
     for counter in redis_client.scan_iter("attrib:rate:ip:testclient:*"):  # other tests' requests
         redis_client.delete(counter)
@@ -74,6 +80,7 @@ def test_requests_without_a_valid_key_are_metered_per_address(anonymous_client, 
 
 def test_idempotent_replays_count_against_the_key(anonymous_client, make_key, monkeypatch):
     monkeypatch.setenv("ATTRIB_RATE_LIMIT_REQUESTS", "3")
+    monkeypatch.setenv("ATTRIB_RATE_LIMIT_WINDOW_S", LONG_WINDOW_S)
     get_settings.cache_clear()
     headers = auth(make_key("admin")) | {"Idempotency-Key": "same"}
     body = {"name": "n", "scope": "attributor"}
