@@ -12,6 +12,9 @@ Stages, run in interleaved rounds so that each ratio compares minutes of the sam
   the Pillow path (`gpu_decode` off) that a GPU worker fell back to before.
 - **parts**: the GPU decoder alone (bytes in memory, one thread) and the readers alone (file read and the
   plain-JPEG check), to say which stage bounds the path when it falls short.
+- **prototypes** (not the worker's code, only on request): decoding in spawned processes that hand batches
+  back through CUDA IPC (`--processes`), and nvImageCodec reading and decoding in its own threads
+  (`--nvimgcodec`, `--nvimgcodec-hardware`). Both ran slower than the worker's path (README, Scaling).
 
 Images: JPEGs made from the DreamBooth photos (`--photos`), 320-512 px wide as in `bench.ingest`, and a
 set 768-1024 px wide. Needs torch, torchvision, timm, Pillow and the packaged Lite0 weights, not the
