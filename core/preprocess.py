@@ -99,8 +99,9 @@ class TensorDecoder:
     """Decode and preprocess a batch of JPEG bytes as tensor ops on `device` ('cuda' or 'cpu').
 
     `batched_resize`: resize and crop the whole batch in two batched matrix products (`_resize_batch`)
-    instead of one `interpolate` per image (`_resize_and_crop`). Per image the Python calls and kernel
-    launches added up to tens of microseconds under the GIL, which the GPU worker's other threads need."""
+    instead of one `interpolate` per image (`_resize_and_crop`), whose Python calls and kernel launches
+    hold the GIL that the GPU worker's other threads need. On an H200 this decoder alone went from 8.6k
+    to 10.9k images/s on 320-512 px JPEGs, and the worker's path about a quarter faster (bench.gpu_embed)."""
 
     def __init__(self, preprocess: Preprocess, device: str, batched_resize: bool = True):
         self.preprocess, self.device = preprocess, torch.device(device)

@@ -123,12 +123,17 @@ def test_large_files_stream_in_and_out_whole(storage, tmp_path):
     assert storage.get("snapshots/enc/bases/b1/vectors.npy") == data  # get returns every byte too
 
 
-def test_local_get_reads_whole_files_and_refuses_folders(tmp_path):
+def test_local_get_reads_whole_files_and_refuses_folders(tmp_path, monkeypatch):
     """LocalStorage.get reads with bare system calls (the GPU readers' hot path): an empty file, a file
-    larger than one read of a pipe-sized buffer, and a folder (an error, as with Path.read_bytes)."""
+    that arrives in short reads (as from a network file system), and a folder (an error, as with
+    Path.read_bytes)."""
+    import os
     storage = LocalStorage(tmp_path / "storage")
     storage.put("a/empty.bin", b"")
-    storage.put("a/big.bin", b"x" * (3 * 2**20 + 7))
-    assert storage.get("a/empty.bin") == b"" and storage.get("a/big.bin") == b"x" * (3 * 2**20 + 7)
+    data = bytes(range(256)) * 4096 + b"tail"
+    storage.put("a/big.bin", data)
+    real_read = os.read
+    monkeypatch.setattr(os, "read", lambda fd, n: real_read(fd, min(n, 100_000)))
+    assert storage.get("a/empty.bin") == b"" and storage.get("a/big.bin") == data
     with pytest.raises(IsADirectoryError):
         storage.get("a")
