@@ -214,3 +214,71 @@ def test_make_feeder_takes_every_core_on_a_cpu_and_the_operators_count_when_set(
     assert (cpu.workers, cpu.assemblers, cpu.decoder) == (len(os.sched_getaffinity(0)), 1, None)
     assert make_feeder(LITE0_PREPROCESS, "cpu", decode_workers=5).workers == 5
     cpu.close()
+
+
+class CountingDecoder(TensorDecoder):
+    """Counts each image the device and the host decode; the device's batched call is slowed, as a GPU
+    busy with the forward would be, so that host decoders get to some images first."""
+
+    def __init__(self, device_delay: float = 0.0, host_fails: bool = False):
+        super().__init__(LITE0_PREPROCESS, "cpu")
+        import threading
+        self.delay, self.host_fails, self.lock = device_delay, host_fails, threading.Lock()
+        self.on_device, self.on_host = [], []
+
+    def decode(self, blobs):
+        import time
+        time.sleep(self.delay)
+        with self.lock:
+            self.on_device.extend(blobs)
+        return super().decode(blobs)
+
+    def decode_on_host(self, blob):
+        with self.lock:
+            self.on_host.append(blob)
+        if self.host_fails:
+            raise RuntimeError("libjpeg refused it")
+        return super().decode_on_host(blob)
+
+
+def distinct_jpegs(count: int) -> list[bytes]:
+    base = Image.open(io.BytesIO(PHOTOS[0])).convert("RGB")
+    return [encode(base.rotate(3 * i), "JPEG") for i in range(count)]
+
+
+def test_host_decoders_and_the_device_share_the_jpegs_each_decoded_once_with_the_same_tensors():
+    """Host decoder threads take the JPEGs they reach before their batch is assembled, the device the
+    rest; each image is decoded exactly once, and the batches are the device-only path's."""
+    blobs = distinct_jpegs(24)
+    items = [(i, (lambda b=b: b)) for i, b in enumerate(blobs)]
+    alone = Feeder(LITE0_PREPROCESS, "cpu", workers=2, tensor_decode=True)
+    expected = [b.tensor for b in alone.batches(items, 4)]
+    alone.close()
+
+    feeder = Feeder(LITE0_PREPROCESS, "cpu", workers=2, tensor_decode=True, assemblers=2, host_decoders=2)
+    feeder.decoder = decoder = CountingDecoder(device_delay=0.05)
+    batches = list(feeder.batches(items, 4))
+    feeder.close()
+    assert [b.ids for b in batches] == [list(range(i, i + 4)) for i in range(0, 24, 4)]
+    assert all(torch.equal(b.tensor, e) for b, e in zip(batches, expected))
+    assert sorted(decoder.on_device + decoder.on_host) == sorted(blobs)  # once each, by one side
+    assert decoder.on_host, "the host decoders took none"
+
+
+def test_a_jpeg_the_host_decoder_fails_on_falls_back_to_the_device():
+    blobs = distinct_jpegs(6)
+    feeder = Feeder(LITE0_PREPROCESS, "cpu", workers=1, tensor_decode=True, host_decoders=2)
+    feeder.decoder = decoder = CountingDecoder(device_delay=0.2, host_fails=True)
+    batches = list(feeder.batches([(i, (lambda b=b: b)) for i, b in enumerate(blobs)], 6))
+    feeder.close()
+    assert decoder.on_host and batches[0].ids == list(range(6)) and not batches[0].failed
+    assert sorted(decoder.on_device) == sorted(blobs)  # the host's failures decoded again on the device
+    expected = TensorDecoder(LITE0_PREPROCESS, "cpu")(blobs)
+    assert torch.equal(batches[0].tensor, expected)
+
+
+def test_make_feeder_gives_host_decoders_only_to_a_gpu_feeder():
+    from core.pipeline import make_feeder
+    cpu = make_feeder(LITE0_PREPROCESS, "cpu", host_decoders=4)
+    assert cpu.host_decoders == 0 and cpu.host is None  # a CPU worker decodes with Pillow in its readers
+    cpu.close()
