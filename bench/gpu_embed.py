@@ -157,23 +157,22 @@ class Bench:
         self.sync()
         return done / (time.perf_counter() - started)
 
-    def path(self, keys: list[str], forward_stream: bool = False, prefetch: int | None = None, **feeder_args) -> dict:
+    def path(self, keys: list[str], forward_stream: bool = False, **feeder_args) -> dict:
         """images/s of the worker's read -> decode -> forward loop over stored files. `forward_stream`: the
         forward runs on a CUDA stream of its own instead of the legacy default stream, with which other
-        streams' work (a decoder's that uses stream 0 inside) would otherwise serialise. `prefetch`: batches
-        assembled ahead of the forward (Feeder.batches' default when None)."""
+        streams' work (a decoder's that uses stream 0 inside) would otherwise serialise."""
         from core.pipeline import Feeder, make_feeder
         feeder = (Feeder(self.encoder.preprocess, self.device, **feeder_args) if feeder_args
                   else make_feeder(self.encoder.preprocess, self.device))
         use_stream = forward_stream and self.device.startswith("cuda")
         with self.torch.cuda.stream(self.torch.cuda.Stream()) if use_stream else contextlib.nullcontext():
-            return self._path(keys, feeder, prefetch)
+            return self._path(keys, feeder)
 
-    def _path(self, keys: list[str], feeder, prefetch: int | None = None) -> dict:
+    def _path(self, keys: list[str], feeder) -> dict:
         try:
             self.sync()
             started, done, failed, waited = time.perf_counter(), 0, 0, 0.0
-            batches = feeder.batches(self.items(keys), self.batch, prefetch)
+            batches = feeder.batches(self.items(keys), self.batch)
             while True:
                 asked = time.perf_counter()
                 batch = next(batches, None)
@@ -188,8 +187,7 @@ class Bench:
         finally:
             feeder.close()
         return {"images_per_s": done / seconds, "failed": failed, "waiting_for_batches_pct": 100 * waited / seconds,
-                "assemblers": feeder.assemblers, "workers": feeder.workers, "gpu_decode": feeder.decoder is not None,
-                "host_decoders": feeder.host_decoders}
+                "assemblers": feeder.assemblers, "workers": feeder.workers, "gpu_decode": feeder.decoder is not None}
 
     def path_processes(self, keys: list[str], processes: int, chunk: int = 64) -> dict:
         """images/s of a prototype that is not the worker's code: `processes` spawned processes each read,
@@ -288,23 +286,6 @@ class Bench:
         self.sync()
         return len(blobs) / (time.perf_counter() - started)
 
-    def host_decoder_alone(self, keys: list[str], threads: int) -> float:
-        """images/s of TensorDecoder.decode_on_host (CPU decode, copy to the device) in `threads` threads on
-        bytes in memory: what the host decoders could add to the GPU decoder."""
-        from core.preprocess import TensorDecoder
-        decoder = TensorDecoder(self.encoder.preprocess, self.device)
-        blobs = [self.storage.get(key) for key in keys]
-        with ThreadPoolExecutor(threads) as pool:
-            check = blobs[:self.batch]  # also the warm-up: the two decoders' tensors and vectors side by side
-            host, device = decoder.prepare(list(pool.map(decoder.decode_on_host, check))), decoder(check)
-            cosines = (self.encoder.embed_tensor(host) * self.encoder.embed_tensor(device)).sum(axis=1)
-            started = time.perf_counter()
-            list(pool.map(decoder.decode_on_host, blobs))
-            return {"images_per_s": len(blobs) / (time.perf_counter() - started),
-                    "max_difference_from_device_decode": float((host - device).abs().max()),
-                    "mean_difference_from_device_decode": float((host - device).abs().mean()),
-                    "min_cosine_to_device_decode": float(cosines.min())}
-
     def readers_alone(self, keys: list[str], workers: int | None = None, pathlib: bool = False) -> float:
         """images/s of reading stored files and checking them for the GPU decoder, in `workers` threads
         (`pathlib`: read with Path.read_bytes, as the local backend did before)."""
@@ -351,15 +332,12 @@ def run(args) -> dict:
                 row["path" + suffix] = bench.path(set_keys)
                 for variant in args.variants:  # other thread counts than make_feeder's, or a part switched off
                     workers, assemblers, *off = variant.split(":")
-                    host = next((int(o[4:]) for o in off if o.startswith("host")), 0)
-                    ahead = next((int(o[5:]) for o in off if o.startswith("ahead")), None)
                     key = f"path_{workers}_readers_{assemblers}_assemblers{''.join('_' + o for o in off)}{suffix}"
                     with batch_side(4096 if "wide" in off else None):
                         row[key] = attempt(
                             bench.path, set_keys, workers=int(workers), tensor_decode=args.device.startswith("cuda"),
                             assemblers=int(assemblers), batched_resize="loop" not in off,
-                            side_streams="nostream" not in off, forward_stream="fwdstream" in off,
-                            host_decoders=host, prefetch=ahead)
+                            side_streams="nostream" not in off, forward_stream="fwdstream" in off)
             sys.setswitchinterval(0.005)
             if args.nvimgcodec:
                 row["path_nvimgcodec_prototype"] = attempt(bench.path_nvimgcodec, set_keys, r == 0)
@@ -373,9 +351,6 @@ def run(args) -> dict:
                 row["decoder_alone"] = attempt(bench.decoder_alone, set_keys[:8 * args.batch])
                 row["decoder_alone_4_threads"] = attempt(bench.decoder_alone, set_keys[:8 * args.batch], 4)
                 row["decoder_alone_loop"] = attempt(bench.decoder_alone, set_keys[:8 * args.batch], 1, False)
-                for threads in (4, 10):
-                    row[f"host_decoder_alone_{threads}_threads"] = attempt(
-                        bench.host_decoder_alone, set_keys[:8 * args.batch], threads)
                 row["readers_alone"] = attempt(bench.readers_alone, set_keys)
                 row["readers_alone_4_threads"] = attempt(bench.readers_alone, set_keys, 4)
                 row["readers_alone_2_threads"] = attempt(bench.readers_alone, set_keys, 2)
@@ -426,8 +401,6 @@ def summarise(rounds: list[dict]) -> dict:
             "decoder_alone_images_per_s": _rate(rounds[0].get("decoder_alone")),
             "decoder_alone_4_threads_images_per_s": _rate(rounds[0].get("decoder_alone_4_threads")),
             "decoder_alone_loop_images_per_s": _rate(rounds[0].get("decoder_alone_loop")),
-            "host_decoder_alone_4_threads_images_per_s": _rate(rounds[0].get("host_decoder_alone_4_threads")),
-            "host_decoder_alone_10_threads_images_per_s": _rate(rounds[0].get("host_decoder_alone_10_threads")),
             "readers_alone_4_threads_images_per_s": _rate(rounds[0].get("readers_alone_4_threads")),
             "readers_alone_2_threads_images_per_s": _rate(rounds[0].get("readers_alone_2_threads")),
             "readers_alone_2_threads_pathlib_images_per_s": _rate(rounds[0].get("readers_alone_2_threads_pathlib")),
@@ -475,12 +448,14 @@ def markdown(result: dict) -> str:
 def plot(out: Path) -> None:
     """gpu-embed.png: images/s of the main run (gpu-embed.json, the one the README's table reads), and the
     worker path's share of the bare forward in each run kept under runs/ (the code changed between them;
-    their .md files say what ran)."""
+    their .md files say what ran). A run whose default was reverted names, as `plotted_path`, the variant
+    that ran the code kept."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     result = json.loads((out / "gpu-embed.json").read_text())
-    runs = sorted((out / "runs").glob("*.json")) if (out / "runs").is_dir() else []
+    runs = sorted((out / "runs").glob("*.json"), key=lambda path: int(path.stem.split("-")[0])) \
+        if (out / "runs").is_dir() else []  # by run number: 10 after 9
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8)) if runs else plt.subplots(figsize=(6, 3.8))
     left = axes[0] if runs else axes
     names = list(result["sets"])
@@ -503,7 +478,8 @@ def plot(out: Path) -> None:
         labels = [f"{name}\n{(d['machine']['cuda'] or 'CPU').replace('NVIDIA ', '').split()[0]}"
                   for name, d in zip([path.stem.split("-")[0] for path in runs] + ["main"], data)]
         for n in names:
-            right.plot(labels, [d["sets"][n]["summary"]["path_over_bare"] for d in data], marker="o",
+            right.plot(labels, [d["sets"][n]["summary"][d.get("plotted_path", "path") + "_over_bare"] for d in data],
+                       marker="o",
                        label=f"worker path, {n} px set")
         right.axhline(0.6, color="grey", linestyle="--", linewidth=1, label="issue 8 target (0.6)")
         right.set_ylim(0, 1)
@@ -527,8 +503,7 @@ def main(argv=None) -> int:
                         help="READERS:ASSEMBLERS thread counts to run beside make_feeder's choice; suffixes: "
                              ":loop resizes image by image, :wide resizes up to 4096 px in batched products, "
                              ":nostream assembles on the default CUDA stream, :fwdstream runs the forward on a "
-                             "stream of its own, :hostN N host decoder threads (0 unless given), :aheadN N "
-                             "batches assembled ahead")
+                             "stream of its own")
     parser.add_argument("--pil-images", type=int, default=2048, help="0: skip the Pillow path")
     parser.add_argument("--parts", type=int, default=1, help="0: skip the stages measured alone")
     parser.add_argument("--nvimgcodec", action="store_true",

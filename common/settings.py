@@ -36,9 +36,6 @@ class Settings(BaseSettings):
     decode_workers: int = Field(default=0, ge=0)
     # On a GPU worker, decode plain JPEGs on the GPU (nvJPEG) and preprocess as tensor ops there.
     gpu_decode: bool = True
-    # On a GPU worker, threads that decode JPEGs on the CPU beside the GPU decoder (unset: the cores left
-    # after the readers, assemblers and two spare ones; 0 = off; core.pipeline.make_feeder).
-    gpu_host_decoders: int | None = Field(default=None, ge=0)
     # A worker that serves only the embedding queue (`--queues embed`, the default launch's import worker)
     # runs its decode threads this much lower in CPU priority (nice): they read ahead of the forward pass,
     # so on shared cores they can give way to the API and the attribution worker. 0 = off.

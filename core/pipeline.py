@@ -33,9 +33,6 @@ class Feeder:
     `assemblers`: threads that assemble (and, with `tensor_decode`, decode) batches, so the next batches are
     prepared while one is; each batch is still assembled by one thread, and handed out in order.
     `decode_nice`: the decode threads run at this much lower CPU priority (worker.batch_embed.DECODE_NICE).
-    `host_decoders`: with `tensor_decode` on a GPU, threads that decode JPEGs on idle CPU cores beside the
-    GPU decoder (`_Shared`): on a GPU the decoder and the forward take turns on the same cores, so the CPU's
-    decodes are capacity the GPU does not have (bench.gpu_embed).
     `batched_resize`, `side_streams`: the GPU path's two ways of keeping the GIL and the default stream free
     (TensorDecoder, `_assemble`); off only to measure what they bring (bench.gpu_embed).
 
@@ -51,7 +48,7 @@ class Feeder:
 
     def __init__(self, preprocess: Preprocess, device: str = "cpu", workers: int = 2,
                  tensor_decode: bool = False, decode_nice: int = 0, assemblers: int = 1,
-                 batched_resize: bool = True, side_streams: bool = True, host_decoders: int = 0):
+                 batched_resize: bool = True, side_streams: bool = True):
         self.preprocess, self.device, self.workers = preprocess, device, max(1, workers)
         self.assemblers = max(1, assemblers)
         self.transform = eval_transform(preprocess)
@@ -60,10 +57,6 @@ class Feeder:
         self.readers = ThreadPoolExecutor(self.workers, thread_name_prefix="decode",
                                           initializer=_lower_thread_priority, initargs=(decode_nice,))
         self.assembler = ThreadPoolExecutor(self.assemblers, thread_name_prefix="assemble")
-        self.host_decoders = host_decoders if self.decoder is not None else 0
-        self.host = (ThreadPoolExecutor(self.host_decoders, thread_name_prefix="host-decode",
-                                        initializer=_lower_thread_priority, initargs=(max(decode_nice, HOST_NICE),))
-                     if self.host_decoders else None)
         self._carried: dict[int, Future] = {}  # item id -> read started by a call that closed early
         self._streams = threading.local()  # each assembler thread's CUDA stream
 
@@ -98,29 +91,13 @@ class Feeder:
             read.cancel()
         self.assembler.shutdown(wait=False, cancel_futures=True)
         self.readers.shutdown(wait=False, cancel_futures=True)
-        if self.host is not None:
-            self.host.shutdown(wait=False, cancel_futures=True)
 
     def _read(self, load: Callable[[], bytes]):
-        """One item -> ("jpeg", _Shared) for the tensor decoder (offered to the host decoders too, if any),
-        or ("tensor", [3, S, S]) decoded here."""
+        """One item -> ("jpeg", bytes) for the tensor decoder, or ("tensor", [3, S, S]) decoded here."""
         data = load()
         if self.decoder is not None and plain_jpeg(data):
-            shared = _Shared(data)
-            if self.host is not None:
-                self.host.submit(self._host_decode, shared)
-            return "jpeg", shared
+            return "jpeg", data
         return "tensor", pil_tensor(data, self.preprocess, self.transform)
-
-    def _host_decode(self, shared: "_Shared") -> None:
-        if not shared.claim(_HOST):
-            return  # its batch's assembler got there first
-        try:
-            shared.image = self.decoder.decode_on_host(shared.data)
-        except Exception as exc:  # the assembler falls back for it
-            shared.error = exc
-        finally:
-            shared.done.set()
 
     def _assemble(self, futures: list[tuple[int, Future]]) -> Batch:
         """On a GPU, on a CUDA stream of this thread's own, so that the next batch's decode and resize
@@ -159,68 +136,23 @@ class Feeder:
             batch.tensor = torch.stack([tensors[i].to(self.device) for i in batch.ids])
         return batch
 
-    def _decode_jpegs(self, jpegs: dict[int, "_Shared"], batch: Batch) -> dict[int, torch.Tensor]:
-        """The device decodes in one batched call the JPEGs no host decoder has started; those the host
-        decoders took are waited for. All are then resized together (TensorDecoder.prepare)."""
-        images: dict[int, torch.Tensor] = {}  # id -> uint8 image on the device
-        ready: dict[int, torch.Tensor] = {}   # id -> final tensor (Pillow's fallback)
-        mine = {i: shared.data for i, shared in jpegs.items() if shared.claim(_DEVICE)}
+    def _decode_jpegs(self, jpegs: dict[int, bytes], batch: Batch) -> dict[int, torch.Tensor]:
         try:
-            images.update(zip(mine, self.decoder.decode(list(mine.values())) if mine else []))
+            return dict(zip(jpegs, self.decoder(list(jpegs.values()))))
         except Exception:  # one bad file fails the batched call: decode one by one, so only it falls back
-            for i, data in mine.items():
-                self._decode_one(i, data, images, ready, batch)
-        for i, shared in jpegs.items():
-            if i in mine:
-                continue
-            shared.done.wait()
-            if shared.error is None:
-                images[i] = _used_here(shared.image)
-            else:
-                self._decode_one(i, shared.data, images, ready, batch)
-        if images:
-            ready.update(zip(images, self.decoder.prepare(list(images.values()))))
-        return ready
+            decoded = {i: self._decode_one(i, data, batch) for i, data in jpegs.items()}
+            return {i: tensor for i, tensor in decoded.items() if tensor is not None}
 
-    def _decode_one(self, item_id: int, data: bytes, images: dict, ready: dict, batch: Batch) -> None:
+    def _decode_one(self, item_id: int, data: bytes, batch: Batch) -> torch.Tensor | None:
         try:
-            images[item_id] = self.decoder.decode([data])[0]
-            return
+            return self.decoder([data])[0]
         except Exception:  # a JPEG nvJPEG refuses may still be one Pillow reads
             pass
         try:
-            ready[item_id] = pil_tensor(data, self.preprocess, self.transform)
+            return pil_tensor(data, self.preprocess, self.transform)
         except Exception as exc:
             batch.failed[item_id] = f"cannot decode stored image: {type(exc).__name__}: {exc}"
-
-
-_HOST, _DEVICE = "host", "device"
-
-
-class _Shared:
-    """A read plain JPEG that a host decoder thread and its batch's assembler may both want: whoever claims
-    it first decodes it, so the CPU takes as many as it gets to before the batch is assembled and the GPU
-    decodes the rest; with fast reads or a busy CPU that is few, with a GPU slow to come back, more."""
-    __slots__ = ("data", "owner", "image", "error", "done", "_lock")
-
-    def __init__(self, data: bytes):
-        self.data, self.owner, self.image, self.error = data, None, None, None
-        self.done, self._lock = threading.Event(), threading.Lock()
-
-    def claim(self, owner: str) -> bool:
-        with self._lock:
-            if self.owner is not None:
-                return False
-            self.owner = owner
-            return True
-
-
-def _used_here(image: torch.Tensor) -> torch.Tensor:
-    """An image a host decoder copied to the device on its own stream, now read on this thread's stream:
-    the allocator must not reuse its memory before this stream's kernels ran."""
-    if image.is_cuda:
-        image.record_stream(torch.cuda.current_stream(image.device))
-    return image
+            return None
 
 
 def _handed_out(batch: Batch) -> Batch:
@@ -232,19 +164,16 @@ def _handed_out(batch: Batch) -> Batch:
 
 
 def make_feeder(preprocess: Preprocess, device: str, decode_workers: int = 0, gpu_decode: bool = True,
-                decode_nice: int = 0, host_decoders: int | None = None) -> Feeder:
+                decode_nice: int = 0) -> Feeder:
     """The Feeder a worker uses on `device` (worker.batch_embed, from its settings; bench.gpu_embed).
     `decode_workers` 0: on a CPU one read/decode thread per core the process may use; on a GPU, where
     JPEGs are decoded on the device (`gpu_decode`), GPU_READERS threads read and GPU_ASSEMBLERS threads
-    prepare batches side by side, and `host_decoders` threads (None: the cores left, see GPU_SPARE_CORES)
-    decode JPEGs on the CPU beside the GPU decoder."""
+    prepare batches side by side."""
     on_gpu = device.startswith("cuda")
     cores = len(os.sched_getaffinity(0))
     workers = decode_workers or (min(cores, GPU_READERS) if on_gpu else cores)
-    if host_decoders is None:
-        host_decoders = max(0, cores - workers - GPU_ASSEMBLERS - GPU_SPARE_CORES) if on_gpu else 0
     return Feeder(preprocess, device, workers, tensor_decode=on_gpu and gpu_decode, decode_nice=decode_nice,
-                  assemblers=GPU_ASSEMBLERS if on_gpu else 1, host_decoders=host_decoders)
+                  assemblers=GPU_ASSEMBLERS if on_gpu else 1)
 
 
 # Thread counts of a GPU worker's Feeder, measured by bench.gpu_embed on an H100 host (16 cores, local
@@ -254,11 +183,6 @@ def make_feeder(preprocess: Preprocess, device: str, decode_workers: int = 0, gp
 # storage wait on the network instead: raise ATTRIB_DECODE_WORKERS there.
 GPU_READERS = 2
 GPU_ASSEMBLERS = 2
-# Cores a GPU worker leaves to its forward pass, the API and the rest of the host when it counts the cores
-# its host decoders may take; the host decoders run at HOST_NICE so that the threads holding the GIL
-# (readers, assemblers, the forward) keep their cores.
-GPU_SPARE_CORES = 2
-HOST_NICE = 5
 
 
 def _lower_thread_priority(by: int) -> None:

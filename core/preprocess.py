@@ -109,35 +109,12 @@ class TensorDecoder:
         self.resize = int(round(preprocess.size / preprocess.crop_pct))
         self.mean = torch.tensor(preprocess.mean, device=self.device).view(3, 1, 1) * 255
         self.std = torch.tensor(preprocess.std, device=self.device).view(3, 1, 1) * 255
-        self._local = threading.local()  # each thread's cache of `_axis` matrices, and its upload stream
+        self._local = threading.local()  # each thread's cache of `_axis` matrices
 
     def __call__(self, blobs: Sequence[bytes]) -> torch.Tensor:
         """JPEG bytes (each `plain_jpeg`) -> float32 [n, 3, size, size] on the device."""
-        return self.prepare(self.decode(blobs))
-
-    def decode(self, blobs: Sequence[bytes]) -> list[torch.Tensor]:
-        """JPEG bytes -> uint8 [3, H, W] images on the device, decoded there in one batched call."""
         data = [torch.frombuffer(bytearray(blob), dtype=torch.uint8) for blob in blobs]
-        return tvio.decode_jpeg(data, mode=tvio.ImageReadMode.RGB, device=self.device)
-
-    def decode_on_host(self, blob: bytes) -> torch.Tensor:
-        """One JPEG decoded by the CPU (libjpeg-turbo; torchvision releases the GIL while it decodes), then
-        copied to the device on this thread's own CUDA stream and waited for: the same uint8 image as
-        `decode` gives, up to the two decoders' rounding (a grey level at most here and there). Lets idle
-        CPU cores take part of a GPU worker's decoding (core.pipeline.Feeder's `host_decoders`)."""
-        image = tvio.decode_jpeg(torch.frombuffer(bytearray(blob), dtype=torch.uint8), mode=tvio.ImageReadMode.RGB)
-        if self.device.type != "cuda":
-            return image
-        stream = getattr(self._local, "stream", None)
-        if stream is None:
-            stream = self._local.stream = torch.cuda.Stream(self.device)
-        with torch.cuda.stream(stream):
-            on_device = image.pin_memory().to(self.device, non_blocking=True)
-        stream.synchronize()
-        return on_device
-
-    def prepare(self, images: Sequence[torch.Tensor]) -> torch.Tensor:
-        """uint8 [3, H, W] images on the device -> float32 [n, 3, size, size]: resized, cropped, normalised."""
+        images = tvio.decode_jpeg(data, mode=tvio.ImageReadMode.RGB, device=self.device)
         # Rounding and normalising run once on the batch: per image they were kernel launches and Python
         # calls that a GPU waits on (bench.gpu_embed).
         if self.batched_resize:

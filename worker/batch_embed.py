@@ -148,7 +148,7 @@ DECODE_NICE = 0
 
 def make_feeder(encoder: Encoder, settings: Settings, device: str) -> Feeder:
     return pipeline.make_feeder(encoder.preprocess, device, settings.decode_workers, settings.gpu_decode,
-                                DECODE_NICE, settings.gpu_host_decoders)
+                                DECODE_NICE)
 
 
 def forward_batch_size(settings: Settings, device: str) -> int:
