@@ -18,6 +18,10 @@ from common.events import CHANNEL, parse_job_finished
 log = logging.getLogger(__name__)
 
 
+# How long an API process's shutdown waits for the job-events listener to end (JobEvents.stop).
+STOP_WAIT_S = 5.0
+
+
 class JobEvents:
     def __init__(self, redis_url: str | None, *, max_waits: int, max_waits_per_key: int, recheck_s: float):
         self.redis_url, self.recheck_s = redis_url, recheck_s
@@ -35,11 +39,22 @@ class JobEvents:
             self._task = asyncio.create_task(self._listen(), name="job-events")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        """Cancel the listener and wait for it, cancelling again while it still runs: a cancel that lands
+        while redis-py connects and subscribes can be lost there (seen with redis 8.1 when an API process
+        stopped right after it started: the listener went on into `listen()` and the shutdown hung for
+        good). Gives up after STOP_WAIT_S rather than hold the process's shutdown."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + STOP_WAIT_S
+        while not task.done() and loop.time() < deadline:
+            task.cancel()
+            await asyncio.wait({task}, timeout=0.1)
+        if not task.done():
+            log.warning("job-events listener did not stop within %s s; leaving it", STOP_WAIT_S)
+        elif not task.cancelled() and task.exception() is not None:
+            log.warning("job-events listener had failed: %r", task.exception())
 
     async def _listen(self) -> None:
         while True:

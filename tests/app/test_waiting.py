@@ -92,3 +92,26 @@ def test_over_the_wait_cap_the_answer_comes_at_once(service_env, monkeypatch, ma
     with TestClient(create_app()) as client:
         response = submit(client, make_key("attributor"), wait=30)
     assert response.status_code == 202 and response.json()["status"] == "queued"
+
+
+STOP_RIGHT_AFTER_START = """
+from fastapi.testclient import TestClient
+from app.main import create_app
+for _ in range(3):
+    with TestClient(create_app()):
+        pass  # shutdown while the job-events listener connects and subscribes
+print("stopped")
+"""
+
+
+def test_an_api_process_stopped_right_after_it_started_shuts_down(service_env):
+    """A cancel that lands while redis-py subscribes was lost, and the lifespan's shutdown waited for the
+    listener forever (every try of this script hung before JobEvents.stop cancelled again)."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+    done = subprocess.run([sys.executable, "-c", STOP_RIGHT_AFTER_START], cwd=REPO, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "stopped", done.stderr[-2000:]
