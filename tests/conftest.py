@@ -1,8 +1,12 @@
 """Fixtures against the real services: PostgreSQL and Redis on 127.0.0.1, SQLite in a temp dir.
 Every test gets its own database state, data directory and RQ queue name."""
+import contextlib
+import functools
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -28,9 +32,28 @@ def clear_cached_config() -> None:
 
 
 def reset_database(url: str) -> None:
-    """Each test starts from the real schema, migrated from empty."""
+    """Each test starts from the real schema, migrated from empty. A SQLite file is a copy of one
+    migrated once per session (`_sqlite_template`): migrating took about 0.2 s, for a few hundred tests."""
     from common.db.schema import reset_schema
+    if url.startswith("sqlite:///"):
+        target = Path(url[len("sqlite:///"):])
+        target.unlink(missing_ok=True)
+        shutil.copyfile(_sqlite_template(), target)
+        return
     reset_schema(url)
+
+
+@functools.cache
+def _sqlite_template() -> Path:
+    from common.db.schema import reset_schema
+    import atexit
+    import sqlite3
+    folder = Path(tempfile.mkdtemp(prefix="attrib-schema-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    reset_schema(f"sqlite:///{folder / 'template.db'}")
+    with contextlib.closing(sqlite3.connect(folder / "template.db")) as conn:
+        conn.execute("PRAGMA journal_mode=DELETE")  # all in the one file the copies take (WAL is set on connect)
+    return folder / "template.db"
 
 
 def url_for(kind: str, tmp_path: Path) -> str:
