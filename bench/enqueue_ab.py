@@ -22,14 +22,15 @@ import httpx
 
 from bench.attribution import machine
 from bench.ingest import prepared_stack_env
-from bench.ingest_load import _closed_loop, _open_loop, query_photos
+from bench.ingest_load import _closed_loop, _open_loop, query_photos, server_durations
 from bench.soak_stack import free_port
 
 
 def one_run(repo: Path, env: dict, key: str, photo: bytes, args, work: Path) -> dict:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    with open(work / f"api-{repo.name or 'repo'}.log", "ab") as log:
+    log_path = work / f"api-{repo.name or 'repo'}.log"
+    with open(log_path, "ab") as log:
         api = subprocess.Popen([sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port",
                                 str(port), "--workers", str(args.api_workers), "--log-level", "warning"],
                                cwd=repo, stdout=log, stderr=log, env={**os.environ, **env, "PYTHONPATH": str(repo)})
@@ -51,6 +52,9 @@ def one_run(repo: Path, env: dict, key: str, photo: bytes, args, work: Path) -> 
         api.wait(30)
     return {"repo": str(repo), "saturation_per_s": round(closed["rate_per_s"], 1), "closed_p50_ms": closed.get("p50_ms"),
             "open_rate_per_s": args.rate, "open_p50_ms": opened.get("p50_ms"), "open_p99_ms": opened.get("p99_ms"),
+            "open_client_lag_p99_ms": opened["client_lag"].get("p99_ms"),
+            "open_from_send_p99_ms": opened["from_send"].get("p99_ms"),
+            "open_server": server_durations(log_path, opened["request_id_prefix"]),
             "errors": closed["errors"] + opened["errors"], "load_average": round(os.getloadavg()[0], 2)}
 
 

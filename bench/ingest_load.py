@@ -151,6 +151,7 @@ def _post_bulk(client: httpx.Client, index: str, request: list[list[Path]]) -> h
 
 
 async def _attribute_once(session, url: str, photo: bytes, headers: dict) -> int:
+    """POST /attribute once; `headers` may carry an X-Request-ID, which the API's access log repeats."""
     import aiohttp
     form = aiohttp.FormData()
     form.add_field("image", photo, filename="q.jpg", content_type="image/jpeg")
@@ -180,20 +181,42 @@ async def _closed_loop(url: str, key: str, photo: bytes, connections: int, secon
 
 
 async def _open_loop(url: str, key: str, photo: bytes, connections: int, rate: float, seconds: float) -> dict:
-    """Requests scheduled at a fixed rate; latency counts from the scheduled time (no coordinated omission)."""
-    import aiohttp
-    headers, latencies, errors = {"Authorization": f"Bearer {key}"}, [], 0
+    """Requests scheduled at a fixed rate; latency counts from the scheduled time (no coordinated omission).
+    Also how late this client itself started each request (`client_lag`: its event loop shares the cores
+    with the API), and the latency from that start (`from_send`), so a tail can be told apart from the
+    client's own delays. Each request's X-Request-ID starts with the returned `request_id_prefix`, so the
+    API's access log can give the server's own duration of the same requests (`server_durations`)."""
+    import uuid
 
-    async def one(session, scheduled: float):
+    import aiohttp
+    headers, latencies, lags, sent, errors = {"Authorization": f"Bearer {key}"}, [], [], [], 0
+    prefix = f"open-{uuid.uuid4().hex[:8]}-"
+
+    async def one(session, scheduled: float, i: int):
         nonlocal errors
         await asyncio.sleep(max(0.0, scheduled - time.monotonic()))
-        status = await _attribute_once(session, url, photo, headers)
-        latencies.append((time.monotonic() - scheduled) * 1000)
+        started = time.monotonic()
+        status = await _attribute_once(session, url, photo, {**headers, "X-Request-ID": f"{prefix}{i}"})
+        ended = time.monotonic()
+        latencies.append((ended - scheduled) * 1000)
+        lags.append((started - scheduled) * 1000)
+        sent.append((ended - started) * 1000)
         errors += status != 202
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=connections)) as session:
         start = time.monotonic() + 0.2
-        await asyncio.gather(*(one(session, start + i / rate) for i in range(int(rate * seconds))))
-    return {"offered_per_s": rate, "requests": len(latencies), "errors": errors, **_percentiles(latencies)}
+        await asyncio.gather(*(one(session, start + i / rate, i) for i in range(int(rate * seconds))))
+    return {"offered_per_s": rate, "requests": len(latencies), "errors": errors, **_percentiles(latencies),
+            "client_lag": _percentiles(lags), "from_send": _percentiles(sent), "request_id_prefix": prefix}
+
+
+def server_durations(log_path, prefix: str) -> dict:
+    """p50/p95/p99 of the API's own `duration_ms` (access log, outermost middleware: from the app's first
+    sight of the request to its response) for the requests whose id starts with `prefix`."""
+    import re
+    pattern = re.compile(rf"request_id={re.escape(prefix)}\d+\b.*?duration_ms=([0-9.]+)")
+    with open(log_path, errors="replace") as log:
+        values = [float(m.group(1)) for line in log if (m := pattern.search(line))]
+    return {"requests": len(values), **_percentiles(values)}
 
 
 def enqueue_saturation(url: str, key: str, photo: bytes, connections: int, seconds: float) -> dict:
