@@ -37,7 +37,8 @@ def reset_database(url: str) -> None:
     from common.db.schema import reset_schema
     if url.startswith("sqlite:///"):
         target = Path(url[len("sqlite:///"):])
-        target.unlink(missing_ok=True)
+        for stale in (target, Path(f"{target}-wal"), Path(f"{target}-shm")):  # a WAL left beside it would replay
+            stale.unlink(missing_ok=True)
         shutil.copyfile(_sqlite_template(), target)
         return
     reset_schema(url)
@@ -45,9 +46,10 @@ def reset_database(url: str) -> None:
 
 @functools.cache
 def _sqlite_template() -> Path:
-    from common.db.schema import reset_schema
     import atexit
     import sqlite3
+
+    from common.db.schema import reset_schema
     folder = Path(tempfile.mkdtemp(prefix="attrib-schema-"))
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
     reset_schema(f"sqlite:///{folder / 'template.db'}")
