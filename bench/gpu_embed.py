@@ -454,8 +454,7 @@ def plot(out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     result = json.loads((out / "gpu-embed.json").read_text())
-    runs = sorted((out / "runs").glob("*.json"), key=lambda path: int(path.stem.split("-")[0])) \
-        if (out / "runs").is_dir() else []  # by run number: 10 after 9
+    runs = sorted((out / "runs").glob("*.json"), key=_run_order) if (out / "runs").is_dir() else []
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8)) if runs else plt.subplots(figsize=(6, 3.8))
     left = axes[0] if runs else axes
     names = list(result["sets"])
@@ -489,6 +488,12 @@ def plot(out: Path) -> None:
         right.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "gpu-embed.png", dpi=120)
+
+
+def _run_order(path: Path) -> tuple[int, str]:
+    """runs/N-name.json by run number (10 after 9, not after 1); other names after them."""
+    number = path.stem.split("-")[0]
+    return (int(number) if number.isdigit() else sys.maxsize, path.name)
 
 
 def main(argv=None) -> int:
