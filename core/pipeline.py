@@ -103,8 +103,8 @@ class Feeder:
         """On a GPU, on a CUDA stream of this thread's own, so that the next batch's decode and resize
         kernels need not queue behind the forward on the default stream. On an H200 this showed no gain
         that the noise let one see (bench.gpu_embed's `:nostream`): decode and forward both fill the GPU
-        and take turns. It is kept because it costs nothing. The batch is complete on the device when it
-        is handed out."""
+        and take turns. It is kept since no run showed it slower either. The batch is complete on the
+        device when it is handed out."""
         stream = self._side_stream()
         with torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():
             batch = self._assemble_batch(futures)
