@@ -477,9 +477,8 @@ def plot(out: Path) -> None:
         labels = [f"{name}\n{(d['machine']['cuda'] or 'CPU').replace('NVIDIA ', '').split()[0]}"
                   for name, d in zip([path.stem.split("-")[0] for path in runs] + ["main"], data)]
         for n in names:
-            right.plot(labels, [d["sets"][n]["summary"][d.get("plotted_path", "path") + "_over_bare"] for d in data],
-                       marker="o",
-                       label=f"worker path, {n} px set")
+            ratios = [d["sets"][n]["summary"][d.get("plotted_path", "path") + "_over_bare"] for d in data]
+            right.plot(labels, ratios, marker="o", label=f"worker path, {n} px set")
         right.axhline(0.6, color="grey", linestyle="--", linewidth=1, label="issue 8 target (0.6)")
         right.set_ylim(0, 1)
         right.set_ylabel("path / bare forward")

@@ -4,8 +4,10 @@ import asyncio
 import io
 import json
 import random
+import re
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import httpx
@@ -186,8 +188,6 @@ async def _open_loop(url: str, key: str, photo: bytes, connections: int, rate: f
     with the API), and the latency from that start (`from_send`), so a tail can be told apart from the
     client's own delays. Each request's X-Request-ID starts with the returned `request_id_prefix`, so the
     API's access log can give the server's own duration of the same requests (`server_durations`)."""
-    import uuid
-
     import aiohttp
     headers, latencies, lags, sent, errors = {"Authorization": f"Bearer {key}"}, [], [], [], 0
     prefix = f"open-{uuid.uuid4().hex[:8]}-"
@@ -212,7 +212,6 @@ async def _open_loop(url: str, key: str, photo: bytes, connections: int, rate: f
 def server_durations(log_path, prefix: str) -> dict:
     """p50/p95/p99 of the API's own `duration_ms` (access log, outermost middleware: from the app's first
     sight of the request to its response) for the requests whose id starts with `prefix`."""
-    import re
     pattern = re.compile(rf"request_id={re.escape(prefix)}\d+\b.*?duration_ms=([0-9.]+)")
     with open(log_path, errors="replace") as log:
         values = [float(m.group(1)) for line in log if (m := pattern.search(line))]
