@@ -75,7 +75,7 @@ def threaded_take(rows: FileRows, positions: np.ndarray, pool: ThreadPoolExecuto
 def measure(path: Path, depths: list[int], queries: int, threads: int) -> dict:
     """Per depth and reader (the runtime's serial FileRows.take, and `threads` threads), warm and cold
     timings, interleaved query by query."""
-    rows = FileRows(path)
+    rows = FileRows.open(path)
     rng = np.random.default_rng(1)
     pool = ThreadPoolExecutor(threads)
     readers = {"serial": rows.take, f"{threads} threads": lambda p: threaded_take(rows, p, pool, threads)}

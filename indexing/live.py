@@ -46,7 +46,8 @@ class LiveStore:
             return cls._open_milvus(session, settings, encoder_id, dim, collection)
         found = saved_store(settings, encoder_id, pair_index_path)
         if found is None:
-            found = build_from_database(session, encoder_id, dim, index_params(settings)), "database"
+            found = build_from_database(session, encoder_id, dim, index_params(settings),
+                                        scratch=settings.cache_dir), "database"
         live = cls(*found, settings)
         live.sync(session)
         return live
@@ -116,7 +117,8 @@ class LiveStore:
     def _rebuilt(self) -> FaissStore:
         log.info("rebuilding the index base (%s, %d vectors)", self.store.factory, self.store.count())
         with new_session() as session:
-            return build_from_database(session, self.store.encoder_id, self.store.dim, self.params)
+            return build_from_database(session, self.store.encoder_id, self.store.dim, self.params,
+                                       scratch=self.settings.cache_dir)
 
     def _swap(self, fresh: FaissStore) -> None:
         """Catch the new store up under the lock, then serve it."""

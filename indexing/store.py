@@ -1,5 +1,7 @@
-"""Between the database and a vector store: building one from every live vector (bulk, into one
-preallocated array) and choosing its parameters from the settings."""
+"""Between the database and a vector store: building one from every live vector (paged by id, straight
+into the index, memory-bounded) and choosing its parameters from the settings."""
+from pathlib import Path
+
 import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -7,7 +9,7 @@ from sqlalchemy.orm import Session
 from common.db.models import Embedding, SourceImage, Work
 from common.settings import Settings
 from indexing import changelog
-from indexing.backends.faiss import FaissStore, IndexParams, build_store
+from indexing.backends.faiss import FaissStore, IndexParams, build_from_chunks
 
 
 def index_params(settings: Settings) -> IndexParams:
@@ -30,19 +32,58 @@ def fetch_live_vectors(session: Session, encoder_id: str, dim: int, page: int = 
     """Every live vector of this encoder, paged by id into arrays allocated once (no per-row arrays)."""
     total = session.scalar(select(func.count()).select_from(_live_vectors(encoder_id).subquery()))
     ids, vectors = np.empty(total, np.int64), np.empty((total, dim), np.float32)
-    n, last = 0, -1
-    while n < total:
-        rows = session.execute(_live_vectors(encoder_id).where(Embedding.image_id > last)
-                               .order_by(Embedding.image_id).limit(min(page, total - n))).all()
-        if not rows:
-            break  # rows deleted since the count
-        n, last = changelog._fill(rows, ids, vectors, n, dim), rows[-1][0]
+    n = 0
+    for page_ids, page_vectors in live_vector_pages(session, encoder_id, dim, page, limit=total):
+        ids[n:n + len(page_ids)], vectors[n:n + len(page_ids)] = page_ids, page_vectors
+        n += len(page_ids)
     return ids[:n], vectors[:n]
 
 
-def build_from_database(session: Session, encoder_id: str, dim: int, params: IndexParams) -> FaissStore:
-    """A fresh store of every live vector. Its log position is the head read *before* the vectors, so
-    replaying from there can only re-apply (idempotently) what the read already saw."""
+def live_vector_pages(session: Session, encoder_id: str, dim: int, page: int = 20_000, limit: int | None = None):
+    """(ids, vectors) pages of the live vectors in ascending id order (keyset paging: each page costs a
+    page, never a scan), at most `limit` rows in all."""
+    last, left = -1, limit
+    while left is None or left > 0:
+        size = page if left is None else min(page, left)
+        rows = session.execute(_live_vectors(encoder_id).where(Embedding.image_id > last)
+                               .order_by(Embedding.image_id).limit(size)).all()
+        if not rows:
+            return
+        ids, vectors = np.empty(len(rows), np.int64), np.empty((len(rows), dim), np.float32)
+        changelog._fill(rows, ids, vectors, 0, dim)
+        yield ids, vectors
+        last = rows[-1][0]
+        left = None if left is None else left - len(rows)
+        if len(rows) < size:
+            return
+
+
+def _vectors_of(session: Session, encoder_id: str, dim: int, ids: np.ndarray, batch: int = 500) -> np.ndarray:
+    """The live vectors of these ids (a training sample), fetched `batch` ids per query; ids deleted
+    meanwhile are left out."""
+    out, n = np.empty((len(ids), dim), np.float32), 0
+    for start in range(0, len(ids), batch):
+        part = [int(i) for i in ids[start:start + batch]]
+        blobs = session.scalars(_live_vectors(encoder_id).with_only_columns(Embedding.vector)
+                                .where(Embedding.image_id.in_(part))).all()
+        if blobs:
+            out[n:n + len(blobs)] = np.frombuffer(b"".join(blobs), np.float32).reshape(len(blobs), dim)
+            n += len(blobs)
+    return out[:n]
+
+
+def build_from_database(session: Session, encoder_id: str, dim: int, params: IndexParams,
+                        scratch: Path | None = None) -> FaissStore:
+    """A fresh store of every live vector, memory-bounded whatever N is: the id list first (8 bytes a
+    vector), a training sample drawn from it, then one pass of pages straight into the index (see
+    `build_from_chunks`; `scratch` takes the re-rank rows). Its log position is the head read *before*
+    the vectors, so replaying from there can only re-apply (idempotently) what the read already saw."""
     seq = changelog.head(session)
-    ids, vectors = fetch_live_vectors(session, encoder_id, dim)
-    return build_store(encoder_id, dim, ids, vectors, params, applied_seq=seq)
+    ids = np.fromiter(session.scalars(_live_vectors(encoder_id).with_only_columns(Embedding.image_id)
+                                      .order_by(Embedding.image_id)), np.int64)
+
+    def sample(size: int) -> np.ndarray:
+        return _vectors_of(session, encoder_id, dim, ids[np.sort(np.random.default_rng(0).choice(len(ids), size, replace=False))])
+
+    return build_from_chunks(encoder_id, dim, len(ids), live_vector_pages(session, encoder_id, dim, limit=len(ids)),
+                             sample, params, applied_seq=seq, scratch=scratch)

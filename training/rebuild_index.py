@@ -44,7 +44,8 @@ def rebuild_index(encoder_spec: str, out: Path | None = None, batch_size: int | 
         missing = count_missing_vectors(session, encoder.encoder_id)
         with tqdm(total=missing, desc="embedding source images", unit="img") as bar:
             embed_missing(session, encoder, get_storage(settings), batch_size, bar.update)
-        store = build_from_database(session, encoder.encoder_id, encoder.dim, index_params(settings))
+        store = build_from_database(session, encoder.encoder_id, encoder.dim, index_params(settings),
+                                    scratch=settings.cache_dir)
     store.save(out)
     print(f"index {store.index_id} ({store.factory}): {store.count()} vectors from {encoder.encoder_id} -> {out}")
     return out

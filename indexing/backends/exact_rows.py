@@ -4,8 +4,11 @@ At 1M x 1280 the float16 copies are 2.4 GiB: more than the whole memory budget o
 (issue 8: 256 MB). They stay in a `.npy` file and each query reads only its candidates' rows with
 `os.pread` (a few hundred rows of 2.5 KB). Nothing is mapped, so the file adds nothing to a process's
 RSS or PSS; the OS page cache keeps the hot part once for every worker on the host and can evict it.
-The file descriptor is opened once: a snapshot pruned while a worker still serves it stays readable."""
+The file descriptor is opened once: a snapshot pruned while a worker still serves it stays readable.
+A base being built writes its rows the same way (`RowsWriter`), never holding them in memory."""
+import io
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -13,38 +16,26 @@ import numpy as np
 DTYPE = np.float16
 
 
-class MemoryRows:
-    """Rows held in memory: a base just built, before it is saved and mapped."""
-
-    def __init__(self, vectors: np.ndarray):
-        self.vectors = vectors
-
-    def __len__(self) -> int:
-        return len(self.vectors)
-
-    def take(self, positions: np.ndarray) -> np.ndarray:
-        return self.vectors[positions].astype(np.float32)
-
-    def write_to(self, f) -> None:
-        np.save(f, self.vectors)
-
-
 class FileRows:
-    """Rows of a saved `.npy` file, read on demand."""
+    """Rows of a float16 `.npy` matrix on disk, read on demand through one open file descriptor."""
 
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        header = np.load(self.path, mmap_mode="r")  # reads the header; no page is touched
-        shape, dtype, self.offset = header.shape, header.dtype, header.offset
+    def __init__(self, fd: int, shape: tuple[int, int], offset: int, path: Path | None = None):
+        self.fd, self.shape, self.offset, self.path = fd, tuple(shape), offset, path
+        self.row_bytes = self.shape[1] * np.dtype(DTYPE).itemsize
+
+    @classmethod
+    def open(cls, path: Path) -> "FileRows":
+        """A saved `.npy` file; ValueError when it is not a C-ordered float16 matrix or is cut short."""
+        path = Path(path)
+        header = np.load(path, mmap_mode="r")  # reads the header; no page is touched
+        shape, dtype, offset = header.shape, header.dtype, header.offset
         fortran = not header.flags.c_contiguous
         del header
         if fortran or dtype != DTYPE or len(shape) != 2:
-            raise ValueError(f"{self.path}: expected a C-ordered float16 matrix, got {dtype} {shape}")
-        self.shape = shape
-        self.row_bytes = shape[1] * np.dtype(DTYPE).itemsize
-        if os.path.getsize(self.path) < self.offset + shape[0] * self.row_bytes:
-            raise ValueError(f"{self.path} is shorter than its header says")
-        self.fd = os.open(self.path, os.O_RDONLY)
+            raise ValueError(f"{path}: expected a C-ordered float16 matrix, got {dtype} {shape}")
+        if os.path.getsize(path) < offset + shape[0] * shape[1] * np.dtype(DTYPE).itemsize:
+            raise ValueError(f"{path} is shorter than its header says")
+        return cls(os.open(path, os.O_RDONLY), shape, offset, path)
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -64,6 +55,47 @@ class FileRows:
         return out.astype(np.float32)
 
     def write_to(self, f) -> None:
-        with open(self.path, "rb") as src:
-            while chunk := src.read(1 << 24):
-                f.write(chunk)
+        """A complete `.npy` file of these rows (a fresh header: a built file may hold fewer rows than it
+        was opened for), copied 16 MB at a time."""
+        f.write(_npy_header(self.shape))
+        position, end = self.offset, self.offset + self.shape[0] * self.row_bytes
+        while position < end:
+            chunk = os.pread(self.fd, min(1 << 24, end - position), position)
+            if not chunk:
+                raise OSError(f"re-rank rows end early at byte {position} of {end}")
+            f.write(chunk)
+            position += len(chunk)
+
+
+class RowsWriter:
+    """Float16 rows appended while a base is built, straight to a file: at 10M x 1280 they are 24 GiB,
+    more than the machine's memory. The file is unlinked as soon as it is created, so a crashed build
+    leaves nothing behind and the space returns when the store that reads it is dropped; `save()`
+    copies the rows into the snapshot through the descriptor."""
+
+    def __init__(self, capacity: int, dim: int, directory: Path | None = None):
+        if directory is not None:
+            Path(directory).mkdir(parents=True, exist_ok=True)
+        self.fd, path = tempfile.mkstemp(dir=directory, prefix=".rerank-rows-", suffix=".npy")
+        os.unlink(path)
+        self.dim, self.count = dim, 0
+        self.offset = len(_npy_header((capacity, dim)))
+        os.pwrite(self.fd, _npy_header((capacity, dim)), 0)
+
+    def append(self, vectors: np.ndarray) -> None:
+        data = memoryview(np.ascontiguousarray(vectors, DTYPE)).cast("B")
+        position = self.offset + self.count * self.dim * np.dtype(DTYPE).itemsize
+        while len(data):
+            written = os.pwrite(self.fd, data, position)
+            data, position = data[written:], position + written
+        self.count += len(vectors)
+
+    def finish(self) -> FileRows:
+        return FileRows(self.fd, (self.count, self.dim), self.offset)
+
+
+def _npy_header(shape: tuple[int, int]) -> bytes:
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, {"descr": np.lib.format.dtype_to_descr(np.dtype(DTYPE)),
+                                                  "fortran_order": False, "shape": tuple(int(x) for x in shape)})
+    return buffer.getvalue()

@@ -3,7 +3,7 @@
 - **Base.** Exact `IDMap2,Flat` below `ann_threshold` vectors; above it a trained IVF index with
   compressed codes: by default 4-bit product quantisation, one code per 4 dimensions, scanned with
   SIMD (`IVF{nlist},PQ{dim/4}x4fs`: 160 bytes a vector at 1280 dimensions, 1M in ~160 MB). Training the
-  coarse quantiser happens only in `build_store` (rebuild, or the snapshot writer's background step),
+  coarse quantiser happens only in `build_from_chunks` (rebuild, or the snapshot writer's background step),
   never in a request. A loaded base is read-only (memory-mapped where FAISS allows it).
 - **Re-rank.** Codes that small only shortlist: the best `rerank` candidates are scored again exactly
   against float16 copies of the vectors kept in `vectors.npy` on disk and read with `pread` for just
@@ -21,13 +21,13 @@ import tempfile
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import faiss
 import numpy as np
 
-from indexing.backends.exact_rows import DTYPE as ROWS_DTYPE
-from indexing.backends.exact_rows import FileRows, MemoryRows
+from indexing.backends.exact_rows import FileRows, RowsWriter
 from indexing.vectorstore import IndexCorrupt, IndexEncoderMismatch
 
 BASE_FILE, IDS_FILE, VECTORS_FILE, DELTA_FILE, MASKED_FILE, SIDECAR_FILE = (
@@ -90,7 +90,7 @@ class FaissStore:
     retry_nprobe: int = 0
     rerank: int = 0  # IndexParams.rerank: candidates scored again exactly from `rows` (0: off)
     retry_rerank: int = 0
-    rows: MemoryRows | FileRows | None = None  # float16 copies of the base vectors, base_ids order
+    rows: FileRows | None = None  # float16 copies of the base vectors, base_ids order
     delta: faiss.Index = field(init=False, repr=False)
     masked: set[int] = field(default_factory=set)
     _params: object = field(default=None, init=False, repr=False)
@@ -263,28 +263,59 @@ def _merge_top_k(parts: list[tuple[np.ndarray, np.ndarray]], k: int) -> tuple[np
     return ids, scores
 
 
+BUILD_CHUNK = 100_000  # vectors added per call; the builder holds one chunk at a time
+
+
 def build_store(encoder_id: str, dim: int, ids: np.ndarray, vectors: np.ndarray, params: IndexParams,
-                applied_seq: int = 0) -> FaissStore:
-    """A fresh store over these vectors; trains the IVF quantiser when above the threshold (offline)."""
+                applied_seq: int = 0, scratch: Path | None = None) -> FaissStore:
+    """A fresh store over these vectors (an array or a memory map, any id order); see `build_from_chunks`."""
     ids = np.asarray(ids, np.int64)
     order = np.argsort(ids, kind="stable")
-    ids, factory = ids[order], params.factory(len(ids), dim)
+    sorted_ids = ids[order]
+
+    def chunks():
+        for start in range(0, len(ids), BUILD_CHUNK):
+            yield sorted_ids[start:start + BUILD_CHUNK], vectors[order[start:start + BUILD_CHUNK]]
+
+    def sample(size: int) -> np.ndarray:
+        return vectors[np.sort(np.random.default_rng(0).choice(len(ids), size, replace=False))]
+
+    return build_from_chunks(encoder_id, dim, len(ids), chunks(), sample, params, applied_seq, scratch)
+
+
+def build_from_chunks(encoder_id: str, dim: int, total: int, chunks: Iterable[tuple[np.ndarray, np.ndarray]],
+                      sample: Callable[[int], np.ndarray], params: IndexParams, applied_seq: int = 0,
+                      scratch: Path | None = None) -> FaissStore:
+    """The one way a base is built; trains the IVF quantiser when above the threshold (offline).
+
+    `chunks` yields (ids, vectors) in strictly ascending id order across chunks, at most `total` rows in
+    all (fewer when rows vanished after they were counted); `sample(size)` returns `size` training
+    vectors. Memory stays bounded whatever N is: one chunk, the training sample (nlist x 64 vectors:
+    1.3 GB at 1280 d and 4096 lists) and the codes. The float16 re-rank copies go straight to an
+    unlinked file in `scratch` (default: the system's temporary folder); a worker passes its cache
+    folder. At 10M x 1280 they are 24 GiB, which an in-memory copy could never hold."""
+    factory = params.factory(total, dim)
     index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
     if not index.is_trained:
-        sample = np.random.default_rng(0).choice(len(ids), min(len(ids), nlist_for(len(ids)) * 64), replace=False)
-        index.train(np.ascontiguousarray(vectors[np.sort(sample)], np.float32))
-    for start in range(0, len(ids), 100_000):  # chunks: no second full copy of the vectors
-        part = order[start:start + 100_000]
-        index.add_with_ids(np.ascontiguousarray(vectors[part], np.float32), ids[start:start + 100_000])
+        index.train(np.ascontiguousarray(sample(min(total, nlist_for(total) * 64)), np.float32))
     exact = factory == EXACT_FACTORY
-    rows = None
-    if not exact and params.rerank:
-        rows = MemoryRows(np.empty((len(ids), dim), ROWS_DTYPE))
-        for start in range(0, len(ids), 100_000):
-            rows.vectors[start:start + 100_000] = vectors[order[start:start + 100_000]]
-    return FaissStore(encoder_id, dim, index, ids, factory, 1 if exact else params.nprobe, applied_seq,
-                      retry_below=params.retry_below, retry_nprobe=params.retry_nprobe,
-                      rerank=0 if exact else params.rerank, retry_rerank=params.retry_rerank, rows=rows)
+    writer = RowsWriter(total, dim, scratch) if not exact and params.rerank else None
+    base_ids, n = np.empty(total, np.int64), 0
+    for chunk_ids, chunk in chunks:
+        chunk_ids = np.asarray(chunk_ids, np.int64)
+        if n + len(chunk_ids) > total:
+            raise ValueError(f"more than the {total} vectors announced")
+        if len(chunk_ids) and (np.any(np.diff(chunk_ids) <= 0) or (n and chunk_ids[0] <= base_ids[n - 1])):
+            raise ValueError("chunk ids must ascend strictly")
+        chunk = np.ascontiguousarray(chunk, np.float32)
+        index.add_with_ids(chunk, chunk_ids)
+        if writer is not None:
+            writer.append(chunk)
+        base_ids[n:n + len(chunk_ids)], n = chunk_ids, n + len(chunk_ids)
+    return FaissStore(encoder_id, dim, index, base_ids[:n].copy() if n < total else base_ids, factory,
+                      1 if exact else params.nprobe, applied_seq, retry_below=params.retry_below,
+                      retry_nprobe=params.retry_nprobe, rerank=0 if exact else params.rerank,
+                      retry_rerank=params.retry_rerank, rows=writer.finish() if writer is not None else None)
 
 
 def empty_store(encoder_id: str, dim: int) -> FaissStore:
@@ -324,7 +355,7 @@ def _read_files(directory: Path, base_dir: Path, manifest: dict, mmap: bool) -> 
                        base_dir / BASE_FILE if mmap else None, manifest.get("retry_below", 0.0),
                        manifest.get("retry_nprobe", 0), manifest.get("rerank", 0), manifest.get("retry_rerank", 0))
     if store.rerank:
-        store.rows = FileRows(base_dir / VECTORS_FILE)
+        store.rows = FileRows.open(base_dir / VECTORS_FILE)
         if len(store.rows) != len(base_ids):
             raise ValueError("the re-rank vectors and the id list differ in length")
     if (directory / DELTA_FILE).exists():

@@ -1,0 +1,81 @@
+"""Building a base is memory-bounded whatever N is: vectors arrive in pages (from the database, keyset
+by id) straight into the index, and the float16 re-rank rows go to an unlinked file, never to memory.
+At 10M x 1280 those rows are 24 GiB; an in-memory copy could not exist on the machines we serve."""
+import uuid
+from datetime import datetime, timezone
+
+import numpy as np
+import pytest
+from sqlalchemy import insert, update
+
+from common.db.models import Embedding, ImageState, SourceImage, Work
+from common.db.session import new_session
+from indexing.backends.faiss import IndexParams, build_from_chunks, build_store, load_store
+from indexing.store import build_from_database, live_vector_pages
+
+APPROX = IndexParams(ann_threshold=100, ann_codes="Flat", nprobe=1024, rerank=200, retry_below=0.0)
+
+
+def unit_rows(n: int, dim: int, seed: int = 0) -> np.ndarray:
+    rows = np.random.default_rng(seed).normal(size=(n, dim)).astype(np.float32)
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+def fill(vectors: np.ndarray, deleted_every: int = 0) -> np.ndarray:
+    """One image and vector per row (ids 1..n) over works of 10 images; every `deleted_every`-th work
+    deleted. Returns the ids that stay live."""
+    works = [uuid.uuid4() for _ in range(0, len(vectors), 10)]
+    with new_session() as session:
+        session.execute(insert(Work), [{"id": w, "title": "t", "rights_holder": "r"} for w in works])
+        session.execute(insert(SourceImage), [
+            {"id": i + 1, "work_id": works[i // 10], "content_sha256": f"{i:064d}", "storage_key": "k",
+             "media_type": "image/jpeg", "byte_size": 1, "width": 1, "height": 1, "state": ImageState.embedded}
+            for i in range(len(vectors))])
+        session.execute(insert(Embedding), [{"image_id": i + 1, "encoder_id": "enc", "vector": v.tobytes()}
+                                            for i, v in enumerate(vectors)])
+        gone = works[::deleted_every] if deleted_every else []
+        if gone:
+            session.execute(update(Work).where(Work.id.in_(gone)).values(deleted_at=datetime.now(timezone.utc)))
+        session.commit()
+    return np.array([i + 1 for i in range(len(vectors)) if works[i // 10] not in gone])
+
+
+def test_a_base_built_from_the_database_equals_one_built_in_memory(service_env, tmp_path):
+    vectors, queries = unit_rows(730, 16), unit_rows(5, 16, seed=1)
+    live = fill(vectors, deleted_every=7)
+    assert 0 < len(live) < len(vectors)
+    scratch = tmp_path / "scratch"
+    with new_session() as session:
+        pages = [ids for ids, _ in live_vector_pages(session, "enc", 16, page=64)]
+        assert max(map(len, pages)) == 64 and np.concatenate(pages).tolist() == live.tolist()
+        built = build_from_database(session, "enc", 16, APPROX, scratch=scratch)
+    in_memory = build_store("enc", 16, live, vectors[live - 1], APPROX)
+    assert built.factory == in_memory.factory == "IVF32,Flat" and built.base_ids.tolist() == live.tolist()
+    assert built.search(queries, 10)[0].tolist() == in_memory.search(queries, 10)[0].tolist()
+    assert list(scratch.iterdir()) == []  # the re-rank rows' file was unlinked at once
+    built.save(tmp_path / "saved")
+    loaded = load_store(tmp_path / "saved", "enc", mmap=True)
+    assert np.load(tmp_path / "saved" / "vectors.npy").shape == (len(live), 16)
+    assert loaded.search(queries, 10)[0].tolist() == in_memory.search(queries, 10)[0].tolist()
+
+
+def test_rows_that_vanish_while_building_leave_a_smaller_valid_base(tmp_path):
+    """The count comes first; works deleted before their page is read arrive as fewer rows."""
+    vectors = unit_rows(500, 16)
+    chunks = [(np.arange(0, 200), vectors[:200]), (np.arange(300, 500), vectors[300:])]
+    store = build_from_chunks("enc", 16, 500, iter(chunks), lambda size: vectors[:size], APPROX)
+    assert store.count() == 400 and store.base_ids.tolist() == list(range(200)) + list(range(300, 500))
+    store.save(tmp_path)
+    assert np.load(tmp_path / "vectors.npy").shape == (400, 16)  # the header says what was written
+    loaded = load_store(tmp_path, "enc", mmap=True)
+    assert loaded.search(vectors[[10, 400]], 1)[0].ravel().tolist() == [10, 400]
+
+
+@pytest.mark.parametrize("chunks", [
+    [(np.array([1, 3, 2]), np.zeros((3, 16)))],  # inside a chunk
+    [(np.array([1, 5]), np.zeros((2, 16))), (np.array([5, 6]), np.zeros((2, 16)))],  # across chunks
+    [(np.arange(200), np.zeros((200, 16)))],  # more than announced
+], ids=["inside", "across", "too-many"])
+def test_chunks_out_of_order_or_beyond_the_count_are_refused(chunks):
+    with pytest.raises(ValueError):
+        build_from_chunks("enc", 16, 150, iter(chunks), lambda size: unit_rows(size, 16), APPROX)
