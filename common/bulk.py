@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from common.images import CheckedImage, ImageChecker, ImageLimits, ImageRejected
 from common.registration import (
-    Metadata, Registrant, RegistrationRefused, image_ids, register, rights_holder_for, work_of_import_item,
+    Metadata, Registrant, RegistrationRefused, register, rights_holder_for, works_of_import_items,
 )
 from common.storage import Storage
 
@@ -56,10 +56,11 @@ class ItemResult:
     work_id: uuid.UUID | None = None
     reason: str | None = None
     detail: str | None = None
+    image_ids: tuple[int, ...] = ()  # a created work's images (to enqueue), not reported
 
     def public(self) -> dict:
-        return {k: (str(v) if isinstance(v, uuid.UUID) else v) for k, v in vars(self).items() if v is not None
-                or k in ("item_id", "status")}
+        return {k: (str(v) if isinstance(v, uuid.UUID) else v) for k, v in vars(self).items()
+                if k != "image_ids" and (v is not None or k in ("item_id", "status"))}
 
 
 class Refused(Exception):
@@ -110,34 +111,53 @@ def register_items(session: Session, storage: Storage, *, registrant: Registrant
     `on_created(image_ids)` is called after each created work commits (to enqueue its embedding).
     Created works name `import_id` (common.imports follows them until embedded)."""
     report, seen = Report(), set()
+    known = _registered_items(session, registrant, entries)
     # One sandboxed child checks every image of the request in turn (common.images.ImageChecker), with
     # the same answers as a child per image, which would cost more CPU than the decoding itself.
     with ImageChecker(limits.image) as checker:
         for entry in entries:
-            result = _register_one(session, storage, registrant, entry, read_file, limits, seen, import_id, checker)
+            result = _register_one(session, storage, registrant, entry, read_file, limits, seen, import_id, checker,
+                                   known)
             report.items.append(result)
             if result.status == "created":
-                on_created(image_ids(session, result.work_id))
+                on_created(list(result.image_ids))
     return report
 
 
+def _registered_items(session: Session, registrant: Registrant, entries: list) -> dict[tuple[str, str], uuid.UUID]:
+    """Rule 2 for the whole manifest before any item: {(rights holder, item_id): live work}. One query
+    per rights holder named (per 500 items), so a re-sent manifest costs no query per item. Entries
+    that are not valid items are left to `_register_one` to refuse."""
+    wanted: dict[str, list[str]] = {}
+    for entry in entries:
+        if isinstance(entry, dict) and isinstance(entry.get("item_id"), str):
+            try:
+                holder = rights_holder_for(registrant, entry.get("rights_holder"))
+            except RegistrationRefused:
+                continue
+            if isinstance(holder, str):
+                wanted.setdefault(holder, []).append(entry["item_id"])
+    return {(holder, item_id): work_id for holder, item_ids in wanted.items()
+            for item_id, work_id in works_of_import_items(session, holder, item_ids).items()}
+
+
 def _register_one(session, storage, registrant, entry, read_file, limits: Limits, seen: set,
-                  import_id, checker: ImageChecker) -> ItemResult:
+                  import_id, checker: ImageChecker, known: dict[tuple[str, str], uuid.UUID]) -> ItemResult:
     item_id = entry.get("item_id") if isinstance(entry, dict) and isinstance(entry.get("item_id"), str) else None
     try:
         item = _validate(entry, limits, seen)
         rights_holder = rights_holder_for(registrant, item.rights_holder)
-        # Before reading the files: a re-sent item costs one lookup.
-        if (work_id := work_of_import_item(session, rights_holder, item.item_id)) is not None:
+        # Before reading the files: a re-sent item costs nothing more (rule 2 was applied to the manifest).
+        if (work_id := known.get((rights_holder, item.item_id))) is not None:
             return ItemResult(item_id, "duplicate", work_id)
         meta = Metadata(item.title, item.external_ref, item.licence, import_item_id=item.item_id, import_id=import_id)
         outcome = register(session, storage, registrant, rights_holder, _checked_images(item, read_file, checker),
-                           meta, unique_external_ref=limits.unique_external_ref)
+                           meta, unique_external_ref=limits.unique_external_ref, import_item_checked=True)
     except (Refused, RegistrationRefused) as exc:
         session.rollback()
         return ItemResult(item_id, "refused", reason=exc.reason, detail=exc.detail)
     if outcome.created:
-        return ItemResult(item_id, "created", outcome.work_id)
+        return ItemResult(item_id, "created", outcome.work_id, image_ids=outcome.image_ids)
     if outcome.why == "external_ref":  # say why: the images may differ from the registered work's
         return ItemResult(item_id, "duplicate", outcome.work_id, reason="external_ref",
                           detail=f"external_ref {item.external_ref!r} already names work {outcome.work_id}")

@@ -58,6 +58,7 @@ class Registered:
     work_id: uuid.UUID
     created: bool
     why: str | None = None  # an existing work: "import_item", "images" or "external_ref"
+    image_ids: tuple[int, ...] = ()  # a created work's images, in order (read before the commit: no query)
 
 
 def rights_holder_for(registrant: Registrant, requested: str | None) -> str:
@@ -74,23 +75,38 @@ def rights_holder_for(registrant: Registrant, requested: str | None) -> str:
 
 
 def work_of_import_item(session: Session, rights_holder: str, item_id: str) -> uuid.UUID | None:
-    """Rule 2 (cheap: bulk applies it before reading the item's files)."""
+    """Rule 2 for one item."""
     return session.scalar(select(Work.id).where(Work.rights_holder == rights_holder, Work.import_item_id == item_id,
                                                 Work.deleted_at.is_(None)))
 
 
+def works_of_import_items(session: Session, rights_holder: str, item_ids: list[str],
+                          batch: int = 500) -> dict[str, uuid.UUID]:
+    """Rule 2 for a whole manifest, one query per `batch` item ids: bulk applies it before reading any
+    file, so a re-sent manifest (an import resumed after a crash) costs no query per item."""
+    found: dict[str, uuid.UUID] = {}
+    for start in range(0, len(item_ids), batch):
+        found.update(session.execute(select(Work.import_item_id, Work.id).where(
+            Work.rights_holder == rights_holder, Work.import_item_id.in_(item_ids[start:start + batch]),
+            Work.deleted_at.is_(None))).tuples().all())
+    return found
+
+
 def register(session: Session, storage: Storage, registrant: Registrant, rights_holder: str,
-             images: dict[str, CheckedImage], meta: Metadata, *, unique_external_ref: bool) -> Registered:
-    """Rules 2-5 for checked images (keyed by content hash); commits a created work."""
-    if (existing := _existing(session, rights_holder, images, meta)) is not None:
+             images: dict[str, CheckedImage], meta: Metadata, *, unique_external_ref: bool,
+             import_item_checked: bool = False) -> Registered:
+    """Rules 2-5 for checked images (keyed by content hash); commits a created work.
+    `import_item_checked`: the caller applied rule 2 already (bulk, for the whole manifest at once); a
+    concurrent registration of the same item still loses on the unique index and is answered below."""
+    if (existing := _existing(session, rights_holder, images, meta, skip_item=import_item_checked)) is not None:
         return existing
     if unique_external_ref and meta.external_ref is not None:
         holder = external_ref_holder(session, rights_holder, meta.external_ref)  # locks the reference to commit
         if holder is not None:
             return Registered(holder, False, "external_ref")
-    work_id = _create(session, storage, registrant, rights_holder, images, meta)
-    if work_id is not None:
-        return Registered(work_id, True)
+    created = _create(session, storage, registrant, rights_holder, images, meta)
+    if created is not None:
+        return Registered(created[0], True, image_ids=created[1])
     # A concurrent registration committed the same bytes or item first: answer with its work.
     if (existing := _existing(session, rights_holder, images, meta)) is not None:
         return existing
@@ -98,8 +114,9 @@ def register(session: Session, storage: Storage, registrant: Registrant, rights_
 
 
 def _existing(session: Session, rights_holder: str, images: dict[str, CheckedImage],
-              meta: Metadata) -> Registered | None:
-    if meta.import_item_id and (work_id := work_of_import_item(session, rights_holder, meta.import_item_id)):
+              meta: Metadata, skip_item: bool = False) -> Registered | None:
+    if meta.import_item_id and not skip_item and (
+            work_id := work_of_import_item(session, rights_holder, meta.import_item_id)):
         return Registered(work_id, False, "import_item")
     found = crud.find_live_images_by_hash(session, rights_holder=rights_holder, hashes=images)
     if not found:
@@ -140,21 +157,22 @@ def external_ref_used(external_ref: str, holder: uuid.UUID) -> RegistrationRefus
 
 
 def _create(session: Session, storage: Storage, registrant: Registrant, rights_holder: str,
-            images: dict[str, CheckedImage], meta: Metadata) -> uuid.UUID | None:
-    """Rule 5: None if a uniqueness index refused the rows (a concurrent registration won). Files live
-    under the work's own id, so deleting a work never removes another's file; they are kept only
-    when the rows commit."""
+            images: dict[str, CheckedImage], meta: Metadata) -> tuple[uuid.UUID, tuple[int, ...]] | None:
+    """Rule 5: (work id, image ids), or None if a uniqueness index refused the rows (a concurrent
+    registration won). Files live under the work's own id, so deleting a work never removes another's
+    file; they are kept only when the rows commit."""
     work_id = uuid.uuid4()
     try:
-        crud.create_work(session, work_id=work_id, title=meta.title, rights_holder=rights_holder,
-                         external_ref=meta.external_ref, licence=meta.licence, import_item_id=meta.import_item_id,
-                         import_id=meta.import_id,
-                         images=[store_source_image(storage, work_id, image) for image in images.values()])
+        work = crud.create_work(session, work_id=work_id, title=meta.title, rights_holder=rights_holder,
+                                external_ref=meta.external_ref, licence=meta.licence,
+                                import_item_id=meta.import_item_id, import_id=meta.import_id,
+                                images=[store_source_image(storage, work_id, image) for image in images.values()])
+        image_ids = tuple(sorted(image.id for image in work.images))  # flushed: known now, expired after commit
         detail = {"title": meta.title, "rights_holder": rights_holder, "images": len(images)}
         record(session, action="work.register", key=registrant.key, target=work_id,
                detail=detail | ({"bulk_item_id": meta.import_item_id} if meta.import_item_id else {}))
         session.commit()
-        return work_id
+        return work_id, image_ids
     except BaseException as exc:
         session.rollback()
         storage.delete_prefix(f"sources/{work_id}")
@@ -171,6 +189,3 @@ def store_source_image(storage: Storage, work_id: uuid.UUID, image: CheckedImage
                        byte_size=len(image.data), width=image.width, height=image.height,
                        state=ImageState.pending)
 
-
-def image_ids(session: Session, work_id: uuid.UUID) -> list[int]:
-    return list(session.scalars(select(SourceImage.id).where(SourceImage.work_id == work_id).order_by(SourceImage.id)))
