@@ -16,14 +16,16 @@ from app.gate import Gate
 from app.request_log import install_request_log
 from app.uploads import CHECKERS
 from app.waiting import JobEvents
+from common.gc_tuning import tune_collector
 from common.logging_config import configure_logging
 from common.settings import get_settings
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI):
-    """One job-events listener per process, for `?wait` (app/waiting.py); at shutdown, the upload
-    checks' decoder children end (app/uploads.py)."""
+    """One job-events listener per process, for `?wait` (app/waiting.py); start-up's objects frozen out
+    of garbage collection (common/gc_tuning.py); at shutdown, the upload checks' decoder children end
+    (app/uploads.py)."""
     settings = get_settings()
     if settings.api_threads:
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.api_threads
@@ -31,9 +33,12 @@ async def lifespan(app: FastAPI):
                                      max_waits_per_key=settings.max_concurrent_waits_per_key,
                                      recheck_s=settings.wait_recheck_s)
     await app.state.job_events.start()
+    slow_collections = tune_collector(settings.gc_freeze, settings.gc_log_slow_ms)
     try:
         yield
     finally:
+        if slow_collections is not None:
+            slow_collections.remove()
         try:
             await app.state.job_events.stop()
         finally:

@@ -69,6 +69,9 @@ def service_env(request, tmp_path, monkeypatch):
     env = {"ATTRIB_DATABASE_URL": url_for(kind, tmp_path), "ATTRIB_REDIS_URL": REDIS_URL,
            "ATTRIB_DATA_DIR": str(tmp_path / "data"), "ATTRIB_QUEUE_NAME": f"test-{uuid.uuid4().hex[:8]}",
            "ATTRIB_TORCH_THREADS": "1",
+           # gc.freeze() is for a whole process's life: in pytest's one process every app started would keep
+           # what was alive then forever. tests/common/test_gc_tuning.py checks it in processes of their own.
+           "ATTRIB_GC_FREEZE": "false",
            # Every TestClient request comes from the address "testclient": a per-address limit shared by
            # all tests in one window would make them flaky. tests/app/test_gate.py sets its own.
            "ATTRIB_ANONYMOUS_RATE_LIMIT_REQUESTS": "1000000"}
