@@ -8,11 +8,18 @@ bench's enqueue part), from each checkout in turn, alternated for `--rounds`: a 
 8 s) gives the saturation rate, then an open loop at the FIXED `--rate` (the same for both checkouts, about
 half their saturation) gives p50/p99 counted from each request's scheduled time. Both checkouts use this
 checkout's virtual environment and the same database and Redis (ATTRIB_TEST_POSTGRES_URL /
-ATTRIB_TEST_REDIS_URL). Writes `--out` (JSON) and prints one line per run."""
+ATTRIB_TEST_REDIS_URL). `--env-before` / `--env-after` give one side extra settings, so one checkout can be
+run against itself with a switch flipped:
+
+    ... --repos . . --env-before ATTRIB_GC_FREEZE=false --env-after ATTRIB_GC_FREEZE=true
+
+Each run also reports the slow garbage collections the API processes logged during its open loop.
+Writes `--out` (JSON) and prints one line per run."""
 import argparse
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -26,10 +33,13 @@ from bench.ingest_load import _closed_loop, _open_loop, query_photos, server_dur
 from bench.soak_stack import free_port
 
 
-def one_run(repo: Path, env: dict, key: str, photo: bytes, args, work: Path) -> dict:
+GC_PAUSE = re.compile(r"garbage collection of generation (\d) took ([0-9.]+) ms")
+
+
+def one_run(repo: Path, env: dict, key: str, photo: bytes, args, work: Path, log_name: str) -> dict:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    log_path = work / f"api-{repo.name or 'repo'}.log"
+    log_path = work / f"api-{log_name}.log"
     with open(log_path, "ab") as log:
         api = subprocess.Popen([sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port",
                                 str(port), "--workers", str(args.api_workers), "--log-level", "warning"],
@@ -46,6 +56,7 @@ def one_run(repo: Path, env: dict, key: str, photo: bytes, args, work: Path) -> 
             raise RuntimeError(f"the API of {repo} did not start; see {work}")
         asyncio.run(_closed_loop(url, key, photo, 8, 2))  # warm-up: connections, caches
         closed = asyncio.run(_closed_loop(url, key, photo, args.connections, 8))
+        open_from = log_path.stat().st_size
         opened = asyncio.run(_open_loop(url, key, photo, args.connections, args.rate, args.seconds))
     finally:
         api.terminate()
@@ -55,7 +66,18 @@ def one_run(repo: Path, env: dict, key: str, photo: bytes, args, work: Path) -> 
             "open_client_lag_p99_ms": opened["client_lag"].get("p99_ms"),
             "open_from_send_p99_ms": opened["from_send"].get("p99_ms"),
             "open_server": server_durations(log_path, opened["request_id_prefix"]),
+            "open_slow_collections": slow_collections(log_path, open_from),
             "errors": closed["errors"] + opened["errors"], "load_average": round(os.getloadavg()[0], 2)}
+
+
+def slow_collections(log_path: Path, offset: int) -> dict:
+    """The API processes' logged slow garbage collections (common/gc_tuning.py: those over
+    ATTRIB_GC_LOG_SLOW_MS) past `offset` in their log: how many, per generation, and the longest."""
+    with open(log_path, errors="replace") as log:
+        log.seek(offset)
+        pauses = [(int(m.group(1)), float(m.group(2))) for line in log if (m := GC_PAUSE.search(line))]
+    return {"count": len(pauses), "by_generation": {g: sum(1 for gen, _ in pauses if gen == g) for g in (0, 1, 2)},
+            "longest_ms": max((ms for _, ms in pauses), default=0.0), "total_ms": round(sum(ms for _, ms in pauses), 1)}
 
 
 def main(argv=None) -> int:
@@ -67,15 +89,22 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--api-workers", type=int, default=2)
+    parser.add_argument("--env-before", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="extra environment of the BEFORE side's API (e.g. ATTRIB_GC_FREEZE=false: one checkout twice)")
+    parser.add_argument("--env-after", nargs="*", default=[], metavar="KEY=VALUE")
     parser.add_argument("--work", type=Path, default=Path("bench/out/enqueue-ab"))
     parser.add_argument("--out", type=Path, default=Path("bench/results/ingest/enqueue-ab.json"))
     args = parser.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
     env, keys = prepared_stack_env("postgresql", args.work)
     photo, runs = query_photos()[0], []
+    extra = [dict(pair.split("=", 1) for pair in pairs) for pairs in (args.env_before, args.env_after)]
     for round_ in range(args.rounds):
-        for repo in args.repos:
-            run = {"round": round_, **one_run(repo.resolve(), env, keys["attributor"], photo, args, args.work)}
+        for side, (repo, side_env) in enumerate(zip(args.repos, extra)):
+            name = ("before", "after")[side]
+            run = {"round": round_, "side": name, "env": side_env,
+                   **one_run(repo.resolve(), {**env, **side_env}, keys["attributor"], photo, args, args.work,
+                             f"{name}-{round_}")}
             print(json.dumps(run), flush=True)
             runs.append(run)
     args.out.parent.mkdir(parents=True, exist_ok=True)
