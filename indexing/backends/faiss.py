@@ -19,9 +19,9 @@ import math
 import os
 import tempfile
 import uuid
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import faiss
