@@ -7,7 +7,7 @@ side, interleaved (these machines are shared and noisy).
 The database is a SQLite file filled once (bench.scale_measure.fill_database) with the padded real
 features bench/scale.py uses (bench.scale_data.padded_base). Each run calls that checkout's own
 `build_from_database`, as `LiveStore.open` does when no snapshot exists, and reports its wall time and
-the child's peak resident memory (`ru_maxrss`). Writes bench/results/scale/cold-start.{json,md}."""
+the child's peak resident memory (`VmHWM`). Writes bench/results/scale/cold-start.{json,md}."""
 import argparse
 import json
 import os
@@ -19,7 +19,8 @@ from pathlib import Path
 from bench.attribution import machine
 
 CHILD = """
-import json, resource, sys, tempfile, time
+import json, sys, time
+from pathlib import Path
 from sqlalchemy.orm import Session
 from common.db.session import make_engine
 from common.settings import Settings
@@ -34,8 +35,10 @@ with Session(engine) as session:
     except TypeError:  # a checkout from before the memory-bounded builder
         built = s.build_from_database(session, "bench", dim, params)
     seconds = time.perf_counter() - started
+# VmHWM: this process's own peak. ru_maxrss is not: after fork and exec it starts from the parent's peak.
+hwm_kib = next(int(l.split()[1]) for l in Path("/proc/self/status").read_text().splitlines() if l.startswith("VmHWM"))
 print(json.dumps({"seconds": round(seconds, 1), "count": built.count(), "index_type": built.factory,
-                  "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)}))
+                  "peak_rss_gib": round(hwm_kib / 2**20, 2)}))
 """
 
 
