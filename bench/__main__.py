@@ -1,9 +1,10 @@
-"""One command for the scale benchmarks (issue 8): index scale, re-rank reads with a cold page cache,
+"""One command for the scale benchmarks (issue 8): index scale (10k-1M, and 10M on its own), a worker's
+cold start from the database, re-rank reads with a cold page cache,
 ingest/enqueue (an embedding worker beside a dedicated attribution worker, the default launch; and one
 worker serving both queues), FAISS beside Milvus, and the embedding path on a GPU where one is present.
 
     PYTHONPATH=. .venv/bin/python -m bench            # reduced sizes: minutes on 2 cores
-    PYTHONPATH=. .venv/bin/python -m bench --full     # 10k/100k/1M vectors, 2,000-image ingest (an hour+)
+    PYTHONPATH=. .venv/bin/python -m bench --full     # 10k/100k/1M and 10M vectors, 2,000-image ingest (2 hours+)
     PYTHONPATH=. .venv/bin/python -m bench --only scale ingest
 
 Needs the cross-context set (bench/README.md: `scripts/install-bench-data.sh`, then it is built on
@@ -23,6 +24,8 @@ REDUCED = {
                           "6", "--layout", "single", "--out", "bench/results/ingest-one-worker"],
     "vectors": ["--sizes", "10000", "--queries", "100"],
     "gpu-embed": ["--images", "2048", "--rounds", "2"],
+    "scale-10m": ["--n", "300000"],
+    "cold-start": ["--n", "100000", "--rounds", "1"],
 }
 FULL = {
     "scale": ["--full"],
@@ -31,9 +34,12 @@ FULL = {
     "ingest-one-worker": ["--layout", "single", "--out", "bench/results/ingest-one-worker"],
     "vectors": ["--sizes", "10000", "50000", "--queries", "200"],
     "gpu-embed": [],
+    "scale-10m": [],  # 10M x 1280: ~25 minutes on 2 cores, 24 GiB of disk
+    "cold-start": ["--n", "1000000"],
 }
 MODULES = {"scale": "bench.scale", "cold-reads": "bench.scale_cold_reads", "ingest": "bench.ingest",
-           "ingest-one-worker": "bench.ingest", "vectors": "bench.vector_backends", "gpu-embed": "bench.gpu_embed"}
+           "ingest-one-worker": "bench.ingest", "vectors": "bench.vector_backends", "gpu-embed": "bench.gpu_embed",
+           "scale-10m": "bench.scale_10m", "cold-start": "bench.scale_cold_start"}
 NEEDS_CUDA = {"gpu-embed"}
 
 

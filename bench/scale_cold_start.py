@@ -7,7 +7,8 @@ side, interleaved (these machines are shared and noisy).
 The database is a SQLite file filled once (bench.scale_measure.fill_database) with the padded real
 features bench/scale.py uses (bench.scale_data.padded_base). Each run calls that checkout's own
 `build_from_database`, as `LiveStore.open` does when no snapshot exists, and reports its wall time and
-the child's peak resident memory (`VmHWM`). Writes bench/results/scale/cold-start.{json,md}."""
+the child's peak resident memory (`VmHWM`). Writes bench/results/scale/cold-start.{json,md} (at 1M;
+cold-start-N.* at other sizes)."""
 import argparse
 import json
 import os
@@ -66,6 +67,7 @@ def main(argv=None) -> int:
         print(f"filled {database} in {time.perf_counter() - started:.0f} s", flush=True)
     result = {"command": "python -m bench.scale_cold_start " + " ".join(argv or sys.argv[1:]), "machine": machine(),
               "n": args.n, "database_gib": round(database.stat().st_size / 2**30, 2), "runs": []}
+    name = "cold-start" if args.n == 1_000_000 else f"cold-start-{args.n}"
     for r in range(args.rounds):
         for repo in args.repos:
             run = subprocess.run([sys.executable, "-c", CHILD, f"sqlite:///{database.resolve()}", str(real.base.shape[1]),
@@ -77,8 +79,8 @@ def main(argv=None) -> int:
             print(json.dumps(row), flush=True)
             result["runs"].append(row)
             args.out.mkdir(parents=True, exist_ok=True)
-            (args.out / "cold-start.json").write_text(json.dumps(result, indent=2))
-    (args.out / "cold-start.md").write_text(markdown(result))
+            (args.out / f"{name}.json").write_text(json.dumps(result, indent=2))
+    (args.out / f"{name}.md").write_text(markdown(result))
     print(markdown(result))
     return 0
 
