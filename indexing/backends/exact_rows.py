@@ -69,9 +69,10 @@ class FileRows:
 
 class RowsWriter:
     """Float16 rows appended while a base is built, straight to a file: at 10M x 1280 they are 24 GiB,
-    more than the machine's memory. The file is unlinked as soon as it is created, so a crashed build
-    leaves nothing behind and the space returns when the store that reads it is dropped; `save()`
-    copies the rows into the snapshot through the descriptor."""
+    more than the machine's memory. The file is unlinked as soon as it is created, so nothing is left
+    behind by a crash, and its space returns when its descriptor is closed: by `close()` when the build
+    fails (a context manager), else by the store that `finish()` hands the descriptor to, once dropped.
+    `save()` copies the rows into the snapshot through the descriptor."""
 
     def __init__(self, capacity: int, dim: int, directory: Path | None = None):
         if directory is not None:
@@ -82,7 +83,15 @@ class RowsWriter:
         self.offset = len(_npy_header((capacity, dim)))
         os.pwrite(self.fd, _npy_header((capacity, dim)), 0)
 
+    def __enter__(self) -> "RowsWriter":
+        return self
+
+    def __exit__(self, exc_type, *_) -> None:
+        if exc_type is not None:
+            self.close()
+
     def append(self, vectors: np.ndarray) -> None:
+        """Write these rows after the ones before (as float16)."""
         data = memoryview(np.ascontiguousarray(vectors, DTYPE)).cast("B")
         position = self.offset + self.count * self.dim * np.dtype(DTYPE).itemsize
         while len(data):
@@ -91,10 +100,18 @@ class RowsWriter:
         self.count += len(vectors)
 
     def finish(self) -> FileRows:
-        return FileRows(self.fd, (self.count, self.dim), self.offset)
+        """The rows written, for reading; the descriptor passes to them (closed when they are dropped)."""
+        fd, self.fd = self.fd, None
+        return FileRows(fd, (self.count, self.dim), self.offset)
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
 
 
 def _npy_header(shape: tuple[int, int]) -> bytes:
+    """A `.npy` (version 1.0) header of a C-ordered float16 matrix of this shape."""
     buffer = io.BytesIO()
     np.lib.format.write_array_header_1_0(buffer, {"descr": np.lib.format.dtype_to_descr(np.dtype(DTYPE)),
                                                   "fortran_order": False, "shape": tuple(int(x) for x in shape)})

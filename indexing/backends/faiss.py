@@ -14,6 +14,7 @@
   10k and 1M vectors. A store whose delta grows past `compact_after`, or that crosses the threshold,
   answers `needs_rebuild()`; it keeps serving exactly until the rebuilt store is swapped in.
 Files: `index.faiss` (base), `ids.npy` (base ids, sorted), `delta.npz`, `masked.npy`, `index.json`."""
+import contextlib
 import json
 import math
 import os
@@ -66,7 +67,7 @@ class IndexParams:
         to 2M vectors (1,024 lists); at 10M (4,096 lists) 512 and 1,024: recall@10 0.918 and top-1 50.0 %
         against 0.903 and 48.9 % with 128 and 512, p50 19.9 ms against 9.9 (bench/results/scale/scale-10m.md)."""
         nlist = nlist_for(n)
-        return max(self.nprobe, nlist // 8), max(self.retry_nprobe, nlist // 4)
+        return max(self.nprobe, nlist // 8), max(self.retry_nprobe, nlist // 4) if self.retry_nprobe else 0
 
 
 def codes_for(codes: str, dim: int, n: int) -> str:
@@ -276,7 +277,8 @@ BUILD_CHUNK = 100_000  # vectors added per call; the builder holds one chunk at 
 
 def build_store(encoder_id: str, dim: int, ids: np.ndarray, vectors: np.ndarray, params: IndexParams,
                 applied_seq: int = 0, scratch: Path | None = None) -> FaissStore:
-    """A fresh store over these vectors (an array or a memory map, any id order); see `build_from_chunks`."""
+    """A fresh store over these vectors (an array or a memory map; distinct ids in any order); see
+    `build_from_chunks`."""
     ids = np.asarray(ids, np.int64)
     order = np.argsort(ids, kind="stable")
     sorted_ids = ids[order]
@@ -299,9 +301,10 @@ def build_from_chunks(encoder_id: str, dim: int, total: int, chunks: Iterable[tu
     `chunks` yields (ids, vectors) in strictly ascending id order across chunks, at most `total` rows in
     all (fewer when rows vanished after they were counted); `sample(size)` returns `size` training
     vectors. Memory stays bounded whatever N is: one chunk, the training sample (nlist x 64 vectors:
-    1.3 GB at 1280 d and 4096 lists) and the codes. The float16 re-rank copies go straight to an
-    unlinked file in `scratch` (default: the system's temporary folder); a worker passes its cache
-    folder. At 10M x 1280 they are 24 GiB, which an in-memory copy could never hold."""
+    1.3 GB at 1280 d and 4096 lists), the ids and the codes. The float16 re-rank copies go straight to
+    an unlinked file in `scratch` (default: the system's temporary folder, which may be a tmpfs in
+    memory: workers, `rebuild-index` and the consistency check pass their cache folder). At 10M x 1280
+    they are 24 GiB, which an in-memory copy could never hold."""
     factory = params.factory(total, dim)
     index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
     if not index.is_trained:
@@ -309,17 +312,18 @@ def build_from_chunks(encoder_id: str, dim: int, total: int, chunks: Iterable[tu
     exact = factory == EXACT_FACTORY
     writer = RowsWriter(total, dim, scratch) if not exact and params.rerank else None
     base_ids, n = np.empty(total, np.int64), 0
-    for chunk_ids, chunk in chunks:
-        chunk_ids = np.asarray(chunk_ids, np.int64)
-        if n + len(chunk_ids) > total:
-            raise ValueError(f"more than the {total} vectors announced")
-        if len(chunk_ids) and (np.any(np.diff(chunk_ids) <= 0) or (n and chunk_ids[0] <= base_ids[n - 1])):
-            raise ValueError("chunk ids must ascend strictly")
-        chunk = np.ascontiguousarray(chunk, np.float32)
-        index.add_with_ids(chunk, chunk_ids)
-        if writer is not None:
-            writer.append(chunk)
-        base_ids[n:n + len(chunk_ids)], n = chunk_ids, n + len(chunk_ids)
+    with writer or contextlib.nullcontext():  # a failed build closes (and so frees) the rows' file
+        for chunk_ids, chunk in chunks:
+            chunk_ids = np.asarray(chunk_ids, np.int64)
+            if n + len(chunk_ids) > total:
+                raise ValueError(f"more than the {total} vectors announced")
+            if len(chunk_ids) and (np.any(np.diff(chunk_ids) <= 0) or (n and chunk_ids[0] <= base_ids[n - 1])):
+                raise ValueError("chunk ids must ascend strictly")
+            chunk = np.ascontiguousarray(chunk, np.float32)
+            index.add_with_ids(chunk, chunk_ids)
+            if writer is not None:
+                writer.append(chunk)
+            base_ids[n:n + len(chunk_ids)], n = chunk_ids, n + len(chunk_ids)
     nprobe, retry_nprobe = (1, params.retry_nprobe) if exact else params.probes(total)
     return FaissStore(encoder_id, dim, index, base_ids[:n].copy() if n < total else base_ids, factory,
                       nprobe, applied_seq, retry_below=params.retry_below,

@@ -1,6 +1,7 @@
 """Building a base is memory-bounded whatever N is: vectors arrive in pages (from the database, keyset
 by id) straight into the index, and the float16 re-rank rows go to an unlinked file, never to memory.
 At 10M x 1280 those rows are 24 GiB; an in-memory copy could not exist on the machines we serve."""
+import os
 import uuid
 from datetime import datetime, timezone
 
@@ -51,7 +52,9 @@ def test_a_base_built_from_the_database_equals_one_built_in_memory(service_env, 
         built = build_from_database(session, "enc", 16, APPROX, scratch=scratch)
     in_memory = build_store("enc", 16, live, vectors[live - 1], APPROX)
     assert built.factory == in_memory.factory == "IVF32,Flat" and built.base_ids.tolist() == live.tolist()
-    assert built.search(queries, 10)[0].tolist() == in_memory.search(queries, 10)[0].tolist()
+    stored = vectors[live - 1].astype(np.float16).astype(np.float32)  # what the re-rank rows hold
+    brute = live[np.argsort(-(queries @ stored.T), axis=1, kind="stable")[:, :10]]
+    assert built.search(queries, 10)[0].tolist() == in_memory.search(queries, 10)[0].tolist() == brute.tolist()
     assert list(scratch.iterdir()) == []  # the re-rank rows' file was unlinked at once
     built.save(tmp_path / "saved")
     loaded = load_store(tmp_path / "saved", "enc", mmap=True)
@@ -77,8 +80,12 @@ def test_rows_that_vanish_while_building_leave_a_smaller_valid_base(tmp_path):
     [(np.arange(200), np.zeros((200, 16)))],  # more than announced
 ], ids=["inside", "across", "too-many"])
 def test_chunks_out_of_order_or_beyond_the_count_are_refused(chunks):
+    """... and the failed build closes its rows' unlinked file: a worker that rebuilds in the background
+    would otherwise hold its disk space (24 GiB at 10M) until it exits."""
+    open_before = len(os.listdir("/proc/self/fd"))
     with pytest.raises(ValueError):
         build_from_chunks("enc", 16, 150, iter(chunks), lambda size: unit_rows(size, 16), APPROX)
+    assert len(os.listdir("/proc/self/fd")) == open_before
 
 
 def test_the_lists_a_query_visits_grow_with_the_base():
@@ -87,6 +94,7 @@ def test_the_lists_a_query_visits_grow_with_the_base():
     params = IndexParams()
     assert params.probes(100_000) == params.probes(1_000_000) == (128, 512)
     assert params.probes(10_000_000) == (512, 1024)
+    assert IndexParams(retry_nprobe=0).probes(10_000_000) == (512, 0)  # a retry switched off stays off
     store = build_store("enc", 16, np.arange(3000), unit_rows(3000, 16), IndexParams(ann_threshold=100, nprobe=2,
                                                                                       retry_nprobe=3))
     assert store.factory.startswith("IVF64,") and (store.nprobe, store.retry_nprobe) == (8, 16)
