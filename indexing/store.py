@@ -39,14 +39,15 @@ def fetch_live_vectors(session: Session, encoder_id: str, dim: int, page: int = 
     return ids[:n], vectors[:n]
 
 
-def live_vector_pages(session: Session, encoder_id: str, dim: int, page: int = 20_000, limit: int | None = None):
+def live_vector_pages(session: Session, encoder_id: str, dim: int, page: int = 20_000, limit: int | None = None,
+                      max_id: int | None = None):
     """(ids, vectors) pages of the live vectors in ascending id order (keyset paging: each page costs a
-    page, never a scan), at most `limit` rows in all."""
+    page, never a scan), at most `limit` rows in all, ids up to `max_id`."""
     last, left = -1, limit
+    bounded = _live_vectors(encoder_id) if max_id is None else _live_vectors(encoder_id).where(Embedding.image_id <= max_id)
     while left is None or left > 0:
         size = page if left is None else min(page, left)
-        rows = session.execute(_live_vectors(encoder_id).where(Embedding.image_id > last)
-                               .order_by(Embedding.image_id).limit(size)).all()
+        rows = session.execute(bounded.where(Embedding.image_id > last).order_by(Embedding.image_id).limit(size)).all()
         if not rows:
             return
         ids, vectors = np.empty(len(rows), np.int64), np.empty((len(rows), dim), np.float32)
@@ -75,15 +76,27 @@ def _vectors_of(session: Session, encoder_id: str, dim: int, ids: np.ndarray, ba
 def build_from_database(session: Session, encoder_id: str, dim: int, params: IndexParams,
                         scratch: Path | None = None) -> FaissStore:
     """A fresh store of every live vector, memory-bounded whatever N is: the id list first (8 bytes a
-    vector), a training sample drawn from it, then one pass of pages straight into the index (see
-    `build_from_chunks`; `scratch` takes the re-rank rows). Its log position is the head read *before*
-    the vectors, so replaying from there can only re-apply (idempotently) what the read already saw."""
+    vector, streamed from the server), a training sample drawn from it, then one pass of pages straight
+    into the index (see `build_from_chunks`; `scratch` takes the re-rank rows). Its log position is the
+    head read *before* the ids, so replaying from there re-applies (idempotently) what the build saw and
+    adds what was committed after: the pages keep only the listed ids, so a vector committed during the
+    build (a late embedding may take a smaller id than the last listed) never pushes a listed one out."""
     seq = changelog.head(session)
     ids = np.fromiter(session.scalars(_live_vectors(encoder_id).with_only_columns(Embedding.image_id)
-                                      .order_by(Embedding.image_id)), np.int64)
+                                      .order_by(Embedding.image_id), execution_options={"yield_per": 100_000}),
+                      np.int64)
 
     def sample(size: int) -> np.ndarray:
-        return _vectors_of(session, encoder_id, dim, ids[np.sort(np.random.default_rng(0).choice(len(ids), size, replace=False))])
+        picked = ids[np.sort(np.random.default_rng(0).choice(len(ids), size, replace=False))]
+        return _vectors_of(session, encoder_id, dim, picked)
 
-    return build_from_chunks(encoder_id, dim, len(ids), live_vector_pages(session, encoder_id, dim, limit=len(ids)),
-                             sample, params, applied_seq=seq, scratch=scratch)
+    def listed_pages():
+        if not len(ids):
+            return
+        for page_ids, page_vectors in live_vector_pages(session, encoder_id, dim, max_id=int(ids[-1])):
+            at = np.minimum(np.searchsorted(ids, page_ids), len(ids) - 1)
+            keep = ids[at] == page_ids
+            yield page_ids[keep], page_vectors[keep]
+
+    return build_from_chunks(encoder_id, dim, len(ids), listed_pages(), sample, params, applied_seq=seq,
+                             scratch=scratch)

@@ -98,3 +98,28 @@ def test_the_lists_a_query_visits_grow_with_the_base():
     store = build_store("enc", 16, np.arange(3000), unit_rows(3000, 16), IndexParams(ann_threshold=100, nprobe=2,
                                                                                       retry_nprobe=3))
     assert store.factory.startswith("IVF64,") and (store.nprobe, store.retry_nprobe) == (8, 16)
+
+
+@pytest.mark.parametrize("service_env", ["postgresql"], indirect=True)  # SQLite reads one snapshot throughout
+def test_a_vector_committed_during_the_build_never_pushes_a_listed_one_out(service_env, monkeypatch):
+    """An image embedded late (a retry) gets a smaller id than the last listed one. Committed while the
+    base trains, it must not take a listed vector's place: it reaches the store through the log."""
+    import indexing.store as store_module
+    vectors = unit_rows(400, 16)
+    live = fill(vectors)
+    with new_session() as session:  # image 7 loses its vector: it is embedded again during the build
+        session.execute(Embedding.__table__.delete().where(Embedding.image_id == 7))
+        session.commit()
+    listed = live[live != 7]
+    real_vectors_of = store_module._vectors_of
+
+    def vectors_of_then_commit(*args, **kwargs):
+        with new_session() as other:
+            other.execute(insert(Embedding), [{"image_id": 7, "encoder_id": "enc", "vector": vectors[6].tobytes()}])
+            other.commit()
+        return real_vectors_of(*args, **kwargs)
+
+    monkeypatch.setattr(store_module, "_vectors_of", vectors_of_then_commit)
+    with new_session() as session:
+        built = build_from_database(session, "enc", 16, APPROX)
+    assert built.base_ids.tolist() == listed.tolist()
