@@ -96,14 +96,17 @@ def register(session: Session, storage: Storage, registrant: Registrant, rights_
              images: dict[str, CheckedImage], meta: Metadata, *, unique_external_ref: bool,
              import_item_checked: bool = False) -> Registered:
     """Rules 2-5 for checked images (keyed by content hash); commits a created work.
-    `import_item_checked`: the caller applied rule 2 already (bulk, for the whole manifest at once); a
-    concurrent registration of the same item still loses on the unique index and is answered below."""
+    `import_item_checked`: the caller applied rule 2 already (bulk, for the whole manifest at once). A
+    concurrent registration of the same item since then is still answered by rule 2 first: before any
+    later rule answers (images found, a reference held), rule 2 is applied again; and without those, the
+    item loses on the unique index and is answered below."""
     if (existing := _existing(session, rights_holder, images, meta, skip_item=import_item_checked)) is not None:
         return existing
     if unique_external_ref and meta.external_ref is not None:
         holder = external_ref_holder(session, rights_holder, meta.external_ref)  # locks the reference to commit
         if holder is not None:
-            return Registered(holder, False, "external_ref")
+            return _item_registered_since(session, rights_holder, meta, import_item_checked) or \
+                Registered(holder, False, "external_ref")
     created = _create(session, storage, registrant, rights_holder, images, meta)
     if created is not None:
         return Registered(created[0], True, image_ids=created[1])
@@ -121,6 +124,8 @@ def _existing(session: Session, rights_holder: str, images: dict[str, CheckedIma
     found = crud.find_live_images_by_hash(session, rights_holder=rights_holder, hashes=images)
     if not found:
         return None
+    if (item := _item_registered_since(session, rights_holder, meta, skip_item)) is not None:
+        return item
     work_ids = {image.work_id for image in found.values()}
     if len(found) == len(images) and len(work_ids) == 1:
         return Registered(work_ids.pop(), False, "images")
@@ -128,6 +133,15 @@ def _existing(session: Session, rights_holder: str, images: dict[str, CheckedIma
                               f"rights holder in other works: {', '.join(sorted(str(w) for w in work_ids))}",
                               "Duplicate images", "/problems/duplicate-images",
                               duplicates={h: str(i.work_id) for h, i in found.items()})
+
+
+def _item_registered_since(session: Session, rights_holder: str, meta: Metadata, checked: bool) -> Registered | None:
+    """Rule 2 again, only where the caller had applied it earlier and a later rule is about to answer:
+    one query, and only then."""
+    if not (checked and meta.import_item_id):
+        return None
+    work_id = work_of_import_item(session, rights_holder, meta.import_item_id)
+    return Registered(work_id, False, "import_item") if work_id is not None else None
 
 
 def external_ref_holder(session: Session, rights_holder: str, external_ref: str,
@@ -167,7 +181,7 @@ def _create(session: Session, storage: Storage, registrant: Registrant, rights_h
                                 external_ref=meta.external_ref, licence=meta.licence,
                                 import_item_id=meta.import_item_id, import_id=meta.import_id,
                                 images=[store_source_image(storage, work_id, image) for image in images.values()])
-        image_ids = tuple(sorted(image.id for image in work.images))  # flushed: known now, expired after commit
+        image_ids = tuple(sorted(image.id for image in work.images))  # flushed: ids known, no query
         detail = {"title": meta.title, "rights_holder": rights_holder, "images": len(images)}
         record(session, action="work.register", key=registrant.key, target=work_id,
                detail=detail | ({"bulk_item_id": meta.import_item_id} if meta.import_item_id else {}))

@@ -44,7 +44,9 @@ def live_vector_pages(session: Session, encoder_id: str, dim: int, page: int = 2
     """(ids, vectors) pages of the live vectors in ascending id order (keyset paging: each page costs a
     page, never a scan), at most `limit` rows in all, ids up to `max_id`."""
     last, left = -1, limit
-    bounded = _live_vectors(encoder_id) if max_id is None else _live_vectors(encoder_id).where(Embedding.image_id <= max_id)
+    bounded = _live_vectors(encoder_id)
+    if max_id is not None:
+        bounded = bounded.where(Embedding.image_id <= max_id)
     while left is None or left > 0:
         size = page if left is None else min(page, left)
         rows = session.execute(bounded.where(Embedding.image_id > last).order_by(Embedding.image_id).limit(size)).all()

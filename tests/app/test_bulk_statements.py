@@ -76,3 +76,23 @@ def test_an_item_registered_after_the_manifest_check_is_still_answered_duplicate
                         import_item_checked=True)
     assert winner.created and not late.created
     assert (late.work_id, late.why) == (winner.work_id, "import_item")
+
+
+@pytest.mark.parametrize("service_env", ["sqlite", "postgresql"], indirect=True)
+def test_rule_2_still_answers_first_when_the_late_registration_shares_images(service_env, tmp_path):
+    """The same race, but the winner holds one of the item's images: the item is the winner's work
+    (rule 2), not refused for images held elsewhere (rule 3)."""
+    from common.db.models import Scope
+    from common.db.session import new_session
+    from common.images import ImageChecker, ImageLimits
+    from common.registration import Metadata, Registrant, register
+    from common.storage import LocalStorage
+
+    registrant, storage = Registrant(Scope.admin, None), LocalStorage(tmp_path / "files")
+    with ImageChecker(ImageLimits()) as checker, new_session() as session:
+        a, b = (checker.check(encode(Image.new("RGB", (40, 30), (shade, 9, 9)), "PNG")) for shade in (1, 2))
+        meta = Metadata("Work", import_item_id="item-1")
+        winner = register(session, storage, registrant, "studio", {a.sha256: a}, meta, unique_external_ref=False)
+        late = register(session, storage, registrant, "studio", {a.sha256: a, b.sha256: b}, meta,
+                        unique_external_ref=False, import_item_checked=True)
+    assert (late.work_id, late.created, late.why) == (winner.work_id, False, "import_item")
