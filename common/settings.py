@@ -101,9 +101,9 @@ class Settings(BaseSettings):
     public_base_url: str | None = None
     # Threads of the API's pool for blocking work (upload checks, database); None: anyio's 40.
     api_threads: int | None = Field(default=None, ge=1)
-    # API and worker processes, once started: freeze start-up's objects out of garbage collection (a full
-    # collection over them took 83-180 ms, stalling every request in flight; common/gc_tuning.py), and
-    # log collections that take at least this long (0: never).
+    # API processes, once started, freeze start-up's objects out of garbage collection (a full collection
+    # over them took 84-97 ms, stalling every request in flight; common/gc_tuning.py); API and worker
+    # processes log collections that take at least this long (0: never).
     gc_freeze: bool = True
     gc_log_slow_ms: float = Field(default=20.0, ge=0)
     # How many nearest images are fetched per query before grouping them into works.

@@ -12,8 +12,8 @@ import torch
 from redis import Redis
 
 from common.db.session import new_session
-from common.jobs import ATTRIBUTE, KINDS, Queues, get_queues
 from common.gc_tuning import tune_collector
+from common.jobs import ATTRIBUTE, KINDS, Queues, get_queues
 from common.logging_config import configure_logging
 from common.recovery import RecoveryLock, recover
 from common.retention import sweep_expired_jobs
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
     side_threads = [recovery, deliveries, EventWaker(settings.redis_url, deliveries),
                     Periodic("retention", settings.retention_sweep_interval_s, lambda: _sweep(settings)),
                     Periodic("snapshot", settings.snapshot_interval_s, lambda: get_runtime().snapshot(writer()))]
-    tune_collector(settings.gc_freeze, settings.gc_log_slow_ms)  # the model and index are loaded: freeze them
+    tune_collector(False, settings.gc_log_slow_ms)  # logged only: a worker replaces its encoder and index
     heartbeat.beat()
     heartbeat.start()
     for thread in side_threads:
