@@ -1,7 +1,7 @@
 """10M vectors measured on one machine instead of extrapolated (issue 8: "1M ... and 10M with compressed
 codes, or an honest extrapolation").
 
-    PYTHONPATH=. .venv/bin/python -m bench.scale_10m                 # 10M x 1280: about an hour on 2 cores
+    PYTHONPATH=. .venv/bin/python -m bench.scale_10m                 # 10M x 1280: ~25 minutes on 2 cores
     PYTHONPATH=. .venv/bin/python -m bench.scale_10m --n 300000      # the same steps at a size that takes minutes
 
 At 10M x 1280 the float32 vectors are 51 GB, more than this machine's disk can spare beside the index, so
@@ -79,26 +79,27 @@ def exact_top(padded: Padded, queries: np.ndarray, k: int) -> np.ndarray:
     return np.take_along_axis(best_ids, order, 1)
 
 
-# (nprobe, re-rank depth, retry nprobe, retry re-rank depth): the runtime's default first, then wider ones,
-# to tell lists not visited from codes that misrank (bench/scale.py sweeps the same at 1M).
+# (nprobe, re-rank depth, retry nprobe, retry re-rank depth): the defaults before `IndexParams.probes`
+# (128 lists at every size) first, then wider ones, to tell lists not visited from codes that misrank.
 SWEEP = [(128, 1000, 512, 3000), (128, 1000, 0, 0), (128, 3000, 512, 3000), (256, 1000, 512, 3000),
          (512, 1000, 1024, 3000), (512, 2000, 2048, 4000), (1024, 2000, 2048, 4000)]
 
 
 def sweep(store, real, truth: np.ndarray, params) -> list[dict]:
     """Search settings beside the runtime's, on the same built index (rows cached by the passes before)."""
-    rows = []
+    rows, built = [], (store.nprobe, store.rerank, store.retry_nprobe, store.retry_rerank, store.retry_below)
     for nprobe, depth, retry_nprobe, retry_depth in SWEEP:
         store.nprobe, store.rerank, store._params = nprobe, depth, None
         store.retry_nprobe, store.retry_rerank = retry_nprobe, retry_depth
         store.retry_below = params.retry_below if retry_nprobe else 0.0
         row = {"nprobe": nprobe, "rerank": depth, "retry_nprobe": retry_nprobe, "retry_rerank": retry_depth,
                **search_quality(store, real.queries, truth[:, :10])}
-        row["quality"] = _attribution_metrics(store.search(real.queries, 100)[0], real.query_subject, real.exemplar_rows)
+        found = store.search(real.queries, 100)[0]
+        row["quality"] = _attribution_metrics(found, real.query_subject, real.exemplar_rows)
         print(json.dumps(row), flush=True)
         rows.append(row)
-    store.nprobe, store.rerank, store._params = params.nprobe, params.rerank, None
-    store.retry_nprobe, store.retry_rerank, store.retry_below = params.retry_nprobe, params.retry_rerank, params.retry_below
+    store.nprobe, store.rerank, store.retry_nprobe, store.retry_rerank, store.retry_below = built
+    store._params = None
     return rows
 
 
@@ -158,7 +159,8 @@ def main(argv=None) -> None:
     started = time.perf_counter()
     store = build_from_chunks("bench", padded.dim, args.n, chunks(), sample, params, scratch=args.work)
     step("build: sample + train + add (the runtime's builder)", started)
-    result["build"] = {**timings, "index_type": store.factory, "total_s": result["steps"]["build: sample + train + add (the runtime's builder)"]}
+    result["build"] = {**timings, "index_type": store.factory, "nprobe": store.nprobe, "retry_nprobe": store.retry_nprobe,
+                       "total_s": result["steps"]["build: sample + train + add (the runtime's builder)"]}
     result["build"].pop("train_from", None)
     result["index_memory_mb"] = round(store.base_bytes_size() / 2**20, 1)
     result["rerank_rows_gib"] = round(len(store.rows) * store.rows.row_bytes / 2**30, 2)
