@@ -27,7 +27,7 @@ import numpy as np
 
 from bench.attribution import machine
 from bench.scale import ensure_crossdomain
-from bench.scale_data import Mixture, real_features
+from bench.scale_data import Mixture, real_features, top_k_of_chunks
 from bench.scale_measure import _attribution_metrics, search_quality, upsert_cost
 from common.settings import Settings
 from indexing.backends.faiss import build_from_chunks
@@ -63,20 +63,6 @@ class Padded:
             if bounds[c + 1] > bounds[c]:
                 out[bounds[c]:bounds[c + 1]] = self.chunk(c)[positions[bounds[c]:bounds[c + 1]] - c * CHUNK]
         return out
-
-
-def exact_top(padded: Padded, queries: np.ndarray, k: int) -> np.ndarray:
-    """Brute-force top k over every chunk (ids are row positions)."""
-    best_ids = np.zeros((len(queries), 0), np.int64)
-    best_scores = np.zeros((len(queries), 0), np.float32)
-    for c, chunk in padded.chunks():
-        scores = queries @ chunk.T
-        ids = np.broadcast_to(np.arange(c * CHUNK, c * CHUNK + len(chunk)), scores.shape)
-        all_scores, all_ids = np.concatenate([best_scores, scores], 1), np.concatenate([best_ids, ids], 1)
-        top = np.argpartition(-all_scores, k, axis=1)[:, :k]
-        best_scores, best_ids = np.take_along_axis(all_scores, top, 1), np.take_along_axis(all_ids, top, 1)
-    order = np.argsort(-best_scores, axis=1, kind="stable")
-    return np.take_along_axis(best_ids, order, 1)
 
 
 # (nprobe, re-rank depth, retry nprobe, retry re-rank depth): the defaults before `IndexParams.probes`
@@ -136,7 +122,7 @@ def main(argv=None) -> None:
         save()
 
     started = time.perf_counter()
-    truth = exact_top(padded, real.queries, 100)
+    truth = top_k_of_chunks(((c * CHUNK, chunk) for c, chunk in padded.chunks()), real.queries, 100)
     step("exact top 100 of every query (one pass, vectors drawn on the fly)", started)
 
     timings = {}

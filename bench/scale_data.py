@@ -130,10 +130,16 @@ def padded_base(real: np.ndarray, n: int, path: Path, fit_on: np.ndarray | None 
 
 def exact_top_k(base: np.ndarray, queries: np.ndarray, k: int, chunk: int = 100_000) -> np.ndarray:
     """Brute-force inner-product top k (the ground truth), reading the base in chunks."""
+    return top_k_of_chunks(((start, np.asarray(base[start:start + chunk])) for start in range(0, len(base), chunk)),
+                           queries, k)
+
+
+def top_k_of_chunks(chunks, queries: np.ndarray, k: int) -> np.ndarray:
+    """The same over (first row, vectors) chunks, for a base that is never held whole (bench.scale_10m)."""
     best_ids = np.zeros((len(queries), 0), np.int64)
     best_scores = np.zeros((len(queries), 0), np.float32)
-    for start in range(0, len(base), chunk):
-        scores = queries @ np.asarray(base[start:start + chunk]).T
+    for start, rows in chunks:
+        scores = queries @ rows.T
         ids = np.broadcast_to(np.arange(start, start + scores.shape[1]), scores.shape)
         all_scores = np.concatenate([best_scores, scores], 1)
         all_ids = np.concatenate([best_ids, ids], 1)
