@@ -19,7 +19,7 @@ import sys
 import time
 from collections import Counter
 from functools import partial
-from multiprocessing import Pool
+from multiprocessing import get_context
 from pathlib import Path
 
 from tqdm import tqdm
@@ -58,6 +58,29 @@ def prepare_out(out: Path, overwrite: bool) -> None:
             sys.exit(f"{out} is not empty; pass --overwrite to replace an earlier build")
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
+
+
+class _InProcess:
+    """`Pool.map` / `Pool.imap` in this process, for one worker: no child at all."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *_):
+        return None
+
+    def map(self, fn, items, chunksize=1):
+        return [fn(item) for item in items]
+
+    def imap(self, fn, items, chunksize=1):
+        return map(fn, items)
+
+
+def worker_pool(workers: int):
+    """Processes that render in parallel; none for one worker. Spawned, never forked: a fork copies every
+    lock of a multi-threaded parent as it is, and one held by another thread at that instant (pytest with
+    torch loaded) left the child waiting for ever: the test suite hung on it on a busy machine."""
+    return _InProcess() if workers <= 1 else get_context("spawn").Pool(workers)
 
 
 def write_file(path: Path, data: bytes) -> None:
@@ -139,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.exit(f"subject names clash with benchmark folders: {sorted(clash)}")
     sources = custom_sources(args.distractor_dirs) if args.distractor_dirs else default_sources()
     prepare_out(args.out, args.overwrite)
-    with Pool(max(1, args.workers)) as pool:
+    with worker_pool(args.workers) as pool:
         distractor_stats, backgrounds = build_distractors(args, sources, pool)
         labels, specs = build_queries(args, subjects, backgrounds, pool)
     (args.out / "traffic_labels.json").write_text(json.dumps(labels, indent=1) + "\n")

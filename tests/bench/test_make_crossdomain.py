@@ -2,13 +2,14 @@
 
 import hashlib
 import json
+import multiprocessing
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from bench.make_crossdomain import main
+from bench.make_crossdomain import main, worker_pool
 from bench.renderings import QUERY_TYPES
 
 SUBJECTS = ["alpha_toy", "beta_mug", "gamma_dog"]
@@ -43,10 +44,10 @@ def inputs(tmp_path_factory) -> tuple[Path, Path]:
     return root / "dreambooth", root / "clutter"
 
 
-def _build(inputs, out: Path, seed: int = 7) -> Path:
+def _build(inputs, out: Path, seed: int = 7, workers: int = 1) -> Path:
     dreambooth, clutter = inputs
     argv = ["--dreambooth", str(dreambooth), "--distractor-dirs", str(clutter), "--out", str(out),
-            "--seed", str(seed), "--query-side", "64", "--distractor-side", "48", "--workers", "1"]
+            "--seed", str(seed), "--query-side", "64", "--distractor-side", "48", "--workers", str(workers)]
     assert main(argv) == 0
     return out
 
@@ -88,6 +89,18 @@ def test_traffic_and_evaluation_are_disjoint(built):
     traffic_sources = {(v["subject"], v["source"]) for v in labels.values()}
     evaluation_sources = {(s, p.stem + ".jpg") for s in SUBJECTS for p in (built / s / "queries").rglob("*.jpg")}
     assert traffic_sources and evaluation_sources and not traffic_sources & evaluation_sources
+
+
+def test_workers_are_never_forked_from_this_process():
+    # A forked child of the multi-threaded test process once hung for ever on a lock it copied mid-use.
+    with worker_pool(1) as pool:
+        assert pool.map(abs, [-1, 2]) == [1, 2] and multiprocessing.active_children() == []
+    with worker_pool(2) as pool:
+        assert pool._ctx.get_start_method() == "spawn"
+
+
+def test_two_spawned_workers_write_the_same_files_as_one(built, inputs, tmp_path):
+    assert _hashes(_build(inputs, tmp_path / "two", workers=2)) == _hashes(built)
 
 
 def test_same_seed_gives_identical_files(built, inputs, tmp_path):
