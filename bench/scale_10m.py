@@ -71,15 +71,42 @@ SWEEP = [(128, 1000, 512, 3000), (128, 1000, 0, 0), (128, 3000, 512, 3000), (256
          (512, 1000, 1024, 3000), (512, 2000, 2048, 4000), (1024, 2000, 2048, 4000)]
 
 
-def sweep(store, real, truth: np.ndarray, params) -> list[dict]:
+def parse_sweep(text: str) -> list[tuple[int, int, int, int]]:
+    """`512:500:1024:1500,256:500:1024:1500` -> [(nprobe, re-rank, retry nprobe, retry re-rank), ...]."""
+    settings = [tuple(int(x) for x in item.split(":")) for item in text.split(",") if item.strip()]
+    if not settings or any(len(s) != 4 or min(s) < 0 or s[0] < 1 for s in settings):
+        raise argparse.ArgumentTypeError("expected nprobe:rerank:retry_nprobe:retry_rerank[,...] (retry 0:0 = off)")
+    return settings
+
+
+def split_time(store, queries: np.ndarray, k: int = 40) -> dict:
+    """Where a query's time goes with the store's first-pass settings: the share of queries retried, and
+    p50 ms of the codes' search alone (coarse quantiser + list scan) against the whole first pass (codes +
+    exact re-rank of the shortlist); the rest of a query's p50 is the retry."""
+    codes, whole, retried = [], [], 0
+    fetch = min(max(k, store._rerank_depth()), len(store.base_ids))
+    for query in queries:
+        query = query[None]
+        started = time.perf_counter()
+        store.base.search(query, fetch, params=store._search_params(store.nprobe))
+        codes.append((time.perf_counter() - started) * 1000)
+        started = time.perf_counter()
+        _, scores = store._search_lists(query, k, store.nprobe, store._rerank_depth())
+        whole.append((time.perf_counter() - started) * 1000)
+        retried += bool(store.retry_below and scores[0, 0] < store.retry_below)
+    return {"codes_p50_ms": round(float(np.median(codes)), 2), "first_pass_p50_ms": round(float(np.median(whole)), 2),
+            "retried_pct": round(100 * retried / len(queries), 1)}
+
+
+def sweep(store, real, truth: np.ndarray, params, settings=SWEEP) -> list[dict]:
     """Search settings beside the runtime's, on the same built index (rows cached by the passes before)."""
     rows, built = [], (store.nprobe, store.rerank, store.retry_nprobe, store.retry_rerank, store.retry_below)
-    for nprobe, depth, retry_nprobe, retry_depth in SWEEP:
+    for nprobe, depth, retry_nprobe, retry_depth in settings:
         store.nprobe, store.rerank, store._params = nprobe, depth, None
         store.retry_nprobe, store.retry_rerank = retry_nprobe, retry_depth
         store.retry_below = params.retry_below if retry_nprobe else 0.0
         row = {"nprobe": nprobe, "rerank": depth, "retry_nprobe": retry_nprobe, "retry_rerank": retry_depth,
-               **search_quality(store, real.queries, truth[:, :10])}
+               **search_quality(store, real.queries, truth[:, :10]), **split_time(store, real.queries)}
         found = store.search(real.queries, 100)[0]
         row["quality"] = _attribution_metrics(found, real.query_subject, real.exemplar_rows)
         print(json.dumps(row), flush=True)
@@ -87,6 +114,14 @@ def sweep(store, real, truth: np.ndarray, params) -> list[dict]:
     store.nprobe, store.rerank, store.retry_nprobe, store.retry_rerank, store.retry_below = built
     store._params = None
     return rows
+
+
+def command(args) -> str:
+    """The command as run, with the ATTRIB_ANN_* settings it ran under (they pick the index)."""
+    env = " ".join(f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith("ATTRIB_ANN_"))
+    options = (f" --n {args.n}" if args.n != 10_000_000 else "") + (
+        " --sweep " + ",".join(":".join(map(str, s)) for s in args.sweep) if args.sweep != SWEEP else "")
+    return (env + " " if env else "") + "python -m bench.scale_10m" + options
 
 
 def meminfo() -> dict:
@@ -101,6 +136,8 @@ def main(argv=None) -> None:
     parser.add_argument("--set", type=Path, default=Path("bench/out/crossdomain"))
     parser.add_argument("--work", type=Path, default=Path("bench/out/scale"))
     parser.add_argument("--out", type=Path, default=Path("bench/results/scale"))
+    parser.add_argument("--sweep", type=parse_sweep, default=SWEEP,
+                        help="search settings tried on the built index, nprobe:rerank:retry_nprobe:retry_rerank,...")
     args = parser.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -109,7 +146,7 @@ def main(argv=None) -> None:
     padded = Padded(real.base, real.base[len(real.subjects):], args.n)
     params = index_params(Settings())
     name = "scale-10m" if args.n == 10_000_000 else f"scale-{args.n}"
-    result = {"command": "python -m bench.scale_10m" + (f" --n {args.n}" if args.n != 10_000_000 else ""),
+    result = {"command": command(args),
               "machine": machine(), "n": args.n, "dim": padded.dim, "queries": len(real.queries),
               "params": params.__dict__, "load_average_before": os.getloadavg(), "steps": {}}
 
@@ -164,7 +201,7 @@ def main(argv=None) -> None:
                          "approximate": _attribution_metrics(approx, real.query_subject, target_rows)}
     result["registration_store_upsert"] = upsert_cost(store, real.base[:30], 10**12)
     save()
-    result["sweep"] = sweep(store, real, truth, params)
+    result["sweep"] = sweep(store, real, truth, params, args.sweep)
     save()
     result["memory_after_queries"] = meminfo()
     result["peak_rss_gib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
@@ -201,10 +238,11 @@ def report(r: dict) -> str:
         lines += ["", "Search settings on the same index, the runtime's first (the rows of each query's first 1,000 "
                   "candidates cached by the passes before; deeper re-ranks and wider retries read more of the "
                   "24 GiB file, not all of which the page cache holds):", "",
-                  "| nprobe | re-rank | retry nprobe / re-rank | p50 / p99 ms | recall@10 | top-1 / AP@100 % |",
-                  "|---|---|---|---|---|---|"]
+                  "| nprobe | re-rank | retry nprobe / re-rank | p50 / p99 ms | recall@10 | top-1 / AP@100 % "
+                  "| retried % | p50 ms: codes alone / first pass |", "|---|---|---|---|---|---|---|---|"]
         lines += [f"| {w['nprobe']} | {w['rerank']} | {w['retry_nprobe']} / {w['retry_rerank']} | {w['p50_ms']:.1f} / "
-                  f"{w['p99_ms']:.1f} | {w['recall_at_10']:.3f} | {w['quality']['top1_pct']} / {w['quality']['ap_at_100_pct']} |"
+                  f"{w['p99_ms']:.1f} | {w['recall_at_10']:.3f} | {w['quality']['top1_pct']} / {w['quality']['ap_at_100_pct']} "
+                  f"| {w.get('retried_pct', '')} | {w.get('codes_p50_ms', '')} / {w.get('first_pass_p50_ms', '')} |"
                   for w in r["sweep"]]
     return "\n".join(lines) + "\n"
 

@@ -1,0 +1,40 @@
+"""bench.scale_10m's own parts that a 25-minute run depends on: the sweep option, the command it records,
+and the split of a query's time (on a small store, not 10M)."""
+import argparse
+
+import numpy as np
+import pytest
+
+from bench.scale_10m import SWEEP, command, parse_sweep, split_time
+from indexing.backends.faiss import IndexParams, build_store
+
+
+def test_sweep_option_reads_settings_and_refuses_malformed_ones():
+    assert parse_sweep("512:500:1024:1500, 256:300:0:0") == [(512, 500, 1024, 1500), (256, 300, 0, 0)]
+    for bad in ("", "512:500:1024", "0:500:1024:1500", "512:-1:0:0", "a:b:c:d"):
+        with pytest.raises((argparse.ArgumentTypeError, ValueError)):
+            parse_sweep(bad)
+
+
+def test_command_records_the_index_settings_it_ran_under(monkeypatch):
+    monkeypatch.setenv("ATTRIB_ANN_CODES", "PQ640x4fs")
+    monkeypatch.setenv("ATTRIB_OTHER", "not an index setting")
+    assert command(argparse.Namespace(n=10_000_000, sweep=SWEEP)) == "ATTRIB_ANN_CODES=PQ640x4fs python -m bench.scale_10m"
+    assert command(argparse.Namespace(n=300_000, sweep=[(8, 50, 0, 0)])).endswith(
+        "python -m bench.scale_10m --n 300000 --sweep 8:50:0:0")
+
+
+def test_split_time_counts_the_queries_a_retry_would_search_again():
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((3000, 16)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    params = IndexParams(ann_threshold=100, ann_codes="Flat", nprobe=4, rerank=50, retry_below=0.9, retry_nprobe=16)
+    store = build_store("enc", 16, np.arange(1, 3001), vectors, params)
+    near = vectors[:10] + 0.01 * rng.standard_normal((10, 16)).astype(np.float32)  # best score ~1: no retry
+    far = rng.standard_normal((30, 16)).astype(np.float32)  # unnormalised noise: best score far from 0.9
+    far *= 0.01
+    split = split_time(store, np.concatenate([near, far]))
+    assert split["retried_pct"] == 75.0
+    assert 0 < split["codes_p50_ms"] and 0 < split["first_pass_p50_ms"]
+    store.retry_below = 0.0
+    assert split_time(store, near)["retried_pct"] == 0.0
