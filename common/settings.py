@@ -126,6 +126,8 @@ class Settings(BaseSettings):
     ann_retry_below: float = Field(default=0.55, ge=0)
     ann_retry_nprobe: int = Field(default=512, ge=1)
     ann_retry_rerank: int = Field(default=3000, ge=0)  # re-rank depth of that second search
+    # IVF lists: 0 = about sqrt(N), at most 4,096; more than 4,096: an HNSW coarse quantiser (docs/scaling.md)
+    ann_lists: int = Field(default=0, ge=0)
     # Changes held beside the base index before the snapshot writer rebuilds the base from the database.
     index_compact_after: int = Field(default=20_000, ge=1)
     # One worker (a Redis lock) writes a snapshot of its index this often when it changed, and at shutdown.

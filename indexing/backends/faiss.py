@@ -36,6 +36,8 @@ BASE_FILE, IDS_FILE, VECTORS_FILE, DELTA_FILE, MASKED_FILE, SIDECAR_FILE = (
 BASE_FILES = (BASE_FILE, VECTORS_FILE, IDS_FILE)  # a base's files, the id list last (it marks it complete)
 EXACT_FACTORY = "IDMap2,Flat"
 PQ_MIN_VECTORS = 2_000  # below this an `auto` approximate base uses SQ8 (see codes_for)
+FLAT_LISTS_MAX = 4096  # more lists than this: an HNSW coarse quantiser, trained in two levels
+TRAIN_PER_LIST, TRAIN_MAX = 64, 4096 * 64  # training vectors: 64 a list, at most 262,144 (1.3 GB at 1280 d)
 
 
 @dataclass(frozen=True)
@@ -55,18 +57,24 @@ class IndexParams:
     retry_below: float = 0.55
     retry_nprobe: int = 512
     retry_rerank: int = 3000
+    # IVF lists (ATTRIB_ANN_LISTS): 0 = about sqrt(N), at most 4,096. Past 4,096 the coarse quantiser is
+    # an HNSW graph over centroids trained in two levels (sqrt(nlist) clusters, then each split): one flat
+    # k-means over 16,384 centroids would take hours on 2 cores, and so would assigning 10M vectors exactly.
+    lists: int = 0
 
     def factory(self, n: int, dim: int) -> str:
         if n < self.ann_threshold:
             return EXACT_FACTORY
-        return f"IVF{nlist_for(n)},{codes_for(self.ann_codes, dim, n)}"
+        nlist = nlist_for(n, self.lists)
+        quantiser = "_HNSW32" if nlist > FLAT_LISTS_MAX else ""
+        return f"IVF{nlist}{quantiser},{codes_for(self.ann_codes, dim, n)}"
 
     def probes(self, n: int) -> tuple[int, int]:
         """(nprobe, retry_nprobe) of an approximate base of n vectors: the settings, raised to 1/8 and 1/4
         of its lists, so that the share of lists a query visits does not shrink as N grows. Unchanged up
         to 2M vectors (1,024 lists); at 10M (4,096 lists) 512 and 1,024: recall@10 0.918 and top-1 50.0 %
         against 0.903 and 48.9 % with 128 and 512, p50 19.9 ms against 9.9 (bench/results/scale/scale-10m.md)."""
-        nlist = nlist_for(n)
+        nlist = nlist_for(n, self.lists)
         return max(self.nprobe, nlist // 8), max(self.retry_nprobe, nlist // 4) if self.retry_nprobe else 0
 
 
@@ -79,9 +87,26 @@ def codes_for(codes: str, dim: int, n: int) -> str:
     return f"PQ{dim // 4}x4fs" if dim % 4 == 0 and n >= PQ_MIN_VECTORS else "SQ8"
 
 
-def nlist_for(n: int) -> int:
-    """About sqrt(n) lists, a power of two: 1M -> 1024 (training stays in tens of seconds on 2 cores)."""
-    return int(min(n, 4096, max(16, 2 ** round(math.log2(max(1.0, math.sqrt(n)))))))
+def nlist_for(n: int, lists: int = 0) -> int:
+    """`lists` when set (at most one list per 64 vectors), else about sqrt(n), a power of two, at most
+    FLAT_LISTS_MAX: 1M -> 1024 (training stays in tens of seconds on 2 cores)."""
+    if lists:
+        return int(max(1, min(lists, n // TRAIN_PER_LIST)))
+    return int(min(n, FLAT_LISTS_MAX, max(16, 2 ** round(math.log2(max(1.0, math.sqrt(n)))))))
+
+
+def train(index: faiss.Index, sample: np.ndarray) -> None:
+    """Train an IVF base on this sample. More than FLAT_LISTS_MAX lists: the centroids come from
+    two-level spherical k-means (faiss.contrib), are put in the HNSW quantiser, and only the codes are
+    trained by `index.train` (FAISS skips a quantiser that already holds nlist centroids)."""
+    ivf = faiss.extract_index_ivf(index)
+    if ivf.nlist > FLAT_LISTS_MAX:
+        from faiss.contrib.clustering import two_level_clustering
+        first = 2 ** round(math.log2(math.sqrt(ivf.nlist)))
+        centroids, _ = two_level_clustering(sample, first, ivf.nlist, clustering_niter=10, spherical=True,
+                                             min_points_per_centroid=8)
+        ivf.quantizer.add(np.ascontiguousarray(centroids, np.float32))
+    index.train(sample)
 
 
 @dataclass
@@ -257,7 +282,10 @@ class FaissStore:
             selector = faiss.IDSelectorNot(faiss.IDSelectorBatch(masked)) if len(masked) else None
             params = (faiss.SearchParametersIVF(sel=selector, nprobe=nprobe)
                       if self.factory != EXACT_FACTORY else faiss.SearchParameters(sel=selector))
-            params._keep = (masked, selector)  # SWIG holds raw pointers: keep the owners alive
+            graph = faiss.SearchParametersHNSW(efSearch=2 * nprobe) if "_HNSW" in self.factory else None
+            if graph is not None:  # the quantiser's graph must look at least as far as the lists wanted
+                params.quantizer_params = graph
+            params._keep = (masked, selector, graph)  # SWIG holds raw pointers: keep the owners alive
             self._params[nprobe] = params
         return self._params[nprobe]
 
@@ -308,7 +336,8 @@ def build_from_chunks(encoder_id: str, dim: int, total: int, chunks: Iterable[tu
     factory = params.factory(total, dim)
     index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
     if not index.is_trained:
-        index.train(np.ascontiguousarray(sample(min(total, nlist_for(total) * 64)), np.float32))
+        size = min(total, nlist_for(total, params.lists) * TRAIN_PER_LIST, TRAIN_MAX)
+        train(index, np.ascontiguousarray(sample(size), np.float32))
     exact = factory == EXACT_FACTORY
     writer = RowsWriter(total, dim, scratch) if not exact and params.rerank else None
     base_ids, n = np.empty(total, np.int64), 0

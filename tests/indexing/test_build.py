@@ -100,6 +100,36 @@ def test_the_lists_a_query_visits_grow_with_the_base():
     assert store.factory.startswith("IVF64,") and (store.nprobe, store.retry_nprobe) == (8, 16)
 
 
+def test_a_set_list_count_is_kept_within_one_list_per_64_vectors():
+    assert IndexParams().factory(10_000_000, 1280) == "IVF4096,PQ320x4fs"  # auto: about sqrt(N), at most 4,096
+    assert IndexParams(lists=16384).factory(10_000_000, 1280) == "IVF16384_HNSW32,PQ320x4fs"
+    assert IndexParams(lists=16384).probes(10_000_000) == (2048, 4096)
+    assert IndexParams(lists=2048).factory(1_000_000, 1280) == "IVF2048,PQ320x4fs"
+    assert IndexParams(lists=16384).factory(60_000, 1280) == "IVF937,PQ320x4fs"  # 60,000 / 64: every list trainable
+
+
+def test_more_lists_than_a_flat_quantiser_takes_get_a_graph_trained_in_two_levels(monkeypatch, tmp_path):
+    """Past FLAT_LISTS_MAX lists the centroids come from two-level k-means and sit in an HNSW graph (flat
+    k-means over 16,384 centroids takes hours on 2 cores). Lowered here so that 64 lists take that path."""
+    import indexing.backends.faiss as backend
+    monkeypatch.setattr(backend, "FLAT_LISTS_MAX", 16)
+    rng = np.random.default_rng(1)
+    centres = unit_rows(100, 32, seed=2)
+    vectors = centres[rng.integers(0, 100, 8000)] + 0.3 * unit_rows(8000, 32, seed=3)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    params = IndexParams(ann_threshold=100, ann_codes="PQ16x4fs", lists=64, nprobe=4, rerank=200, retry_below=0.0)
+    store = build_store("enc", 32, np.arange(1, 8001), vectors, params)
+    assert store.factory == "IVF64_HNSW32,PQ16x4fs" and store.nprobe == 8
+    queries = vectors[:50] + 0.05 * unit_rows(50, 32, seed=4)
+    truth = np.argsort(-(queries @ vectors.T), axis=1)[:, :10] + 1
+    found = store.search(queries, 10)[0]
+    recall = np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found.tolist(), truth.tolist())])
+    assert recall >= 0.8  # the graph hands the lists a query wants: a broken quantiser gives ~nprobe/nlist
+    store.save(tmp_path)
+    loaded = load_store(tmp_path, "enc", mmap=True)
+    assert np.array_equal(loaded.search(queries, 10)[0], found)
+
+
 @pytest.mark.parametrize("service_env", ["postgresql"], indirect=True)  # SQLite reads one snapshot throughout
 def test_a_vector_committed_during_the_build_never_pushes_a_listed_one_out(service_env, monkeypatch):
     """An image embedded late (a retry) gets a smaller id than the last listed one. Committed while the
