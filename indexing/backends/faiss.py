@@ -88,10 +88,11 @@ def codes_for(codes: str, dim: int, n: int) -> str:
 
 
 def nlist_for(n: int, lists: int = 0) -> int:
-    """`lists` when set (at most one list per 64 vectors), else about sqrt(n), a power of two, at most
-    FLAT_LISTS_MAX: 1M -> 1024 (training stays in tens of seconds on 2 cores)."""
+    """`lists` when set (at most one list per 64 vectors, and 32,768: 8 training vectors a list), else
+    about sqrt(n), a power of two, at most FLAT_LISTS_MAX: 1M -> 1024 (training stays in tens of seconds
+    on 2 cores)."""
     if lists:
-        return int(max(1, min(lists, n // TRAIN_PER_LIST)))
+        return int(max(1, min(lists, n // TRAIN_PER_LIST, TRAIN_MAX // 8)))
     return int(min(n, FLAT_LISTS_MAX, max(16, 2 ** round(math.log2(max(1.0, math.sqrt(n)))))))
 
 

@@ -106,6 +106,7 @@ def test_a_set_list_count_is_kept_within_one_list_per_64_vectors():
     assert IndexParams(lists=16384).probes(10_000_000) == (2048, 4096)
     assert IndexParams(lists=2048).factory(1_000_000, 1280) == "IVF2048,PQ320x4fs"
     assert IndexParams(lists=16384).factory(60_000, 1280) == "IVF937,PQ320x4fs"  # 60,000 / 64: every list trainable
+    assert IndexParams(lists=10**6).factory(10**8, 1280).startswith("IVF32768_HNSW32,")  # 8 of 262,144 samples a list
 
 
 def test_more_lists_than_a_flat_quantiser_takes_get_a_graph_trained_in_two_levels(monkeypatch, tmp_path):
