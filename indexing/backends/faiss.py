@@ -284,8 +284,8 @@ class FaissStore:
             params = (faiss.SearchParametersIVF(sel=selector, nprobe=nprobe)
                       if self.factory != EXACT_FACTORY else faiss.SearchParameters(sel=selector))
             graph = faiss.SearchParametersHNSW(efSearch=2 * nprobe) if "_HNSW" in self.factory else None
-            if graph is not None:  # the quantiser's graph must look at least as far as the lists wanted
-                params.quantizer_params = graph
+            if graph is not None:  # FAISS's graph looks max(efSearch, nprobe) far: twice the lists wanted, for
+                params.quantizer_params = graph  # better lists (2x against 1x not measured)
             params._keep = (masked, selector, graph)  # SWIG holds raw pointers: keep the owners alive
             self._params[nprobe] = params
         return self._params[nprobe]
