@@ -14,11 +14,12 @@ run against itself with a switch flipped:
     ... --repos . . --env-before ATTRIB_GC_FREEZE=false --env-after ATTRIB_GC_FREEZE=true
 
 Each run also reports the slow garbage collections the API processes logged during its open loop.
-Writes `--out` (JSON) and prints one line per run."""
+Writes `--out` (JSON) and a markdown table beside it (same name, `.md`), and prints one line per run."""
 import argparse
 import asyncio
 import json
 import os
+import statistics
 import re
 import subprocess
 import sys
@@ -80,6 +81,34 @@ def slow_collections(log_path: Path, offset: int) -> dict:
             "longest_ms": max((ms for _, ms in pauses), default=0.0), "total_ms": round(sum(ms for _, ms in pauses), 1)}
 
 
+def markdown(result: dict) -> str:
+    """The runs as a table, then each side's median p99 (client and server) over its rounds."""
+    machine_ = result["machine"]
+    lines = ["# POST /attribute enqueue, two sides alternated", "",
+             f"{machine_['cpu']}, {machine_['cores']} cores, {machine_['date'][:10]}; API only, open loop at a fixed "
+             "rate, counted from each request's scheduled time. Command:", "", f"`{result['command']}`", "",
+             "| round | side | extra environment | saturation /s | open-loop p50 / p99 ms | server's own p99 ms "
+             "| slow collections (gen 0/1/2) | longest ms | their total ms |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for run in result["runs"]:
+        env = " ".join(f"{k}={v}" for k, v in run["env"].items()) or "-"
+        gc_ = run.get("open_slow_collections") or {"count": 0, "by_generation": {}, "longest_ms": 0.0, "total_ms": 0.0}
+        generations = "/".join(str(gc_["by_generation"].get(g, gc_["by_generation"].get(str(g), 0))) for g in (0, 1, 2))
+        lines.append(f"| {run['round']} | {run['side']} | {env} | {run['saturation_per_s']} | {run['open_p50_ms']} / "
+                     f"{run['open_p99_ms']} | {run['open_server'].get('p99_ms', '-')} | {gc_['count']} ({generations}) "
+                     f"| {gc_['longest_ms']} | {gc_['total_ms']} |")
+    lines.append("")
+    for side in ("before", "after"):
+        runs = [run for run in result["runs"] if run["side"] == side]
+        client = [run["open_p99_ms"] for run in runs if run["open_p99_ms"] is not None]
+        server = [run["open_server"]["p99_ms"] for run in runs if run["open_server"].get("p99_ms") is not None]
+        if client:
+            lines.append(f"- {side}: median open-loop p99 {statistics.median(client):.1f} ms over {len(client)} runs "
+                         f"(range {min(client)}-{max(client)}), server's own "
+                         + (f"{statistics.median(server):.1f} ms" if server else "not logged"))
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.enqueue_ab", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -108,8 +137,10 @@ def main(argv=None) -> int:
             print(json.dumps(run), flush=True)
             runs.append(run)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"command": "python -m bench.enqueue_ab " + " ".join(argv or sys.argv[1:]),
-                                    "machine": machine(), "runs": runs}, indent=2))
+    result = {"command": "python -m bench.enqueue_ab " + " ".join(argv or sys.argv[1:]), "machine": machine(),
+              "runs": runs}
+    args.out.write_text(json.dumps(result, indent=2))
+    args.out.with_suffix(".md").write_text(markdown(result))
     return 0
 
 
