@@ -84,7 +84,7 @@ def split_time(store, queries: np.ndarray, k: int = 40) -> dict:
     p50 ms of the codes' search alone (coarse quantiser + list scan) against the whole first pass (codes +
     exact re-rank of the shortlist); the rest of a query's p50 is the retry."""
     codes, whole, retried = [], [], 0
-    fetch = min(max(k, store._rerank_depth()), len(store.base_ids))
+    fetch = store._fetch_size(k, store._rerank_depth())
     for query in queries:
         query = query[None]
         started = time.perf_counter()

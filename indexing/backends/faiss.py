@@ -254,9 +254,12 @@ class FaissStore:
         return ids, scores
 
     def _search_lists(self, queries: np.ndarray, k: int, nprobe: int, depth: int) -> tuple[np.ndarray, np.ndarray]:
-        fetch = min(max(k, depth), len(self.base_ids))
-        scores, ids = self.base.search(queries, fetch, params=self._search_params(nprobe))
+        scores, ids = self.base.search(queries, self._fetch_size(k, depth), params=self._search_params(nprobe))
         return self._rerank(queries, ids, k) if depth else (ids, scores)
+
+    def _fetch_size(self, k: int, depth: int) -> int:
+        """Candidates the codes' search returns: the re-rank's depth, at least k, at most the base."""
+        return min(max(k, depth), len(self.base_ids))
 
     def _rerank_depth(self, retry: bool = False) -> int:
         if self.rows is None or self.factory == EXACT_FACTORY or not self.rerank:

@@ -3,6 +3,7 @@
 import hashlib
 import json
 import multiprocessing
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -91,12 +92,21 @@ def test_traffic_and_evaluation_are_disjoint(built):
     assert traffic_sources and evaluation_sources and not traffic_sources & evaluation_sources
 
 
-def test_workers_are_never_forked_from_this_process():
+_SET_AFTER_IMPORT = "as imported"
+
+
+def _seen_by_worker() -> str:
+    return _SET_AFTER_IMPORT
+
+
+def test_workers_are_never_forked_from_this_process(monkeypatch):
     # A forked child of the multi-threaded test process once hung for ever on a lock it copied mid-use.
     with worker_pool(1) as pool:
         assert pool.map(abs, [-1, 2]) == [1, 2] and multiprocessing.active_children() == []
+    monkeypatch.setattr(sys.modules[__name__], "_SET_AFTER_IMPORT", "changed in this process")
     with worker_pool(2) as pool:
-        assert pool._ctx.get_start_method() == "spawn"
+        # a forked child would hold a copy of this process's memory; a spawned one imports this module afresh
+        assert pool.apply(_seen_by_worker) == "as imported"
 
 
 def test_two_spawned_workers_write_the_same_files_as_one(built, inputs, tmp_path):
