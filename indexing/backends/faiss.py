@@ -18,6 +18,7 @@ import contextlib
 import json
 import math
 import os
+import shutil
 import tempfile
 import uuid
 from collections.abc import Callable, Iterable
@@ -212,7 +213,7 @@ class FaissStore:
         base already there (snapshots share one base between many small deltas)."""
         directory.mkdir(parents=True, exist_ok=True)
         if write_base:
-            _atomic_write(directory / BASE_FILE, self.base_bytes())
+            self._write_base(directory / BASE_FILE)
             if self._rerank_depth():
                 with _atomic_file(directory / VECTORS_FILE) as f:
                     self.rows.write_to(f)
@@ -231,10 +232,15 @@ class FaissStore:
         size = self.base_path.stat().st_size if self.base_path is not None else len(faiss.serialize_index(self.base))
         return size + self.base_ids.nbytes
 
-    def base_bytes(self) -> bytes:
-        if self.base_path is not None:
-            return self.base_path.read_bytes()
-        return faiss.serialize_index(self.base).tobytes()
+    def _write_base(self, path: Path) -> None:
+        """The base index to `path`, streamed: at 10M its codes are gigabytes, and serialising them into
+        memory first (then copying that into bytes) held two more copies of them in the writing worker."""
+        with _atomic_file(path) as f:
+            if self.base_path is not None:
+                with open(self.base_path, "rb") as source:
+                    shutil.copyfileobj(source, f, 1 << 24)
+            else:
+                faiss.write_index(self.base, faiss.PyCallbackIOWriter(f.write))
 
     def _in_base(self, ids: np.ndarray) -> np.ndarray:
         pos = np.searchsorted(self.base_ids, ids)
