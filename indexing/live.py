@@ -99,7 +99,7 @@ class LiveStore:
         with self._lock:
             if self.store.applied_seq == self.snapshot_seq:
                 return None
-            key = write_snapshot(self.storage, self.store)
+            key = write_snapshot(self.storage, self.store, scratch=self.settings.cache_dir)
             self.snapshot_seq, self.snapshot_at = self.store.applied_seq, time.time()
         if self.store.base_path is None:  # a base built here: map the stored copy, share its pages
             self.refresh(force=True)

@@ -52,19 +52,23 @@ class WriterLock:
             self.redis.delete(self.key)
 
 
-def write_snapshot(storage: Storage, store: FaissStore) -> str:
-    """Save the store under a new snapshot key (its base only if not stored yet); returns the key."""
+def write_snapshot(storage: Storage, store: FaissStore, scratch: Path | None = None) -> str:
+    """Save the store under a new snapshot key (its base only if not stored yet); returns the key. The
+    files are written in a temporary folder in `scratch` (default: the system's), then moved into
+    storage: renamed, not copied, when local storage shares scratch's filesystem."""
     prefix = encoder_prefix(store.encoder_id)
     base_key = f"{prefix}/bases/{store.index_id}"
     snapshot_key = f"{prefix}/{store.applied_seq:012d}-{time.time_ns()}"
-    with tempfile.TemporaryDirectory() as tmp:
+    if scratch is not None:
+        Path(scratch).mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=scratch) as tmp:
         directory = Path(tmp)
         write_base = not storage.exists(f"{base_key}/{IDS_FILE}")
         store.save(directory, write_base=write_base)
         if write_base:  # ids last: it marks the base complete
             for name in BASE_FILES:
                 if (directory / name).exists():
-                    storage.put_file(f"{base_key}/{name}", directory / name)
+                    storage.put_file(f"{base_key}/{name}", directory / name, move=True)
         for name in (DELTA_FILE, MASKED_FILE, SIDECAR_FILE):
             storage.put(f"{snapshot_key}/{name}", (directory / name).read_bytes())
     _prune(storage, prefix)

@@ -115,7 +115,7 @@ def repair(session: Session, settings: Settings, encoder_id: str, dim: int) -> t
     crud.record_vector_changes(session, op="delete", image_ids=sorted(set(orphans)), encoder_id=None)
     session.commit()
     store = build_from_database(session, encoder_id, dim, index_params(settings), scratch=settings.cache_dir)
-    return store, write_snapshot(get_storage(settings), store)
+    return store, write_snapshot(get_storage(settings), store, scratch=settings.cache_dir)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,5 +1,7 @@
 """One storage contract (docs/design.md §4), two backends: a local folder and S3 over HTTP against a standalone
 moto_server (tests/s3server.py). Whatever holds the bytes, callers see the same behaviour."""
+from pathlib import Path
+
 import pytest
 
 from common.storage import LocalStorage, S3Storage, local_copy, local_copy_prefix, storage_from
@@ -121,6 +123,37 @@ def test_large_files_stream_in_and_out_whole(storage, tmp_path):
     assert path.read_bytes() == data
     assert not [p for p in path.parent.iterdir() if p.name.startswith(".")]  # no partial download left
     assert storage.get("snapshots/enc/bases/b1/vectors.npy") == data  # get returns every byte too
+
+
+def test_a_moved_file_is_stored_whole_and_given_up(storage, tmp_path):
+    """Snapshots hand their base files over (`move=True`): at 10M the re-rank rows are 24 GiB, and a copy
+    beside the written file needed that much disk again. Local storage on one filesystem renames it."""
+    data = b"rows" * 100_000
+    (tmp_path / "rows.npy").write_bytes(data)
+    inode = (tmp_path / "rows.npy").stat().st_ino
+    storage.put_file("snapshots/enc/bases/b1/vectors.npy", tmp_path / "rows.npy", move=True)
+    assert not (tmp_path / "rows.npy").exists()
+    assert storage.get("snapshots/enc/bases/b1/vectors.npy") == data
+    if isinstance(storage, LocalStorage):
+        assert storage.path("snapshots/enc/bases/b1/vectors.npy").stat().st_ino == inode  # renamed, not copied
+
+
+def test_a_move_across_filesystems_copies_then_removes_the_source(tmp_path, monkeypatch):
+    import errno
+    import os
+    storage, real_replace = LocalStorage(tmp_path / "storage"), os.replace
+    source = tmp_path / "rows.npy"
+    source.write_bytes(b"x" * 1000)
+
+    def replace(src, dst):  # as os.replace does when source and target sit on two filesystems
+        if Path(src) == source:
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    storage.put_file("snapshots/enc/bases/b1/vectors.npy", source, move=True)
+    assert storage.get("snapshots/enc/bases/b1/vectors.npy") == b"x" * 1000 and not source.exists()
+    assert [p.name for p in storage.path("snapshots/enc/bases/b1").iterdir()] == ["vectors.npy"]
 
 
 def test_local_get_reads_whole_files_and_refuses_folders(tmp_path, monkeypatch):
