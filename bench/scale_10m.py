@@ -12,14 +12,17 @@ queries (the ground truth); the index is built by the runtime's own memory-bound
 (`build_from_chunks`, the path `build_from_database` takes), with the parameters the runtime picks
 (`IVF4096,PQ320x4fs`, re-rank rows in a 24 GiB float16 file). Then: search latency and recall@10, twice
 (the page cache as the build left it, then again), cross-context top-1 / AP@100 exact vs approximate,
-one registration's store work, index memory and the process's peak memory. Not measured here: a cold
-start from a database (the 1M figure is in bench/results/scale) and two workers sharing a snapshot.
+one registration's store work, index memory and the process's peak memory. With `--share`, also a
+snapshot written the runtime's way and two workers started from it at once, with the encoder loaded
+(warm start, PSS); it needs as much disk again as the re-rank rows. Not measured here: a cold start from
+a database (the 1M figure is in bench/results/scale).
 
 Writes bench/results/scale/scale-10m.{json,md}, the machine named."""
 import argparse
 import json
 import os
 import resource
+import shutil
 import time
 from pathlib import Path
 
@@ -28,7 +31,7 @@ import numpy as np
 from bench.attribution import machine
 from bench.scale import ensure_crossdomain
 from bench.scale_data import Mixture, real_features, top_k_of_chunks
-from bench.scale_measure import _attribution_metrics, search_quality, upsert_cost
+from bench.scale_measure import _attribution_metrics, search_quality, upsert_cost, warm_start_and_sharing
 from common.settings import Settings
 from indexing.backends.faiss import build_from_chunks
 from indexing.store import index_params
@@ -120,8 +123,24 @@ def command(args) -> str:
     """The command as run, with the ATTRIB_ANN_* settings it ran under (they pick the index)."""
     env = " ".join(f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith("ATTRIB_ANN_"))
     options = (f" --n {args.n}" if args.n != 10_000_000 else "") + (
-        " --sweep " + ",".join(":".join(map(str, s)) for s in args.sweep) if args.sweep != SWEEP else "")
+        " --sweep " + ",".join(":".join(map(str, s)) for s in args.sweep) if args.sweep != SWEEP else "") + (
+        " --share" if getattr(args, "share", False) else "")
     return (env + " " if env else "") + "python -m bench.scale_10m" + options
+
+
+def reset_peak_rss() -> float:
+    """Start this process's peak-RSS count afresh (Linux: clear_refs 5); returns the RSS now, GiB."""
+    Path("/proc/self/clear_refs").write_text("5")
+    return _status_gib("VmRSS")
+
+
+def peak_rss() -> float:
+    return _status_gib("VmHWM")
+
+
+def _status_gib(field: str) -> float:
+    line = next(l for l in Path("/proc/self/status").read_text().splitlines() if l.startswith(field + ":"))
+    return round(int(line.split()[1]) / 2**20, 2)
 
 
 def meminfo() -> dict:
@@ -138,6 +157,8 @@ def main(argv=None) -> None:
     parser.add_argument("--out", type=Path, default=Path("bench/results/scale"))
     parser.add_argument("--sweep", type=parse_sweep, default=SWEEP,
                         help="search settings tried on the built index, nprobe:rerank:retry_nprobe:retry_rerank,...")
+    parser.add_argument("--share", action="store_true",
+                        help="write a snapshot and start two workers from it (24 GiB more disk at 10M; removed after)")
     args = parser.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -205,10 +226,33 @@ def main(argv=None) -> None:
     save()
     result["memory_after_queries"] = meminfo()
     result["peak_rss_gib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
+    if args.share:
+        started, rss_before = time.perf_counter(), reset_peak_rss()
+        try:
+            result["share"] = warm_start_and_sharing(store, real.queries, args.work / "share", with_model=True)
+        finally:
+            shutil.rmtree(args.work / "share", ignore_errors=True)
+        result["share"]["writer_rss_gib"] = {"before": rss_before, "peak_while_writing": peak_rss()}
+        step("snapshot written, then worker starts from it", started)
     result["load_average_after"] = os.getloadavg()
     save()
     (args.out / f"{name}.md").write_text(report(result))
     print(report(result))
+
+
+def share_rows(r: dict) -> list[str]:
+    """`--share`: the snapshot, the writer's memory, and two workers started from it at once."""
+    if "share" not in r:
+        return []
+    share, alone = r["share"], r["share"]["alone"]
+    pair = share.get("two_workers_with_model") or share["two_workers"]
+    rss = share["writer_rss_gib"]
+    return [f"| snapshot written (s) / its size (MB) | {share['snapshot_write_s']} / {share['snapshot_mb']:.0f} | |",
+            f"| the writer's RSS before / at its peak while writing (GiB) | {rss['before']} / {rss['peak_while_writing']} | |",
+            f"| warm start: snapshot load + first {alone['queries']} queries (s), one worker alone | {alone['load_s']} + "
+            f"{alone['first_queries_s']} | 30 at 1M |",
+            "| two workers started at once with the encoder: PSS each (MB) | "
+            + " / ".join(f"{w['pss_mb']:.0f}" for w in pair) + " | 2,048 at 1M |"]
 
 
 def report(r: dict) -> str:
@@ -232,7 +276,7 @@ def report(r: dict) -> str:
               f"{r['memory_before_queries']['MemAvailable']} | |",
               f"| build: training sample drawn / quantisers trained / all (s) | {r['build']['sample_s']} / {r['build']['train_s']} / "
               f"{r['build']['total_s']} | |",
-              f"| peak memory of the process (RSS, GiB) | {r['peak_rss_gib']} | |", "",
+              f"| peak memory of the process (RSS, GiB) | {r['peak_rss_gib']} | |", *share_rows(r), "",
               "Steps (s): " + "; ".join(f"{k}: {v}" for k, v in r["steps"].items())]
     if r.get("sweep"):
         lines += ["", "Search settings on the same index, the runtime's first (the rows of each query's first 1,000 "

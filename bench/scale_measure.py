@@ -126,7 +126,7 @@ def warm_start_and_sharing(store: FaissStore, queries: np.ndarray, workdir: Path
     `with_model` two more that also hold the encoder, as real workers do."""
     root = workdir / "storage"
     started = time.perf_counter()
-    write_snapshot(storage_from(str(root)), store)
+    write_snapshot(storage_from(str(root)), store, scratch=workdir / "cache")
     written = time.perf_counter() - started
     np.save(workdir / "queries.npy", queries[:50])
     command = [sys.executable, "-m", "bench.scale_probe", str(root), store.encoder_id, str(workdir / "queries.npy")]

@@ -5,7 +5,7 @@ import argparse
 import numpy as np
 import pytest
 
-from bench.scale_10m import SWEEP, command, parse_sweep, split_time
+from bench.scale_10m import SWEEP, command, parse_sweep, peak_rss, reset_peak_rss, share_rows, split_time
 from indexing.backends.faiss import IndexParams, build_store
 
 
@@ -22,6 +22,29 @@ def test_command_records_the_index_settings_it_ran_under(monkeypatch):
     assert command(argparse.Namespace(n=10_000_000, sweep=SWEEP)) == "ATTRIB_ANN_CODES=PQ640x4fs python -m bench.scale_10m"
     assert command(argparse.Namespace(n=300_000, sweep=[(8, 50, 0, 0)])).endswith(
         "python -m bench.scale_10m --n 300000 --sweep 8:50:0:0")
+    assert command(argparse.Namespace(n=10_000_000, sweep=SWEEP, share=True)).endswith("scale_10m --share")
+
+
+def test_peak_memory_counts_from_the_reset():
+    held = np.ones(64 * 2**20 // 8)  # 64 MiB, touched
+    del held
+    before = reset_peak_rss()
+    assert peak_rss() < before + 0.03  # the freed 64 MiB no longer counts
+    held = np.ones(128 * 2**20 // 8)
+    assert peak_rss() >= before + 0.11
+    del held
+
+
+def test_report_rows_of_the_shared_snapshot():
+    worker = {"queries": 50, "load_s": 0.2, "first_queries_s": 3.1, "pss_mb": 1700.4}
+    result = {"share": {"snapshot_write_s": 150.2, "snapshot_mb": 27000.0, "alone": worker,
+                        "two_workers": [worker, worker], "two_workers_with_model": [worker, {**worker, "pss_mb": 1800.0}],
+                        "writer_rss_gib": {"before": 4.0, "peak_while_writing": 4.1}}}
+    rows = share_rows(result)
+    assert rows[0] == "| snapshot written (s) / its size (MB) | 150.2 / 27000 | |"
+    assert "| 4.0 / 4.1 |" in rows[1] and "0.2 + 3.1" in rows[2]
+    assert rows[3].endswith("| 1700 / 1800 | 2,048 at 1M |")
+    assert share_rows({}) == []
 
 
 def test_split_time_counts_the_queries_a_retry_would_search_again():
