@@ -229,8 +229,15 @@ class FaissStore:
     def base_bytes_size(self) -> int:
         """Bytes of the base index as stored (what a worker maps), plus its id list; not the re-rank
         vectors, which are read from disk per query and never held."""
-        size = self.base_path.stat().st_size if self.base_path is not None else len(faiss.serialize_index(self.base))
-        return size + self.base_ids.nbytes
+        if self.base_path is not None:
+            return self.base_path.stat().st_size + self.base_ids.nbytes
+        size = [0]  # counted as FAISS writes it, never held: serialising it whole is gigabytes at 10M
+
+        def count(chunk: bytes) -> int:
+            size[0] += len(chunk)
+            return len(chunk)
+        faiss.write_index(self.base, faiss.PyCallbackIOWriter(count))
+        return size[0] + self.base_ids.nbytes
 
     def _write_base(self, path: Path) -> None:
         """The base index to `path`, streamed: at 10M its codes are gigabytes, and serialising them into
