@@ -8,6 +8,7 @@ backend has `path()`; code that needs a real file (FAISS memory-mapping a snapsh
 artefact) asks `local_copy`, so API, workers and trainer can run on hosts that share no filesystem.
 Writes are atomic on both: a temporary file renamed into place locally, a single PUT on S3 (an object is
 visible whole or not at all), so a crash never leaves a half-written image."""
+import contextlib
 import errno
 import os
 import shutil
@@ -82,9 +83,16 @@ class LocalStorage:
                 if error.errno != errno.EXDEV:  # another filesystem: copy below
                     raise
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".upload-")
-        os.close(fd)
-        shutil.copyfile(path, tmp)
-        os.replace(tmp, target)
+        try:  # synced before the rename: a base's id list marks it complete, so a short file must never land
+            with os.fdopen(fd, "wb") as out, open(path, "rb") as source:
+                shutil.copyfileobj(source, out, 1 << 24)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, target)
+        except BaseException:  # a full disk (24 GiB of rows) must not leave the partial copy holding it
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
         if move:
             os.unlink(path)
 

@@ -11,6 +11,7 @@ A snapshot is complete once its index.json exists (written last); readers take t
 import json
 import logging
 import re
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -25,6 +26,8 @@ from indexing.vectorstore import IndexCorrupt, IndexEncoderMismatch
 
 log = logging.getLogger(__name__)
 KEEP = 2  # snapshots kept per encoder (a reader may still be copying the previous one)
+SCRATCH_PREFIX = "snapshot-"  # a snapshot's files while written, in the writer's scratch folder
+STALE_SCRATCH_S = 3600  # a writer's folder untouched this long is a dead writer's (10M: a few minutes)
 
 
 def encoder_prefix(encoder_id: str) -> str:
@@ -61,7 +64,8 @@ def write_snapshot(storage: Storage, store: FaissStore, scratch: Path | None = N
     snapshot_key = f"{prefix}/{store.applied_seq:012d}-{time.time_ns()}"
     if scratch is not None:
         Path(scratch).mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=scratch) as tmp:
+        remove_stale_scratch(Path(scratch))
+    with tempfile.TemporaryDirectory(prefix=SCRATCH_PREFIX, dir=scratch) as tmp:
         directory = Path(tmp)
         write_base = not storage.exists(f"{base_key}/{IDS_FILE}")
         store.save(directory, write_base=write_base)
@@ -74,6 +78,22 @@ def write_snapshot(storage: Storage, store: FaissStore, scratch: Path | None = N
     _prune(storage, prefix)
     log.info("snapshot %s: %d vectors at log position %d", snapshot_key, store.count(), store.applied_seq)
     return snapshot_key
+
+
+def remove_stale_scratch(scratch: Path, older_than_s: float = STALE_SCRATCH_S) -> int:
+    """Remove what writers killed mid-snapshot left in `scratch` (a folder on the data volume, unlike
+    /tmp: it survives restarts, and at 10M one holds 24 GiB of rows); returns how many folders went."""
+    removed = 0
+    for folder in scratch.glob(SCRATCH_PREFIX + "*"):
+        try:
+            if folder.is_dir() and time.time() - folder.stat().st_mtime > older_than_s:
+                shutil.rmtree(folder, ignore_errors=True)
+                removed += 1
+        except FileNotFoundError:  # another writer removed it first
+            continue
+    if removed:
+        log.warning("removed %d unfinished snapshot folder(s) from %s", removed, scratch)
+    return removed
 
 
 def latest_snapshots(storage: Storage, encoder_id: str) -> list[str]:

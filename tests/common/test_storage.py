@@ -139,21 +139,46 @@ def test_a_moved_file_is_stored_whole_and_given_up(storage, tmp_path):
 
 
 def test_a_move_across_filesystems_copies_then_removes_the_source(tmp_path, monkeypatch):
-    import errno
-    import os
-    storage, real_replace = LocalStorage(tmp_path / "storage"), os.replace
-    source = tmp_path / "rows.npy"
+    storage, source = LocalStorage(tmp_path / "storage"), tmp_path / "rows.npy"
     source.write_bytes(b"x" * 1000)
-
-    def replace(src, dst):  # as os.replace does when source and target sit on two filesystems
-        if Path(src) == source:
-            raise OSError(errno.EXDEV, "Invalid cross-device link")
-        return real_replace(src, dst)
-
-    monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.setattr("os.replace", _refuse_cross_device(source))
     storage.put_file("snapshots/enc/bases/b1/vectors.npy", source, move=True)
     assert storage.get("snapshots/enc/bases/b1/vectors.npy") == b"x" * 1000 and not source.exists()
     assert [p.name for p in storage.path("snapshots/enc/bases/b1").iterdir()] == ["vectors.npy"]
+
+
+def test_a_copy_that_fails_leaves_nothing_in_storage_and_keeps_the_source(tmp_path, monkeypatch):
+    """A full disk mid-copy (24 GiB of rows at 10M): no partial file is left holding the space, none lands
+    under the key, and a move's source is kept for the next try."""
+    import errno
+    import shutil
+    storage, source = LocalStorage(tmp_path / "storage"), tmp_path / "rows.npy"
+    source.write_bytes(b"x" * 100_000)
+
+    def copy_until_full(src, dst, length=0):
+        dst.write(src.read(1000))
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(shutil, "copyfileobj", copy_until_full)
+    for move in (False, True):
+        with pytest.raises(OSError, match="No space"):
+            if move:  # as across two filesystems: the rename is refused, the copy runs
+                monkeypatch.setattr("os.replace", _refuse_cross_device(source))
+            storage.put_file("snapshots/enc/bases/b1/vectors.npy", source, move=move)
+    assert list((tmp_path / "storage" / "snapshots/enc/bases/b1").iterdir()) == [] and source.exists()
+
+
+def _refuse_cross_device(source):
+    """os.replace as it behaves when `source` and the target sit on two filesystems."""
+    import errno
+    import os
+    real_replace = os.replace
+
+    def replace(src, dst):
+        if Path(src) == source:
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        return real_replace(src, dst)
+    return replace
 
 
 def test_local_get_reads_whole_files_and_refuses_folders(tmp_path, monkeypatch):
