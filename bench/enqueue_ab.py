@@ -19,8 +19,8 @@ import argparse
 import asyncio
 import json
 import os
-import statistics
 import re
+import statistics
 import subprocess
 import sys
 import time

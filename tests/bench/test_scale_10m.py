@@ -28,11 +28,14 @@ def test_command_records_the_index_settings_it_ran_under(monkeypatch):
 def test_peak_memory_counts_from_the_reset():
     held = np.ones(64 * 2**20 // 8)  # 64 MiB, touched
     del held
-    before = reset_peak_rss()
+    try:
+        before = reset_peak_rss()
+    except OSError:
+        pytest.skip("/proc/self/clear_refs cannot be written here")
     assert peak_rss() < before + 0.03  # the freed 64 MiB no longer counts
     held = np.ones(128 * 2**20 // 8)
-    assert peak_rss() >= before + 0.11
     del held
+    assert peak_rss() >= before + 0.11  # a peak already freed is still seen
 
 
 def test_report_rows_of_the_shared_snapshot():
