@@ -2,7 +2,8 @@
 
 One writer at a time (a Redis lock per encoder) saves what its store holds, with the change-log
 position it includes, on a schedule and at shutdown, never after every change. Other workers load the
-newest snapshot read-only (the base memory-mapped, so workers on one host share its pages) and replay
+newest snapshot read-only (the base memory-mapped where FAISS can, so workers on one host share its
+pages; the default fast-scan codes are read into each worker's memory instead) and replay
 the log tail. Keys:
     snapshots/<encoder>/bases/<index id>/{index.faiss, vectors.npy, ids.npy}   large, immutable, written once
                                     (vectors.npy: float16 rows for re-ranking, approximate bases only)

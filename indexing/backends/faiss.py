@@ -4,7 +4,8 @@
   compressed codes: by default 4-bit product quantisation, one code per 4 dimensions, scanned with
   SIMD (`IVF{nlist},PQ{dim/4}x4fs`: 160 bytes a vector at 1280 dimensions, 1M in ~160 MB). Training the
   coarse quantiser happens only in `build_from_chunks` (rebuild, or the snapshot writer's background step),
-  never in a request. A loaded base is read-only (memory-mapped where FAISS allows it).
+  never in a request. A loaded base is read-only, memory-mapped where FAISS allows it: not the default
+  fast-scan lists, which every worker reads into its own memory (`_fast_scan`).
 - **Re-rank.** Codes that small only shortlist: the best `rerank` candidates are scored again exactly
   against float16 copies of the vectors kept in `vectors.npy` on disk and read with `pread` for just
   those rows, so the file costs no process memory (the OS page cache holds what fits, shared by every
@@ -179,7 +180,7 @@ class FaissStore:
                 "count": self.count(), "dim": self.dim, "encoder_id": self.encoder_id,
                 "applied_seq": self.applied_seq, "index_id": self.index_id, "base_count": len(self.base_ids),
                 "delta_count": int(self.delta.ntotal), "masked_count": len(self.masked),
-                "memory_mapped": self.base_path is not None}
+                "memory_mapped": self.base_path is not None and not _fast_scan(self.factory)}
 
     # -- beyond the protocol: used by snapshots, rebuilds and the consistency check ---------------
     def __len__(self) -> int:
@@ -400,6 +401,13 @@ def load_store(directory: Path, expected_encoder_id: str, mmap: bool = False,
     if store.base.d != manifest["dim"] or store.count() != manifest["count"]:
         raise IndexCorrupt(f"index {directory} disagrees with its sidecar")
     return store
+
+
+def _fast_scan(factory: str) -> bool:
+    """4-bit fast-scan codes (`PQ...x4fs`, the default above the threshold): FAISS reads their lists
+    into each process's memory even from a mapped file (1.7 GB per worker at 10M); flat codes and
+    other IVF lists are mapped and shared between the workers of a host."""
+    return factory.endswith("fs")
 
 
 def _read_files(directory: Path, base_dir: Path, manifest: dict, mmap: bool) -> FaissStore:

@@ -90,6 +90,19 @@ def test_saving_streams_the_base_instead_of_copying_it_in_memory(tmp_path):
     assert load_store(tmp_path / "b", "enc").search(query, 5)[0].tolist() == store.search(query, 5)[0].tolist()
 
 
+def test_describe_says_whether_the_loaded_base_is_really_mapped(tmp_path):
+    """Flat codes and IVF lists are mapped from the snapshot (shared by a host's workers); FAISS reads
+    4-bit fast-scan lists into the process, so such a base does not claim to be mapped."""
+    from pathlib import Path
+    for name, params, mapped in (("flat", APPROX, True),
+                                 ("fast-scan", IndexParams(ann_threshold=100, rerank=0), False)):
+        build_store("enc", 32, np.arange(3000), unit_rows(3000, 32), params).save(tmp_path / name)
+        loaded = load_store(tmp_path / name, "enc", mmap=True)
+        assert loaded.describe()["memory_mapped"] is mapped, name
+        if mapped:
+            assert str(tmp_path / name / "index.faiss") in Path("/proc/self/maps").read_text()
+
+
 def test_loading_with_another_encoder_is_refused(tmp_path):
     empty_store("enc@1", 8).save(tmp_path)
     with pytest.raises(IndexEncoderMismatch):
