@@ -61,8 +61,9 @@ class QueueCollector:
         now = time.time()
         for beat in beats:
             name = str(beat.get("worker"))
-            size.add_metric([name], beat.get("index_size") or 0)
-            kind.add_metric([name, str(beat.get("index_type", "IDMap2,Flat")), str(beat.get("encoder_id"))], 1)
+            if not ("index_type" in beat and beat["index_type"] is None):  # None: an embedding-only worker
+                size.add_metric([name], beat.get("index_size") or 0)
+                kind.add_metric([name, str(beat.get("index_type", "IDMap2,Flat")), str(beat.get("encoder_id"))], 1)
             if beat.get("snapshot_saved_at"):
                 age.add_metric([name], max(0.0, now - float(beat["snapshot_saved_at"])))
             stats = beat.get("stats") or {}

@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
         batch_embed.DECODE_NICE = settings.embed_worker_nice
     torch.set_num_threads(settings.torch_threads)
     with new_session() as session:
-        set_runtime(Runtime.load(session, settings, args.device))
+        set_runtime(Runtime.load(session, settings, args.device, with_index=ATTRIBUTE in args.queues))
     jobs.SERVES_ATTRIBUTION = ATTRIBUTE in args.queues
     redis = Redis.from_url(settings.redis_url)
     queues = get_queues(redis, settings.queue_name)
@@ -73,8 +73,9 @@ def main(argv: list[str] | None = None) -> None:
     # Webhook sending, the retention sweep and snapshots run beside the jobs, each on its own thread and schedule.
     deliveries = DeliveryLoop(settings, name)
     side_threads = [recovery, deliveries, EventWaker(settings.redis_url, deliveries),
-                    Periodic("retention", settings.retention_sweep_interval_s, lambda: _sweep(settings)),
-                    Periodic("snapshot", settings.snapshot_interval_s, lambda: get_runtime().snapshot(writer()))]
+                    Periodic("retention", settings.retention_sweep_interval_s, lambda: _sweep(settings))]
+    if ATTRIBUTE in args.queues:  # an embedding-only worker holds no index, so it never takes the writer's lock
+        side_threads.append(Periodic("snapshot", settings.snapshot_interval_s, lambda: get_runtime().snapshot(writer())))
     tune_collector(False, settings.gc_log_slow_ms)  # logged only: a worker replaces its encoder and index
     heartbeat.beat()
     heartbeat.start()
@@ -87,7 +88,8 @@ def main(argv: list[str] | None = None) -> None:
         for thread in side_threads:
             thread.stop()
         heartbeat.stop()
-        get_runtime().snapshot(writer(), rebuild=False)
+        if ATTRIBUTE in args.queues:
+            get_runtime().snapshot(writer(), rebuild=False)
 
 
 def _recover(redis: Redis, queues: Queues, settings, name: str) -> None:

@@ -32,11 +32,17 @@ def test_queue_depth_backlog_and_worker_numbers(client):
     beat = Heartbeat(Redis.from_url(settings.redis_url), settings.queue_name, "w1",
                      lambda: {"index_size": 1234, "index_type": "IVF1024,PQ64", "encoder_id": "enc",
                               "snapshot_saved_at": time.time() - 60, "stats": stats.snapshot()}, ttl_s=30)
+    embed_only = Heartbeat(Redis.from_url(settings.redis_url), settings.queue_name, "w2",  # holds no index
+                           lambda: {"index_size": None, "index_type": None, "encoder_id": "enc",
+                                    "snapshot_saved_at": None, "stats": {}}, ttl_s=30)
     beat.beat()
+    embed_only.beat()
     try:
         found = samples(client)
     finally:
         beat.stop()
+        embed_only.stop()
+    assert not [key for key in found if key[0].startswith(("attrib_index", "attrib_snapshot")) and ("worker", "w2") in key[1]]
     assert found[("attrib_queue_depth", (("queue", "attribute"),))] == 2
     assert found[("attrib_queue_depth", (("queue", "embed"),))] == 1
     assert found[("attrib_embedding_backlog_images", ())] == 2

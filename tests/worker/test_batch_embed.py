@@ -162,3 +162,24 @@ def test_a_vector_write_that_fails_fails_the_job_and_the_retry_embeds_the_images
     monkeypatch.setattr(batch_embed, "write_vectors_of_ids", real)
     assert jobs.embed_images(ids) == 2  # the retry: each image the careful way, alone
     assert states() == [ImageState.embedded] * 2
+
+
+def test_an_embedding_only_worker_embeds_without_holding_an_index(client):
+    """`python -m worker --queues embed` loads no store (at 10M it would hold 1.7 GB of codes of its own,
+    load a snapshot at start and sync after every job); what it embeds reaches the attribution worker's
+    index through the change log."""
+    with new_session() as session:
+        embedder = Runtime.load(session, get_settings(), with_index=False)
+        searcher = Runtime.load(session, get_settings())
+    runtime_module.set_runtime(embedder)
+    _, ids = bulk_import(client, ["dog", "cat"])
+    assert jobs.embed_images(ids) == 2 and states() == [ImageState.embedded] * 2
+    assert embedder.live is None and embedder.snapshot(None) is None
+    with pytest.raises(RuntimeError, match="no index"):
+        embedder.store
+    described = embedder.describe()
+    assert described["index_size"] is None and described["index_type"] is None
+    assert described["loaded_from"] == "no index: this worker only embeds"
+    with new_session() as session:
+        searcher.sync(session)
+    assert searcher.store.count() == 2
