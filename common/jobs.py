@@ -80,7 +80,8 @@ def enqueue_attribution(queue: Queue, job_id: str) -> None:
     queue.enqueue(ATTRIBUTE_IMAGE, job_id, job_id=f"attr-{job_id}", retry=Retry(max=2),
                   job_timeout=300)
 
-# Each worker keeps its heartbeat key alive (TTL: settings.worker_heartbeat_ttl_s) while it holds an index.
+# Each worker keeps its heartbeat key alive (TTL: settings.worker_heartbeat_ttl_s) while it runs (an
+# embedding-only worker's beat has no index: index_type None).
 WORKER_HEARTBEAT_PREFIX = "attrib:worker:"
 
 

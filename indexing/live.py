@@ -87,8 +87,12 @@ class LiveStore:
         return result
 
     def snapshot(self, lock: WriterLock | None, rebuild: bool = True) -> str | None:
-        """Writer: rebuild the base if needed, then save a snapshot if anything changed since the last.
-        Other workers: switch to a newer base another worker published. Runs off the job thread."""
+        """Every worker first applies the log (an import with no attribution arriving would otherwise
+        leave this store, and so the snapshot, behind: the workers that embed hold no index). Writer:
+        rebuild the base if needed, then save a snapshot if anything changed since the last. Other
+        workers: switch to a newer base another worker published. Runs off the job thread."""
+        with new_session() as session:
+            self.sync(session)
         if not self.snapshots:
             return None
         if lock is not None and not lock.acquire():

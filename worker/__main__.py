@@ -1,4 +1,5 @@
-"""`python -m worker`: load the encoder and index once, then run many jobs in this process.
+"""`python -m worker`: load the encoder and index once (no index for an embedding-only worker: see
+`_holds_index`), then run many jobs in this process.
 
 RQ's default worker forks per job, which would reload the model every job (and breaks CUDA);
 SimpleWorker runs jobs in-process, so the runtime loaded here is shared by every job."""
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
         batch_embed.DECODE_NICE = settings.embed_worker_nice
     torch.set_num_threads(settings.torch_threads)
     with new_session() as session:
-        set_runtime(Runtime.load(session, settings, args.device, with_index=ATTRIBUTE in args.queues))
+        set_runtime(Runtime.load(session, settings, args.device, with_index=_holds_index(args.queues, settings)))
     jobs.SERVES_ATTRIBUTION = ATTRIBUTE in args.queues
     redis = Redis.from_url(settings.redis_url)
     queues = get_queues(redis, settings.queue_name)
@@ -74,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
     deliveries = DeliveryLoop(settings, name)
     side_threads = [recovery, deliveries, EventWaker(settings.redis_url, deliveries),
                     Periodic("retention", settings.retention_sweep_interval_s, lambda: _sweep(settings))]
-    if ATTRIBUTE in args.queues:  # an embedding-only worker holds no index, so it never takes the writer's lock
+    if get_runtime().live is not None:  # a worker without an index never takes the snapshot writer's lock
         side_threads.append(Periodic("snapshot", settings.snapshot_interval_s, lambda: get_runtime().snapshot(writer())))
     tune_collector(False, settings.gc_log_slow_ms)  # logged only: a worker replaces its encoder and index
     heartbeat.beat()
@@ -88,8 +89,15 @@ def main(argv: list[str] | None = None) -> None:
         for thread in side_threads:
             thread.stop()
         heartbeat.stop()
-        if ATTRIBUTE in args.queues:
+        if get_runtime().live is not None:
             get_runtime().snapshot(writer(), rebuild=False)
+
+
+def _holds_index(queues: list[str], settings) -> bool:
+    """Workers that serve attributions search, so they hold the index. An embedding-only FAISS worker
+    holds none (its in-process codes would only cost memory, a start-up load and a sync per job); on
+    Milvus it keeps its store, since the syncs after its jobs keep a shared collection current."""
+    return ATTRIBUTE in queues or settings.vector_backend != "faiss"
 
 
 def _recover(redis: Redis, queues: Queues, settings, name: str) -> None:

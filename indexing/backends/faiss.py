@@ -19,6 +19,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
 import uuid
@@ -407,7 +408,7 @@ def _fast_scan(factory: str) -> bool:
     """4-bit fast-scan codes (`PQ...x4fs`, the default above the threshold): FAISS reads their lists
     into each process's memory even from a mapped file (1.7 GB per worker at 10M); flat codes and
     other IVF lists are mapped and shared between the workers of a host."""
-    return factory.endswith("fs")
+    return re.search(r"PQ\d+x4fs", factory) is not None
 
 
 def _read_files(directory: Path, base_dir: Path, manifest: dict, mmap: bool) -> FaissStore:

@@ -24,6 +24,15 @@ def test_anonymous_readiness_reveals_nothing(anonymous_client, make_key, service
     assert admin["active_pair"] == {"id": None, "encoder_id": None, "workers_on_another_pair": []}
 
 
+def test_an_embedding_only_worker_alone_is_not_a_loaded_index(anonymous_client, make_key, service_env, redis_client):
+    beat = {"worker": "w2", "pid": 4243, "encoder_id": "enc", "index_id": None, "index_size": None, "index_type": None,
+            "pair_id": None, "loaded_from": "no index: this worker only embeds", "queues": ["embed"]}
+    redis_client.set(heartbeat_key(service_env["ATTRIB_QUEUE_NAME"], "w2"), json.dumps(beat), ex=60)
+    not_ready = anonymous_client.get("/readyz", headers=auth(make_key("admin")))
+    assert not_ready.status_code == 503
+    assert not_ready.json()["checks"]["worker_index"] == "no worker with a loaded index"
+
+
 def test_anonymous_not_ready_gives_no_details(anonymous_client):
     not_ready = anonymous_client.get("/readyz")
     assert not_ready.status_code == 503 and "checks" not in not_ready.json()

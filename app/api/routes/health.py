@@ -32,7 +32,8 @@ def read_readiness(request: Request, session: SessionDep, redis: RedisDep, setti
     checks = {"database": _check(lambda: session.execute(text("SELECT 1"))),
               "redis": _check(redis.ping)}
     workers = live_heartbeats(redis, settings.queue_name) if checks["redis"] == "ok" else []
-    checks["worker_index"] = "ok" if workers else "no worker with a loaded index"
+    indexed = [beat for beat in workers if beat.get("index_type", "") is not None]  # None: embeds only
+    checks["worker_index"] = "ok" if indexed else "no worker with a loaded index"
     if workers:
         checks["queues"] = _queues_served(workers)
     ready = all(v == "ok" for v in checks.values())
