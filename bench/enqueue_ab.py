@@ -85,10 +85,10 @@ def markdown(result: dict) -> str:
     """The runs as a table, then each side's median p99 (client and server) over its rounds."""
     machine_ = result["machine"]
     lines = ["# POST /attribute enqueue, two sides alternated", "",
-             f"{machine_['cpu']}, {machine_['cores']} cores, {machine_['date'][:10]}; API only, open loop at a fixed "
-             "rate, counted from each request's scheduled time. Command:", "", f"`{result['command']}`", "",
-             "| round | side | extra environment | saturation /s | open-loop p50 / p99 ms | server's own p99 ms "
-             "| slow collections (gen 0/1/2) | longest ms | their total ms |",
+             (f"{machine_['cpu']}, {machine_['cores']} cores, {machine_['date'][:10]}; API only, open loop at a "
+              "fixed rate, counted from each request's scheduled time. Command:"), "", f"`{result['command']}`", "",
+             ("| round | side | extra environment | saturation /s | open-loop p50 / p99 ms | server's own p99 ms "
+              "| slow collections (gen 0/1/2) | longest ms | their total ms |"),
              "|---|---|---|---|---|---|---|---|---|"]
     for run in result["runs"]:
         env = " ".join(f"{k}={v}" for k, v in run["env"].items()) or "-"

@@ -31,7 +31,12 @@ import numpy as np
 from bench.attribution import machine
 from bench.scale import ensure_crossdomain
 from bench.scale_data import Mixture, real_features, top_k_of_chunks
-from bench.scale_measure import _attribution_metrics, search_quality, upsert_cost, warm_start_and_sharing
+from bench.scale_measure import (
+    _attribution_metrics,
+    search_quality,
+    upsert_cost,
+    warm_start_and_sharing,
+)
 from common.settings import Settings
 from indexing.backends.faiss import build_from_chunks
 from indexing.store import index_params
@@ -249,8 +254,8 @@ def share_rows(r: dict) -> list[str]:
     rss = share["writer_rss_gib"]
     return [f"| snapshot written (s) / its size (MB) | {share['snapshot_write_s']} / {share['snapshot_mb']:.0f} | |",
             f"| the writer's RSS before / at its peak while writing (GiB) | {rss['before']} / {rss['peak_while_writing']} | |",
-            f"| warm start: snapshot load + first {alone['queries']} queries (s), one worker alone | {alone['load_s']} + "
-            f"{alone['first_queries_s']} | 30 at 1M |",
+            (f"| warm start: snapshot load + first {alone['queries']} queries (s), one worker alone | {alone['load_s']} + "
+             f"{alone['first_queries_s']} | 30 at 1M |"),
             "| two workers started at once with the encoder: PSS each (MB) | "
             + " / ".join(f"{w['pss_mb']:.0f}" for w in pair) + " | 2,048 at 1M |"]
 

@@ -5,7 +5,15 @@ import argparse
 import numpy as np
 import pytest
 
-from bench.scale_10m import SWEEP, command, parse_sweep, peak_rss, reset_peak_rss, share_rows, split_time
+from bench.scale_10m import (
+    SWEEP,
+    command,
+    parse_sweep,
+    peak_rss,
+    reset_peak_rss,
+    share_rows,
+    split_time,
+)
 from indexing.backends.faiss import IndexParams, build_store
 
 

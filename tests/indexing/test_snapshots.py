@@ -9,7 +9,12 @@ import numpy as np
 
 from common.storage import LocalStorage
 from indexing.backends.faiss import IndexParams, build_store
-from indexing.snapshots import encoder_prefix, load_snapshot, remove_stale_scratch, write_snapshot
+from indexing.snapshots import (
+    encoder_prefix,
+    load_snapshot,
+    remove_stale_scratch,
+    write_snapshot,
+)
 
 
 def _store():

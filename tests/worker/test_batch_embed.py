@@ -176,7 +176,7 @@ def test_an_embedding_only_worker_embeds_without_holding_an_index(client):
     assert jobs.embed_images(ids) == 2 and states() == [ImageState.embedded] * 2
     assert embedder.live is None and embedder.snapshot(None) is None
     with pytest.raises(RuntimeError, match="no index"):
-        embedder.store
+        _ = embedder.store
     described = embedder.describe()
     assert described["index_size"] is None and described["index_type"] is None
     assert described["loaded_from"] == "no index: this worker only embeds"
