@@ -11,7 +11,7 @@ from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from sqlalchemy import func, select
 
 from common.db.models import ImageState, SourceImage, Work
-from common.jobs import KINDS, get_queues, live_heartbeats
+from common.jobs import KINDS, get_queues, holds_index, live_heartbeats
 
 _BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)  # = worker.stats.BUCKETS
 
@@ -61,7 +61,7 @@ class QueueCollector:
         now = time.time()
         for beat in beats:
             name = str(beat.get("worker"))
-            if not ("index_type" in beat and beat["index_type"] is None):  # None: an embedding-only worker
+            if holds_index(beat):
                 size.add_metric([name], beat.get("index_size") or 0)
                 kind.add_metric([name, str(beat.get("index_type", "IDMap2,Flat")), str(beat.get("encoder_id"))], 1)
             if beat.get("snapshot_saved_at"):

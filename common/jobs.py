@@ -89,6 +89,12 @@ def heartbeat_key(queue_name: str, worker_name: str) -> str:
     return f"{WORKER_HEARTBEAT_PREFIX}{queue_name}:{worker_name}"
 
 
+def holds_index(beat: dict) -> bool:
+    """Whether a heartbeat's worker holds an index: an embedding-only worker beats `index_type: None`
+    (beats written before that field existed count as holding one)."""
+    return beat.get("index_type", "") is not None
+
+
 def live_heartbeats(redis: Redis, queue_name: str) -> list[dict]:
     """What each live worker says of itself (its heartbeat payload), sorted by key: one SCAN, one MGET."""
     keys = sorted(redis.scan_iter(match=heartbeat_key(queue_name, "*"), count=100))

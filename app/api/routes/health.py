@@ -10,7 +10,7 @@ from app.queue_metrics import render_queue_metrics
 from app.security import MetricsKey
 from common.db import crud
 from common.db.models import Scope
-from common.jobs import KINDS, live_heartbeats
+from common.jobs import KINDS, holds_index, live_heartbeats
 
 router = APIRouter(tags=["health"])
 
@@ -32,8 +32,7 @@ def read_readiness(request: Request, session: SessionDep, redis: RedisDep, setti
     checks = {"database": _check(lambda: session.execute(text("SELECT 1"))),
               "redis": _check(redis.ping)}
     workers = live_heartbeats(redis, settings.queue_name) if checks["redis"] == "ok" else []
-    indexed = [beat for beat in workers if beat.get("index_type", "") is not None]  # None: embeds only
-    checks["worker_index"] = "ok" if indexed else "no worker with a loaded index"
+    checks["worker_index"] = "ok" if any(map(holds_index, workers)) else "no worker with a loaded index"
     if workers:
         checks["queues"] = _queues_served(workers)
     ready = all(v == "ok" for v in checks.values())
