@@ -105,7 +105,7 @@ class LiveStore:
                 return None
             key = write_snapshot(self.storage, self.store, scratch=self.settings.cache_dir)
             self.snapshot_seq, self.snapshot_at = self.store.applied_seq, time.time()
-        if self.store.base_path is None:  # a base built here: map the stored copy, share its pages
+        if self.store.base_path is None:  # a base built here: serve the stored copy (mapped where FAISS can)
             self.refresh(force=True)
         return key
 

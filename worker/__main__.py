@@ -58,8 +58,9 @@ def main(argv: list[str] | None = None) -> None:
     if ATTRIBUTE not in args.queues:
         batch_embed.DECODE_NICE = settings.embed_worker_nice
     torch.set_num_threads(settings.torch_threads)
+    holds_index = _holds_index(args.queues, settings)
     with new_session() as session:
-        set_runtime(Runtime.load(session, settings, args.device, with_index=_holds_index(args.queues, settings)))
+        set_runtime(Runtime.load(session, settings, args.device, with_index=holds_index))
     jobs.SERVES_ATTRIBUTION = ATTRIBUTE in args.queues
     redis = Redis.from_url(settings.redis_url)
     queues = get_queues(redis, settings.queue_name)
@@ -75,7 +76,7 @@ def main(argv: list[str] | None = None) -> None:
     deliveries = DeliveryLoop(settings, name)
     side_threads = [recovery, deliveries, EventWaker(settings.redis_url, deliveries),
                     Periodic("retention", settings.retention_sweep_interval_s, lambda: _sweep(settings))]
-    if get_runtime().live is not None:  # a worker without an index never takes the snapshot writer's lock
+    if holds_index:  # a worker without an index never takes the snapshot writer's lock
         side_threads.append(Periodic("snapshot", settings.snapshot_interval_s, lambda: get_runtime().snapshot(writer())))
     tune_collector(False, settings.gc_log_slow_ms)  # logged only: a worker replaces its encoder and index
     heartbeat.beat()
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> None:
         for thread in side_threads:
             thread.stop()
         heartbeat.stop()
-        if get_runtime().live is not None:
+        if holds_index:
             get_runtime().snapshot(writer(), rebuild=False)
 
 

@@ -100,15 +100,12 @@ class Runtime:
         return self.live.snapshot(lock, rebuild) if self.live is not None else None
 
     def describe(self) -> dict:
-        if self.live is None:
-            return {"encoder_id": self.encoder.encoder_id, "index_id": None, "index_size": None, "index": None,
-                    "index_type": None, "snapshot_saved_at": None, "pair_id": self.pair_id,
-                    "loaded_from": "no index: this worker only embeds",
-                    "calibration": self.calibration.summary()}
-        store = self.store.describe()
-        return {"encoder_id": self.encoder.encoder_id, "index_id": store["index_id"], "index_size": store["count"],
-                "index": store, "index_type": store.get("index_type"), "snapshot_saved_at": self.live.snapshot_at,
-                "pair_id": self.pair_id, "loaded_from": self.loaded_from,
+        """The heartbeat's payload; an embedding-only worker's index fields are None."""
+        store = self.store.describe() if self.live is not None else {}
+        return {"encoder_id": self.encoder.encoder_id, "index_id": store.get("index_id"),
+                "index_size": store.get("count"), "index": store or None, "index_type": store.get("index_type"),
+                "snapshot_saved_at": self.live.snapshot_at if self.live is not None else None,
+                "pair_id": self.pair_id, "loaded_from": self.loaded_from or "no index: this worker only embeds",
                 "calibration": self.calibration.summary()}
 
 
