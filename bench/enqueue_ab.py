@@ -93,7 +93,8 @@ def markdown(result: dict) -> str:
     for run in result["runs"]:
         env = " ".join(f"{k}={v}" for k, v in run["env"].items()) or "-"
         gc_ = run.get("open_slow_collections") or {"count": 0, "by_generation": {}, "longest_ms": 0.0, "total_ms": 0.0}
-        generations = "/".join(str(gc_["by_generation"].get(g, gc_["by_generation"].get(str(g), 0))) for g in (0, 1, 2))
+        by_generation = {str(g): n for g, n in gc_["by_generation"].items()}  # int keys in memory, str from JSON
+        generations = "/".join(str(by_generation.get(str(g), 0)) for g in (0, 1, 2))
         lines.append(f"| {run['round']} | {run['side']} | {env} | {run['saturation_per_s']} | {run['open_p50_ms']} / "
                      f"{run['open_p99_ms']} | {run['open_server'].get('p99_ms', '-')} | {gc_['count']} ({generations}) "
                      f"| {gc_['longest_ms']} | {gc_['total_ms']} |")

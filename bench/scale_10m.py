@@ -21,7 +21,6 @@ Writes bench/results/scale/scale-10m.{json,md}, the machine named."""
 import argparse
 import json
 import os
-import resource
 import shutil
 import time
 from pathlib import Path
@@ -129,7 +128,7 @@ def command(args) -> str:
     env = " ".join(f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith("ATTRIB_ANN_"))
     options = (f" --n {args.n}" if args.n != 10_000_000 else "") + (
         " --sweep " + ",".join(":".join(map(str, s)) for s in args.sweep) if args.sweep != SWEEP else "") + (
-        " --share" if getattr(args, "share", False) else "")
+        " --share" if args.share else "")
     return (env + " " if env else "") + "python -m bench.scale_10m" + options
 
 
@@ -140,6 +139,7 @@ def reset_peak_rss() -> float:
 
 
 def peak_rss() -> float:
+    """This process's peak RSS (VmHWM) since it started or since `reset_peak_rss`, GiB."""
     return _status_gib("VmHWM")
 
 
@@ -213,7 +213,7 @@ def main(argv=None) -> None:
     result["build"].pop("train_from", None)
     result["index_memory_mb"] = round(store.base_bytes_size() / 2**20, 1)
     result["rerank_rows_gib"] = round(len(store.rows) * store.rows.row_bytes / 2**30, 2)
-    result["peak_rss_gib_after_build"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
+    result["peak_rss_gib_after_build"] = peak_rss()
     result["memory_before_queries"] = meminfo()
     save()
 
@@ -230,7 +230,7 @@ def main(argv=None) -> None:
     result["sweep"] = sweep(store, real, truth, params, args.sweep)
     save()
     result["memory_after_queries"] = meminfo()
-    result["peak_rss_gib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
+    result["peak_rss_gib"] = peak_rss()
     if args.share:
         started, rss_before = time.perf_counter(), reset_peak_rss()
         try:

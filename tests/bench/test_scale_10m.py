@@ -27,8 +27,8 @@ def test_sweep_option_reads_settings_and_refuses_malformed_ones():
 def test_command_records_the_index_settings_it_ran_under(monkeypatch):
     monkeypatch.setenv("ATTRIB_ANN_CODES", "PQ640x4fs")
     monkeypatch.setenv("ATTRIB_OTHER", "not an index setting")
-    assert command(argparse.Namespace(n=10_000_000, sweep=SWEEP)) == "ATTRIB_ANN_CODES=PQ640x4fs python -m bench.scale_10m"
-    assert command(argparse.Namespace(n=300_000, sweep=[(8, 50, 0, 0)])).endswith(
+    assert command(argparse.Namespace(n=10_000_000, sweep=SWEEP, share=False)) == "ATTRIB_ANN_CODES=PQ640x4fs python -m bench.scale_10m"
+    assert command(argparse.Namespace(n=300_000, sweep=[(8, 50, 0, 0)], share=False)).endswith(
         "python -m bench.scale_10m --n 300000 --sweep 8:50:0:0")
     assert command(argparse.Namespace(n=10_000_000, sweep=SWEEP, share=True)).endswith("scale_10m --share")
 
