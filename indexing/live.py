@@ -3,8 +3,9 @@ pair's index, else the database), kept current by the change log, snapshotted by
 swapped for a rebuilt base when it outgrows its own (exact -> approximate, or too many changes).
 
 The job thread syncs and searches; a background thread snapshots and rebuilds. A lock keeps them
-from changing the store at the same time; a rebuild runs outside it and swaps in when caught up, so
-searches keep being served (exactly, by base + delta) until the new base is ready."""
+from changing the store at the same time, held only for milliseconds: a snapshot copies the changes
+under it and writes outside it (the base never changes); a rebuild runs outside it and swaps in when
+caught up, so searches keep being served (exactly, by base + delta) until the new base is ready."""
 import logging
 import threading
 import time
@@ -100,11 +101,15 @@ class LiveStore:
             return None
         if rebuild and self.store.needs_rebuild(self.params):
             self._swap(self._rebuilt())
-        with self._lock:
-            if self.store.applied_seq == self.snapshot_seq:
+        with self._lock:  # a copy of the changes, in milliseconds; the write goes on without the lock
+            store = self.store
+            if store.applied_seq == self.snapshot_seq:
                 return None
-            key = write_snapshot(self.storage, self.store, scratch=self.settings.cache_dir)
-            self.snapshot_seq, self.snapshot_at = self.store.applied_seq, time.time()
+            state = store.state()
+        # Jobs keep syncing and searching meanwhile: the first write of a new base is 2.5 GB at 1M and
+        # 26 GB at 10M (26 s), and every job's sync used to wait for it.
+        key = write_snapshot(self.storage, store, scratch=self.settings.cache_dir, state=state)
+        self.snapshot_seq, self.snapshot_at = state.applied_seq, time.time()
         if self.store.base_path is None:  # a base built here: serve the stored copy (mapped where FAISS can)
             self.refresh(force=True)
         return key
@@ -115,8 +120,9 @@ class LiveStore:
             return
         found = load_snapshot(self.storage, self.store.encoder_id, self.settings.cache_dir)
         if found is not None and (force or found[0].index_id != self.store.index_id):
+            saved_seq = found[0].applied_seq  # before the swap catches it up: the snapshot holds no more
             self._swap(found[0])
-            self.snapshot_seq, self.snapshot_at = found[0].applied_seq, time.time()
+            self.snapshot_seq, self.snapshot_at = saved_seq, time.time()
 
     def _rebuilt(self) -> FaissStore:
         log.info("rebuilding the index base (%s, %d vectors)", self.store.factory, self.store.count())
@@ -125,7 +131,10 @@ class LiveStore:
                                        scratch=self.settings.cache_dir)
 
     def _swap(self, fresh: FaissStore) -> None:
-        """Catch the new store up under the lock, then serve it."""
+        """Catch the new store up, then serve it. Most of the tail (all an import added during a rebuild)
+        is applied before taking the lock, which only covers what arrived in between."""
+        with new_session() as session:
+            sync_store(session, fresh)
         with self._lock, new_session() as session:
             sync_store(session, fresh)
             self.store = fresh

@@ -21,7 +21,8 @@ from redis import Redis
 
 from common.storage import Storage, local_copy
 from indexing.backends.faiss import (
-    BASE_FILE, BASE_FILES, DELTA_FILE, IDS_FILE, MASKED_FILE, SIDECAR_FILE, VECTORS_FILE, FaissStore, load_store,
+    BASE_FILE, BASE_FILES, DELTA_FILE, IDS_FILE, MASKED_FILE, SIDECAR_FILE, VECTORS_FILE, FaissStore, StoreState,
+    load_store,
 )
 from indexing.vectorstore import IndexCorrupt, IndexEncoderMismatch
 
@@ -56,20 +57,24 @@ class WriterLock:
             self.redis.delete(self.key)
 
 
-def write_snapshot(storage: Storage, store: FaissStore, scratch: Path | None = None) -> str:
-    """Save the store under a new snapshot key (its base only if not stored yet); returns the key. The
-    files are written in a temporary folder in `scratch` (default: the system's), then moved into
-    storage: renamed, not copied, when local storage shares scratch's filesystem."""
+def write_snapshot(storage: Storage, store: FaissStore, scratch: Path | None = None,
+                   state: StoreState | None = None) -> str:
+    """Save the store as of `state` (`store.state()`, default now) under a new snapshot key, its base
+    only if not stored yet; returns the key. A state taken beforehand lets the store go on changing
+    while this writes (a new base is gigabytes at 1M-10M). The files are written in a temporary folder
+    in `scratch` (default: the system's), then moved into storage: renamed, not copied, when local
+    storage shares scratch's filesystem."""
+    state = state or store.state()
     prefix = encoder_prefix(store.encoder_id)
     base_key = f"{prefix}/bases/{store.index_id}"
-    snapshot_key = f"{prefix}/{store.applied_seq:012d}-{time.time_ns()}"
+    snapshot_key = f"{prefix}/{state.applied_seq:012d}-{time.time_ns()}"
     if scratch is not None:
         Path(scratch).mkdir(parents=True, exist_ok=True)
         remove_stale_scratch(Path(scratch))
     with tempfile.TemporaryDirectory(prefix=SCRATCH_PREFIX, dir=scratch) as tmp:
         directory = Path(tmp)
         write_base = not storage.exists(f"{base_key}/{IDS_FILE}")
-        store.save(directory, write_base=write_base)
+        store.save(directory, write_base=write_base, state=state)
         if write_base:  # ids last: it marks the base complete
             for name in BASE_FILES:
                 if (directory / name).exists():
@@ -77,7 +82,7 @@ def write_snapshot(storage: Storage, store: FaissStore, scratch: Path | None = N
         for name in (DELTA_FILE, MASKED_FILE, SIDECAR_FILE):
             storage.put(f"{snapshot_key}/{name}", (directory / name).read_bytes())
     _prune(storage, prefix)
-    log.info("snapshot %s: %d vectors at log position %d", snapshot_key, store.count(), store.applied_seq)
+    log.info("snapshot %s: %d vectors at log position %d", snapshot_key, state.manifest["count"], state.applied_seq)
     return snapshot_key
 
 

@@ -113,6 +113,19 @@ def train(index: faiss.Index, sample: np.ndarray) -> None:
     index.train(sample)
 
 
+@dataclass(frozen=True)
+class StoreState:
+    """What `FaissStore.state` copies: the store's changes on top of its base at one log position."""
+    delta_ids: np.ndarray
+    delta_vectors: np.ndarray
+    masked: np.ndarray
+    manifest: dict
+
+    @property
+    def applied_seq(self) -> int:
+        return self.manifest["applied_seq"]
+
+
 @dataclass
 class FaissStore:
     encoder_id: str
@@ -210,10 +223,19 @@ class FaissStore:
                 "applied_seq": self.applied_seq, "base_count": len(self.base_ids),
                 "saved_at": datetime.now(timezone.utc).isoformat()}
 
-    def save(self, directory: Path, write_base: bool = True) -> None:
-        """Write the store; each file replaced atomically, the sidecar last. `write_base=False` keeps a
-        base already there (snapshots share one base between many small deltas)."""
+    def state(self) -> "StoreState":
+        """A copy of what changes after the base was built (delta, mask, log position), taken in
+        milliseconds under the caller's lock; the base is never modified, so `save` may write it from
+        another thread while this store keeps serving and applying the log."""
+        delta_ids, delta_vectors = self.delta_arrays()
+        return StoreState(delta_ids, delta_vectors, np.fromiter(sorted(self.masked), np.int64), self.manifest())
+
+    def save(self, directory: Path, write_base: bool = True, state: "StoreState | None" = None) -> None:
+        """Write the store (as of `state`, default now); each file replaced atomically, the sidecar
+        last. `write_base=False` keeps a base already there (snapshots share one base between many
+        small deltas)."""
         directory.mkdir(parents=True, exist_ok=True)
+        state = state or self.state()
         if write_base:
             self._write_base(directory / BASE_FILE)
             if self._rerank_depth():
@@ -221,12 +243,11 @@ class FaissStore:
                     self.rows.write_to(f)
             with _atomic_file(directory / IDS_FILE) as f:
                 np.save(f, self.base_ids)
-        delta_ids, delta_vectors = self.delta_arrays()
         with _atomic_file(directory / DELTA_FILE) as f:
-            np.savez(f, ids=delta_ids, vectors=delta_vectors)
+            np.savez(f, ids=state.delta_ids, vectors=state.delta_vectors)
         with _atomic_file(directory / MASKED_FILE) as f:
-            np.save(f, np.fromiter(sorted(self.masked), np.int64))
-        _atomic_write(directory / SIDECAR_FILE, json.dumps(self.manifest(), indent=2).encode())
+            np.save(f, state.masked)
+        _atomic_write(directory / SIDECAR_FILE, json.dumps(state.manifest, indent=2).encode())
 
     def base_bytes_size(self) -> int:
         """Bytes of the base index as stored (what a worker maps), plus its id list; not the re-rank
