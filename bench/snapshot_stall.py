@@ -1,0 +1,203 @@
+"""How long a worker's jobs wait while its snapshot thread writes a new base (issue 8).
+
+    PYTHONPATH=. .venv/bin/python -m bench.snapshot_stall --n 1000000 --rounds 3
+
+The first snapshot after a build or rebuild writes the whole base: at 1M the codes (175 MB) and the
+float16 re-rank rows (2.5 GB), at 10M 26 GB. A job thread runs the attribution worker's index work in a
+loop (`LiveStore.sync`, then a k=40 search), with a registration committed to the change log every fifth
+job so the syncs apply something; meanwhile the snapshot thread writes a fresh base, in interleaved
+rounds, two ways:
+- `held`: the lock every job's sync takes is held for the whole write (what `LiveStore.snapshot` did
+  before 2026-11-27, reproduced here as it was: `write_snapshot` inside `with live._lock`);
+- `copied`: the worker's own `LiveStore.snapshot` (a copy of the changes under the lock, the write
+  outside it).
+Each round builds a fresh `LiveStore` around the same in-memory store and writes into an empty storage
+folder, so every round writes the whole base. Reported: the write's wall time, and the jobs that ran
+during it (count, p50, p99, longest), beside the same jobs' latency with no snapshot running.
+
+The vectors are Gaussian clusters (not the real features bench/scale.py pads): the stall depends on
+the bytes written and the lock, not on the neighbours found. The database is a SQLite file. Writes
+bench/results/scale/snapshot-stall.{json,md}."""
+import argparse
+import json
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench.attribution import machine
+from bench.scale_measure import _commit_one_registration, fill_database
+from common.settings import Settings, get_settings
+from indexing.backends.faiss import build_store
+from indexing.store import index_params
+from indexing.snapshots import write_snapshot
+
+MODES = ("held", "copied")
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=300_000, help="vectors in the base (1,000,000 for the README)")
+    parser.add_argument("--dim", type=int, default=1280)
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of each mode, interleaved")
+    parser.add_argument("--work", type=Path, default=Path("bench/out/snapshot-stall"))
+    parser.add_argument("--out", type=Path, default=Path("bench/results/scale"))
+    return parser.parse_args(argv)
+
+
+def clustered(n: int, dim: int, rng: np.random.Generator, clusters: int = 1000) -> np.ndarray:
+    centres = rng.standard_normal((clusters, dim)).astype(np.float32)
+    vectors = np.empty((n, dim), np.float32)
+    for start in range(0, n, 50_000):
+        stop = min(n, start + 50_000)
+        vectors[start:stop] = centres[rng.integers(0, clusters, stop - start)]
+        vectors[start:stop] += 0.5 * rng.standard_normal((stop - start, dim)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors
+
+
+class Jobs(threading.Thread):
+    """The attribution worker's index work per job, in a loop: sync the log, then search."""
+
+    def __init__(self, engine, queries: np.ndarray, rng: np.random.Generator):
+        super().__init__(daemon=True)
+        self.engine, self.queries, self.rng = engine, queries, rng
+        self.live = None
+        self.samples: list[tuple[float, float]] = []  # (start, milliseconds)
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        from sqlalchemy.orm import Session
+        i = 0
+        while not self.stop.is_set():
+            live = self.live
+            if i % 5 == 0:  # an import going on: the next sync has a row to apply
+                _commit_one_registration(self.engine, 0, self.rng.standard_normal(self.queries.shape[1]).astype(np.float32))
+            with Session(self.engine) as session:
+                started = time.perf_counter()
+                live.sync(session)
+                live.store.search(self.queries[i % len(self.queries)][None], 40)
+                self.samples.append((started, (time.perf_counter() - started) * 1000))
+            i += 1
+            time.sleep(0.01)  # jobs arrive, not a busy loop: the write gets the disk it would get
+
+    def between(self, start: float, stop: float) -> list[float]:
+        """Jobs that were running at some point in [start, stop]."""
+        return [ms for began, ms in list(self.samples) if began <= stop and began + ms / 1000 >= start]
+
+
+def snapshot(mode: str, live, settings: Settings) -> None:
+    if mode == "held":  # the code before the fix, as it was
+        with live._lock:
+            write_snapshot(live.storage, live.store, scratch=settings.cache_dir)
+            live.snapshot_seq = live.store.applied_seq
+        live.refresh(force=True)
+    else:
+        live.snapshot(None, rebuild=False)
+
+
+def stats(samples: list[float]) -> dict:
+    if not samples:
+        return {"jobs": 0}
+    return {"jobs": len(samples), "p50_ms": round(float(np.percentile(samples, 50)), 2),
+            "p99_ms": round(float(np.percentile(samples, 99)), 2), "max_ms": round(max(samples), 2)}
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    args.work.mkdir(parents=True, exist_ok=True)
+    url = f"sqlite:///{(args.work / 'log.db').resolve()}"
+    os.environ["ATTRIB_DATABASE_URL"] = url  # LiveStore.snapshot opens its own session on it
+    get_settings.cache_clear()
+    from common.db.session import make_engine
+    from indexing.live import LiveStore
+
+    rng = np.random.default_rng(0)
+    fill_database(url, np.zeros((0, args.dim), np.float32), 0)
+    engine = make_engine(url)
+    print(f"building a {args.n:,} x {args.dim} store ...", flush=True)
+    started = time.perf_counter()
+    vectors = clustered(args.n, args.dim, rng)
+    settings = Settings(database_url=url, data_dir=args.work / "data")
+    store = build_store("bench", args.dim, np.arange(10**9, 10**9 + args.n), vectors, index_params(settings),
+                        scratch=settings.cache_dir)
+    queries = vectors[rng.choice(args.n, 64, replace=False)] + 0.05 * rng.standard_normal((64, args.dim)).astype(np.float32)
+    del vectors
+    built_s = time.perf_counter() - started
+    print(f"built {store.factory} in {built_s:.0f} s", flush=True)
+
+    jobs = Jobs(engine, queries, rng)
+    jobs.live = LiveStore(store, "database", settings)
+    jobs.start()
+    rounds = []
+    for r in range(args.rounds):
+        for mode in (MODES if r % 2 == 0 else MODES[::-1]):
+            shutil.rmtree(settings.data_dir, ignore_errors=True)
+            live = LiveStore(store, "database", settings)
+            jobs.live = live
+            time.sleep(2.0)
+            idle_from = time.perf_counter()
+            time.sleep(3.0)
+            began = time.perf_counter()
+            snapshot(mode, live, settings)
+            ended = time.perf_counter()
+            time.sleep(0.5)
+            row = {"mode": mode, "round": r, "write_s": round(ended - began, 2),
+                   "idle": stats(jobs.between(idle_from, began)), "during": stats(jobs.between(began, ended))}
+            rounds.append(row)
+            print(json.dumps(row), flush=True)
+    jobs.stop.set()
+    jobs.join()
+    engine.dispose()
+    result = {"machine": machine(), "n": args.n, "dim": args.dim, "index_type": store.factory,
+              "base_bytes": store.base_bytes_size(), "build_s": round(built_s, 1), "rounds": rounds,
+              "summary": summary(rounds), "command": f"python -m bench.snapshot_stall --n {args.n} --rounds {args.rounds}"}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "snapshot-stall.json").write_text(json.dumps(result, indent=2))
+    (args.out / "snapshot-stall.md").write_text(markdown(result))
+    print(markdown(result))
+    shutil.rmtree(settings.data_dir, ignore_errors=True)
+    return 0
+
+
+def summary(rounds: list[dict]) -> dict:
+    """Per mode: the median over rounds of each figure."""
+    out = {}
+    for mode in MODES:
+        mine = [r for r in rounds if r["mode"] == mode]
+        med = lambda f: round(float(np.median([f(r) for r in mine])), 2)  # noqa: E731
+        out[mode] = {"write_s": med(lambda r: r["write_s"]), "jobs_during": med(lambda r: r["during"]["jobs"]),
+                     "max_ms": med(lambda r: r["during"].get("max_ms", 0.0)),
+                     "p99_ms": med(lambda r: r["during"].get("p99_ms", 0.0)),
+                     "idle_p99_ms": med(lambda r: r["idle"].get("p99_ms", 0.0))}
+    return out
+
+
+def markdown(result: dict) -> str:
+    m = result["machine"]
+    lines = [f"# A job's wait while the snapshot writes a new base ({result['n']:,} x {result['dim']}, "
+             f"`{result['index_type']}`)", "",
+             f"`{result['command']}`. Machine: {m['cpu']}, {m['cores']} cores; {m['date'][:16]} UTC. "
+             f"Base: {result['base_bytes'] / 1e6:,.0f} MB of codes and ids, plus the float16 re-rank rows. "
+             "Modes interleaved, a fresh storage folder per round.", "",
+             "| mode | round | write s | jobs during | p50 / p99 / longest ms during | idle p50 / p99 ms |",
+             "|---|---|---|---|---|---|"]
+    for r in result["rounds"]:
+        d, i = r["during"], r["idle"]
+        lines.append(f"| {r['mode']} | {r['round']} | {r['write_s']} | {d['jobs']} | "
+                     f"{d.get('p50_ms', '-')} / {d.get('p99_ms', '-')} / {d.get('max_ms', '-')} | "
+                     f"{i.get('p50_ms', '-')} / {i.get('p99_ms', '-')} |")
+    lines += ["", "Medians over rounds:", "", "| mode | write s | jobs during | p99 / longest ms during | idle p99 ms |",
+              "|---|---|---|---|---|"]
+    for mode, s in result["summary"].items():
+        lines.append(f"| {mode} | {s['write_s']} | {s['jobs_during']} | {s['p99_ms']} / {s['max_ms']} | {s['idle_p99_ms']} |")
+    lines += ["", "`held`: the lock every job's sync takes held for the whole write (the code before the fix); "
+              "`copied`: `LiveStore.snapshot` now (the changes copied under the lock, the base written outside it)."]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
