@@ -30,7 +30,8 @@ def test_models_show_serving_and_previous_pairs(anonymous_client, make_key, redi
 
     publish_two_pairs()
     redis_client.set(heartbeat_key(service_env["ATTRIB_QUEUE_NAME"], "w1"), '{"encoder_id": "enc-b@2", '
-                     '"index_id": "idx-b", "index_size": 12, "pair_id": 2, "loaded_from": "/srv/b"}', ex=30)
+                     '"index_id": "idx-b", "index_size": 12, "pair_id": 2, "loaded_from": "/srv/b", '
+                     '"index_type": "IDMap2,Flat", "queues": ["attribute", "embed"]}', ex=30)
     body = anonymous_client.get("/v1/models", headers=attributor).json()
     assert (body["serving"]["encoder_id"], body["serving"]["index_id"]) == ("enc-b@2", "idx-b")
     assert body["serving"]["activated_at"] and body["serving"]["created_at"]
@@ -39,6 +40,6 @@ def test_models_show_serving_and_previous_pairs(anonymous_client, make_key, redi
     assert body["serving"]["calibration"] == {"fitted_on": "pseudo-pairs", "ece": 0.045}
     assert body["previous"][0]["calibration"] is None  # published before it was fitted
     assert body["workers"] == [{"encoder_id": "enc-b@2", "index_id": "idx-b", "index_size": 12, "pair_id": 2,
-                                "calibration": None}]
+                                "index_type": "IDMap2,Flat", "queues": ["attribute", "embed"], "calibration": None}]
     assert "/srv" not in anonymous_client.get("/v1/models", headers=attributor).text
     assert anonymous_client.get("/v1/models", headers=admin).json()["serving"]["evaluation"] == REPORT

@@ -152,6 +152,7 @@ def test_console_sign_in_attribute_verdict_register_delete(api_server, browser, 
     page.get_by_role("link", name="Service state").click()
     page.locator("#workers td").first.wait_for()
     assert "efficientnet" in page.locator("#workers").inner_text()
+    assert "attribute, embed" in page.locator("#workers").inner_text()  # the queues this worker serves
     assert "queued" in page.locator("#queue").inner_text()
 
 

@@ -32,8 +32,10 @@ class ModelPairPublic(BaseModel):
 
 class WorkerModelPublic(BaseModel):
     encoder_id: str | None = None
-    index_id: str | None = None
+    index_id: str | None = Field(default=None, description="null: this worker holds no index (it only embeds)")
     index_size: int | None = None
+    index_type: str | None = Field(default=None, description="the FAISS factory string or the engine's index")
+    queues: list[str] = Field(default_factory=list, description="the queues it serves, in priority order")
     pair_id: int | None = None
     calibration: CalibrationPublic | None = None
 

@@ -323,7 +323,7 @@ async function loadAdmin() {
   fillList($("counts"), Object.entries(state.counts));
   const rows = state.workers.map((w) => {
     const tr = document.createElement("tr");
-    for (const v of [w.worker, w.encoder_id, w.index_id, w.index_size, w.loaded_from]) {
+    for (const v of [w.worker, (w.queues || []).join(", "), w.encoder_id, w.index_id, w.index_type, w.index_size, w.loaded_from]) {
       const td = document.createElement("td");
       td.textContent = String(v ?? "–");
       tr.append(td);
@@ -332,8 +332,8 @@ async function loadAdmin() {
   });
   if (!rows.length) {
     const tr = document.createElement("tr"), td = document.createElement("td");
-    td.colSpan = 5;
-    td.textContent = "No worker with a loaded index is running: attribution jobs will wait.";
+    td.colSpan = 7;
+    td.textContent = "No worker is running: jobs wait in their queues.";
     tr.append(td);
     rows.push(tr);
   }
