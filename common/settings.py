@@ -130,6 +130,9 @@ class Settings(BaseSettings):
     ann_lists: int = Field(default=0, ge=0)
     # Changes held beside the base index before the snapshot writer rebuilds the base from the database.
     index_compact_after: int = Field(default=20_000, ge=1)
+    # CPU niceness added to a worker's background rebuild (0 = none): the job thread keeps its core while
+    # the base trains (minutes at 1M); the rebuild takes what the jobs leave.
+    index_rebuild_nice: int = Field(default=10, ge=0, le=19)
     # One worker (a Redis lock) writes a snapshot of its index this often when it changed, and at shutdown.
     snapshot_interval_s: float = Field(default=300.0, gt=0)
 

@@ -19,6 +19,7 @@ from common.storage import get_storage
 from indexing.apply_lock import ApplyLock
 from indexing.backends.faiss import FaissStore, IndexParams, load_store
 from indexing.follower import SyncResult, sync_shared, sync_store
+from indexing.low_priority import run_niced
 from indexing.snapshots import WriterLock, load_snapshot, write_snapshot
 from indexing.store import build_from_database, index_params
 from indexing.vectorstore import IndexCorrupt, IndexEncoderMismatch
@@ -125,10 +126,14 @@ class LiveStore:
             self.snapshot_seq, self.snapshot_at = saved_seq, time.time()
 
     def _rebuilt(self) -> FaissStore:
+        """A new base from the database, built at a lower CPU priority than the jobs (indexing/low_priority.py)."""
         log.info("rebuilding the index base (%s, %d vectors)", self.store.factory, self.store.count())
-        with new_session() as session:
-            return build_from_database(session, self.store.encoder_id, self.store.dim, self.params,
-                                       scratch=self.settings.cache_dir)
+
+        def build() -> FaissStore:
+            with new_session() as session:
+                return build_from_database(session, self.store.encoder_id, self.store.dim, self.params,
+                                           scratch=self.settings.cache_dir)
+        return run_niced(build, self.settings.index_rebuild_nice, name="rebuild")
 
     def _swap(self, fresh: FaissStore) -> None:
         """Catch the new store up, then serve it. Most of the tail (all an import added during a rebuild)

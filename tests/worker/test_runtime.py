@@ -2,6 +2,7 @@
 loads the newest snapshot (memory-mapped) and replays the tail; a corrupt or foreign snapshot is never
 served, the database rebuilds it; one writer at a time; crossing the ANN threshold swaps in a trained
 index built off the job thread."""
+import os
 import threading
 
 import numpy as np
@@ -15,9 +16,9 @@ from common.storage import LocalStorage
 from indexing.backends.faiss import FaissStore
 from indexing.embedding import embed_source_images
 from indexing.snapshots import WriterLock, latest_snapshots
-from worker.runtime import Runtime
 from tests.conftest import REDIS_URL
 from tests.factories import photo_bytes
+from worker.runtime import Runtime
 
 
 def register(client, subject: str) -> str:
@@ -131,7 +132,16 @@ def test_crossing_the_threshold_swaps_in_a_trained_index(client, monkeypatch):
     redis = Redis.from_url(REDIS_URL)
     scope = get_settings().queue_name
     lock_of = lambda owner: WriterLock(redis, scope, writer.encoder.encoder_id, owner, ttl_s=30)  # noqa: E731
+    import indexing.live
+    build, niceness = indexing.live.build_from_database, []
+
+    def recorded(*args, **kwargs):
+        niceness.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        return build(*args, **kwargs)
+    monkeypatch.setattr(indexing.live, "build_from_database", recorded)
     writer.snapshot(lock_of("writer"))  # the writer's background step: train, build, snapshot, then map it
+    caller = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    assert niceness == [min(19, caller + get_settings().index_rebuild_nice)]  # below the jobs' priority
     described = writer.store.describe()
     assert not described["exact"] and described["index_type"].startswith("IVF")
     assert described["rerank"]  # its shortlist is scored again exactly
