@@ -40,6 +40,11 @@ BASE_FILES = (BASE_FILE, VECTORS_FILE, IDS_FILE)  # a base's files, the id list 
 EXACT_FACTORY = "IDMap2,Flat"
 PQ_MIN_VECTORS = 2_000  # below this an `auto` approximate base uses SQ8 (see codes_for)
 FLAT_LISTS_MAX = 4096  # more lists than this: an HNSW coarse quantiser, trained in two levels
+# A few queries scan the exact delta on one core. Right after the base's search (OpenMP, and numpy's
+# re-rank on its own BLAS threads) a two-thread scan of 20,000 x 1280 waited on threads still spinning
+# from those: 40 ms p50 instead of 16 on 2 cores (bench/results/scale/delta-cost.md). 0: FAISS's default.
+DELTA_SCAN_THREADS = 1
+BLAS_FROM_QUERIES = 20  # faiss's distance_compute_blas_threshold: from here on a batch, parallel as FAISS likes
 TRAIN_PER_LIST, TRAIN_MAX = 64, 4096 * 64  # training vectors: 64 a list, at most 262,144 (1.3 GB at 1280 d)
 
 
@@ -181,7 +186,8 @@ class FaissStore:
         if len(self.base_ids) > len(self.masked):
             parts.append(self._search_base(queries, k))
         if self.delta.ntotal:
-            parts.append(self.delta.search(queries, min(k, self.delta.ntotal))[::-1])
+            with _omp_threads(DELTA_SCAN_THREADS if len(queries) < BLAS_FROM_QUERIES else 0):
+                parts.append(self.delta.search(queries, min(k, self.delta.ntotal))[::-1])
         return _merge_top_k(parts, k)
 
     def count(self) -> int:
@@ -328,6 +334,20 @@ class FaissStore:
             params._keep = (masked, selector, graph)  # SWIG holds raw pointers: keep the owners alive
             self._params[nprobe] = params
         return self._params[nprobe]
+
+
+@contextlib.contextmanager
+def _omp_threads(n: int):
+    """FAISS's OpenMP threads for the calling thread only (an OpenMP setting is per thread); 0: as is."""
+    if n <= 0:
+        yield
+        return
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(n)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
 
 
 def _merge_top_k(parts: list[tuple[np.ndarray, np.ndarray]], k: int) -> tuple[np.ndarray, np.ndarray]:
