@@ -1,5 +1,6 @@
 """One command for the scale benchmarks (issue 8): index scale (10k-1M, and 10M on its own), a worker's
-cold start from the database, re-rank reads with a cold page cache,
+cold start from the database, re-rank reads with a cold page cache, jobs while a snapshot or a rebuild
+runs beside them, the cost of the exact delta,
 ingest/enqueue (an embedding worker beside a dedicated attribution worker, the default launch; and one
 worker serving both queues), FAISS beside Milvus, and the embedding path on a GPU where one is present.
 
@@ -26,6 +27,9 @@ REDUCED = {
     "gpu-embed": ["--images", "2048", "--rounds", "2"],
     "scale-10m": ["--n", "300000"],
     "cold-start": ["--n", "100000", "--rounds", "1"],
+    "snapshot-stall": ["--n", "300000", "--rounds", "2"],
+    "rebuild-stall": ["--rebuild", "--n", "100000", "--rounds", "1"],
+    "delta-cost": [],
 }
 FULL = {
     "scale": ["--full"],
@@ -36,10 +40,15 @@ FULL = {
     "gpu-embed": [],
     "scale-10m": [],  # 10M x 1280: ~25 minutes on 2 cores, 24 GiB of disk
     "cold-start": ["--n", "1000000"],
+    "snapshot-stall": ["--n", "1000000", "--rounds", "3"],
+    "rebuild-stall": ["--rebuild", "--n", "1000000", "--rounds", "2"],  # ~35 minutes on 2 cores
+    "delta-cost": [],
 }
 MODULES = {"scale": "bench.scale", "cold-reads": "bench.scale_cold_reads", "ingest": "bench.ingest",
            "ingest-one-worker": "bench.ingest", "vectors": "bench.vector_backends", "gpu-embed": "bench.gpu_embed",
-           "scale-10m": "bench.scale_10m", "cold-start": "bench.scale_cold_start"}
+           "scale-10m": "bench.scale_10m", "cold-start": "bench.scale_cold_start",
+           "snapshot-stall": "bench.snapshot_stall", "rebuild-stall": "bench.snapshot_stall",
+           "delta-cost": "bench.delta_cost"}
 NEEDS_CUDA = {"gpu-embed"}
 
 

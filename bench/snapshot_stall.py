@@ -15,10 +15,18 @@ Each round builds a fresh `LiveStore` around the same in-memory store and writes
 folder, so every round writes the whole base. Reported: the write's wall time, and the jobs that ran
 during it (count, p50, p99, longest), beside the same jobs' latency with no snapshot running.
 
+    PYTHONPATH=. .venv/bin/python -m bench.snapshot_stall --rebuild --n 1000000 --rounds 2
+
+`--rebuild`: the same jobs while the snapshot thread rebuilds the base from the database (N vectors in
+a SQLite file), swaps it in and writes it, with the rebuild at niceness 0 (as before 2026-11-27) and at
+the default `ATTRIB_INDEX_REBUILD_NICE` (indexing/low_priority.py), interleaved. Writes
+rebuild-stall.{json,md} instead (rebuild-stall-N.* at other sizes).
+
 The vectors are Gaussian clusters (not the real features bench/scale.py pads): the stall depends on
 the bytes written and the lock, not on the neighbours found. The database is a SQLite file. Writes
-bench/results/scale/snapshot-stall.{json,md}."""
+bench/results/scale/snapshot-stall.{json,md} (at 1M; snapshot-stall-N.* at other sizes)."""
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -32,10 +40,11 @@ from bench.attribution import machine
 from bench.scale_measure import _commit_one_registration, fill_database
 from common.settings import Settings, get_settings
 from indexing.backends.faiss import build_store
-from indexing.store import index_params
 from indexing.snapshots import write_snapshot
+from indexing.store import index_params
 
 MODES = ("held", "copied")
+REBUILD_MODES = {"nice 0": 0, f"nice {Settings().index_rebuild_nice}": Settings().index_rebuild_nice}
 
 
 def parse_args(argv=None):
@@ -45,6 +54,7 @@ def parse_args(argv=None):
     parser.add_argument("--rounds", type=int, default=3, help="rounds of each mode, interleaved")
     parser.add_argument("--work", type=Path, default=Path("bench/out/snapshot-stall"))
     parser.add_argument("--out", type=Path, default=Path("bench/results/scale"))
+    parser.add_argument("--rebuild", action="store_true", help="measure a rebuild from the database instead")
     return parser.parse_args(argv)
 
 
@@ -114,35 +124,48 @@ def main(argv=None) -> int:
     get_settings.cache_clear()
     from common.db.session import make_engine
     from indexing.live import LiveStore
+    from indexing.store import build_from_database
 
     rng = np.random.default_rng(0)
-    fill_database(url, np.zeros((0, args.dim), np.float32), 0)
-    engine = make_engine(url)
-    print(f"building a {args.n:,} x {args.dim} store ...", flush=True)
-    started = time.perf_counter()
+    print(f"{args.n:,} x {args.dim} vectors ...", flush=True)
     vectors = clustered(args.n, args.dim, rng)
-    settings = Settings(database_url=url, data_dir=args.work / "data")
-    store = build_store("bench", args.dim, np.arange(10**9, 10**9 + args.n), vectors, index_params(settings),
-                        scratch=settings.cache_dir)
     queries = vectors[rng.choice(args.n, 64, replace=False)] + 0.05 * rng.standard_normal((64, args.dim)).astype(np.float32)
+    fill_database(url, vectors if args.rebuild else np.zeros((0, args.dim), np.float32), 0)
+    engine = make_engine(url)
+    started = time.perf_counter()
+    settings = Settings(database_url=url, data_dir=args.work / "data")
+    if args.rebuild:
+        from sqlalchemy.orm import Session
+        with Session(engine) as session:
+            store = build_from_database(session, "bench", args.dim, index_params(settings), scratch=settings.cache_dir)
+    else:
+        store = build_store("bench", args.dim, np.arange(10**9, 10**9 + args.n), vectors, index_params(settings),
+                            scratch=settings.cache_dir)
     del vectors
     built_s = time.perf_counter() - started
     print(f"built {store.factory} in {built_s:.0f} s", flush=True)
 
+    modes = list(REBUILD_MODES) if args.rebuild else list(MODES)
     jobs = Jobs(engine, queries, rng)
     jobs.live = LiveStore(store, "database", settings)
     jobs.start()
     rounds = []
     for r in range(args.rounds):
-        for mode in (MODES if r % 2 == 0 else MODES[::-1]):
+        for mode in (modes if r % 2 == 0 else modes[::-1]):
             shutil.rmtree(settings.data_dir, ignore_errors=True)
-            live = LiveStore(store, "database", settings)
+            mode_settings = settings.model_copy(update={"index_rebuild_nice": REBUILD_MODES[mode]}) if args.rebuild else settings
+            live = LiveStore(store, "database", mode_settings)
+            if args.rebuild:  # the registrations the jobs commit are enough to ask for a rebuild
+                live.params = dataclasses.replace(live.params, compact_after=1)
             jobs.live = live
             time.sleep(2.0)
             idle_from = time.perf_counter()
             time.sleep(3.0)
             began = time.perf_counter()
-            snapshot(mode, live, settings)
+            if args.rebuild:
+                live.snapshot(None, rebuild=True)
+            else:
+                snapshot(mode, live, settings)
             ended = time.perf_counter()
             time.sleep(0.5)
             row = {"mode": mode, "round": r, "write_s": round(ended - began, 2),
@@ -152,50 +175,62 @@ def main(argv=None) -> int:
     jobs.stop.set()
     jobs.join()
     engine.dispose()
-    result = {"machine": machine(), "n": args.n, "dim": args.dim, "index_type": store.factory,
+    name = ("rebuild-stall" if args.rebuild else "snapshot-stall") + ("" if args.n == 1_000_000 else f"-{args.n}")
+    result = {"machine": machine(), "n": args.n, "dim": args.dim, "index_type": store.factory, "rebuild": args.rebuild,
               "base_bytes": store.base_bytes_size(), "build_s": round(built_s, 1), "rounds": rounds,
-              "summary": summary(rounds), "command": f"python -m bench.snapshot_stall --n {args.n} --rounds {args.rounds}"}
+              "summary": summary(rounds, modes),
+              "command": f"python -m bench.snapshot_stall{' --rebuild' if args.rebuild else ''} --n {args.n} --rounds {args.rounds}"}
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "snapshot-stall.json").write_text(json.dumps(result, indent=2))
-    (args.out / "snapshot-stall.md").write_text(markdown(result))
+    (args.out / f"{name}.json").write_text(json.dumps(result, indent=2))
+    (args.out / f"{name}.md").write_text(markdown(result))
     print(markdown(result))
     shutil.rmtree(settings.data_dir, ignore_errors=True)
     return 0
 
 
-def summary(rounds: list[dict]) -> dict:
+def summary(rounds: list[dict], modes) -> dict:
     """Per mode: the median over rounds of each figure."""
     out = {}
-    for mode in MODES:
+    for mode in modes:
         mine = [r for r in rounds if r["mode"] == mode]
-        med = lambda f: round(float(np.median([f(r) for r in mine])), 2)  # noqa: E731
-        out[mode] = {"write_s": med(lambda r: r["write_s"]), "jobs_during": med(lambda r: r["during"]["jobs"]),
-                     "max_ms": med(lambda r: r["during"].get("max_ms", 0.0)),
-                     "p99_ms": med(lambda r: r["during"].get("p99_ms", 0.0)),
-                     "idle_p99_ms": med(lambda r: r["idle"].get("p99_ms", 0.0))}
+        out[mode] = {"write_s": _median(mine, lambda r: r["write_s"]),
+                     "jobs_during": _median(mine, lambda r: r["during"]["jobs"]),
+                     "max_ms": _median(mine, lambda r: r["during"].get("max_ms", 0.0)),
+                     "p99_ms": _median(mine, lambda r: r["during"].get("p99_ms", 0.0)),
+                     "idle_p99_ms": _median(mine, lambda r: r["idle"].get("p99_ms", 0.0))}
     return out
+
+
+def _median(rows: list[dict], figure) -> float:
+    return round(float(np.median([figure(r) for r in rows])), 2)
 
 
 def markdown(result: dict) -> str:
     m = result["machine"]
-    lines = [f"# A job's wait while the snapshot writes a new base ({result['n']:,} x {result['dim']}, "
-             f"`{result['index_type']}`)", "",
-             f"`{result['command']}`. Machine: {m['cpu']}, {m['cores']} cores; {m['date'][:16]} UTC. "
-             f"Base: {result['base_bytes'] / 1e6:,.0f} MB of codes and ids, plus the float16 re-rank rows. "
-             "Modes interleaved, a fresh storage folder per round.", "",
-             "| mode | round | write s | jobs during | p50 / p99 / longest ms during | idle p50 / p99 ms |",
+    what = "rebuilds its base from the database" if result.get("rebuild") else "writes a new base"
+    lines = [(f"# A job's wait while the snapshot thread {what} ({result['n']:,} x {result['dim']}, "
+              f"`{result['index_type']}`)"), "",
+             (f"`{result['command']}`. Machine: {m['cpu']}, {m['cores']} cores; {m['date'][:16]} UTC. "
+              f"Base: {result['base_bytes'] / 1e6:,.0f} MB of codes and ids, plus the float16 re-rank rows. "
+              "Modes interleaved, a fresh storage folder per round."), "",
+             "| mode | round | call s | jobs during | p50 / p99 / longest ms during | idle p50 / p99 ms |",
              "|---|---|---|---|---|---|"]
     for r in result["rounds"]:
         d, i = r["during"], r["idle"]
         lines.append(f"| {r['mode']} | {r['round']} | {r['write_s']} | {d['jobs']} | "
                      f"{d.get('p50_ms', '-')} / {d.get('p99_ms', '-')} / {d.get('max_ms', '-')} | "
                      f"{i.get('p50_ms', '-')} / {i.get('p99_ms', '-')} |")
-    lines += ["", "Medians over rounds:", "", "| mode | write s | jobs during | p99 / longest ms during | idle p99 ms |",
+    lines += ["", "Medians over rounds:", "", "| mode | call s | jobs during | p99 / longest ms during | idle p99 ms |",
               "|---|---|---|---|---|"]
     for mode, s in result["summary"].items():
         lines.append(f"| {mode} | {s['write_s']} | {s['jobs_during']} | {s['p99_ms']} / {s['max_ms']} | {s['idle_p99_ms']} |")
-    lines += ["", "`held`: the lock every job's sync takes held for the whole write (the code before the fix); "
-              "`copied`: `LiveStore.snapshot` now (the changes copied under the lock, the base written outside it)."]
+    if result.get("rebuild"):
+        lines += ["", ("The call: `LiveStore.snapshot` with a rebuild due (build from the database, swap, base "
+                       "written). `nice N`: `ATTRIB_INDEX_REBUILD_NICE=N` (0: the code before the change).")]
+    else:
+        lines += ["", ("The call: the snapshot. `held`: the lock every job's sync takes held for the whole write "
+                       "(the code before the fix); `copied`: `LiveStore.snapshot` now (the changes copied under "
+                       "the lock, the base written outside it).")]
     return "\n".join(lines) + "\n"
 
 
