@@ -15,7 +15,6 @@ import json
 import time
 from pathlib import Path
 
-import faiss
 import numpy as np
 
 from bench.attribution import machine
@@ -49,7 +48,7 @@ def main(argv=None) -> int:
     samples: dict[tuple[int, str], list[float]] = {(d, w): [] for d in args.deltas for w in WAYS}
     for r in range(args.rounds):
         for size in (args.deltas if r % 2 == 0 else args.deltas[::-1]):
-            store.delta = faiss.IndexIDMap2(faiss.IndexFlatIP(args.dim))
+            store.delete(np.arange(args.base, args.base + max(args.deltas)))  # the previous size's delta
             store.upsert(np.arange(args.base, args.base + size), extra[:size])
             for way in (list(WAYS) if r % 2 == 0 else list(WAYS)[::-1]):
                 backend.DELTA_SCAN_THREADS = WAYS[way]

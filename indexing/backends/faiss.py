@@ -186,7 +186,7 @@ class FaissStore:
         if len(self.base_ids) > len(self.masked):
             parts.append(self._search_base(queries, k))
         if self.delta.ntotal:
-            with _omp_threads(DELTA_SCAN_THREADS if len(queries) < BLAS_FROM_QUERIES else 0):
+            with omp_threads(DELTA_SCAN_THREADS if len(queries) < BLAS_FROM_QUERIES else 0):
                 parts.append(self.delta.search(queries, min(k, self.delta.ntotal))[::-1])
         return _merge_top_k(parts, k)
 
@@ -336,8 +336,13 @@ class FaissStore:
         return self._params[nprobe]
 
 
+def openmp_threads() -> int:
+    """FAISS's OpenMP threads for parallel work started from the calling thread."""
+    return faiss.omp_get_max_threads()
+
+
 @contextlib.contextmanager
-def _omp_threads(n: int):
+def omp_threads(n: int):
     """FAISS's OpenMP threads for the calling thread only (an OpenMP setting is per thread); 0: as is."""
     if n <= 0:
         yield

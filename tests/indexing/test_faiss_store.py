@@ -6,7 +6,15 @@ import json
 import numpy as np
 import pytest
 
-from indexing.backends.faiss import IndexParams, build_store, empty_store, load_store
+from indexing.backends.faiss import (
+    DELTA_SCAN_THREADS,
+    IndexParams,
+    build_store,
+    empty_store,
+    load_store,
+    omp_threads,
+    openmp_threads,
+)
 from indexing.vectorstore import IndexCorrupt, IndexEncoderMismatch, VectorStore
 
 EXACT = IndexParams(ann_threshold=10**9)
@@ -51,9 +59,6 @@ def test_one_query_scans_the_delta_on_one_thread_and_leaves_the_setting_as_it_wa
     """Two OpenMP threads on the delta waited for threads still spinning from the base's search (40 ms
     instead of 16 at 20,000 x 1280 on 2 cores): one query's delta scan runs on one thread, a batch on
     FAISS's default, and the caller's own setting comes back either way."""
-    import faiss
-
-    from indexing.backends import faiss as backend
     base, delta = unit_rows(200, 16), unit_rows(100, 16, seed=1)
     store = build_store("enc", 16, np.arange(200), base, EXACT)
     store.upsert(np.arange(1000, 1100), delta)
@@ -61,14 +66,14 @@ def test_one_query_scans_the_delta_on_one_thread_and_leaves_the_setting_as_it_wa
     search = store.delta.search
 
     def recorded(*args, **kwargs):
-        seen.append(faiss.omp_get_max_threads())
+        seen.append(openmp_threads())
         return search(*args, **kwargs)
     monkeypatch.setattr(store.delta, "search", recorded)
-    faiss.omp_set_num_threads(2)
-    one = store.search(unit_rows(1, 16, seed=2), 5)
-    store.search(unit_rows(40, 16, seed=3), 5)  # a batch: FAISS decides
-    assert seen == [backend.DELTA_SCAN_THREADS, 2] == [1, 2]
-    assert faiss.omp_get_max_threads() == 2
+    with omp_threads(2):
+        one = store.search(unit_rows(1, 16, seed=2), 5)
+        store.search(unit_rows(40, 16, seed=3), 5)  # a batch: FAISS decides
+        assert seen == [DELTA_SCAN_THREADS, 2] == [1, 2]
+        assert openmp_threads() == 2
     ids, query = np.concatenate([np.arange(200), np.arange(1000, 1100)]), unit_rows(1, 16, seed=2)
     assert one[0].tolist() == [ids[np.argsort(-(np.vstack([base, delta]) @ query[0]))[:5]].tolist()]
 

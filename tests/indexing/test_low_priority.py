@@ -5,10 +5,10 @@ import os
 import threading
 from pathlib import Path
 
-import faiss
 import numpy as np
 import pytest
 
+from indexing.backends.faiss import IndexParams, build_store, omp_threads
 from indexing.low_priority import run_niced
 
 
@@ -28,14 +28,15 @@ def test_the_work_and_the_openmp_threads_it_starts_are_niced():
     caller = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
 
     def work():
-        faiss.omp_set_num_threads(2)  # this thread's team: two threads even on one core
-        faiss.Kmeans(32, 16, niter=2).train(np.random.default_rng(0).random((5000, 32), np.float32))
-        return threading.get_native_id(), thread_nices()
+        with omp_threads(2):  # this thread's team: two threads even on one core
+            vectors = np.random.default_rng(0).random((5000, 32), np.float32)
+            build_store("enc", 32, np.arange(5000), vectors, IndexParams(ann_threshold=100, ann_codes="Flat"))
+            return threading.get_native_id(), thread_nices()
 
     worker, during = run_niced(work, 10)
     assert during[worker] == caller + 10
     lowered = [tid for tid, nice in during.items() if nice == caller + 10]
-    assert len(lowered) >= 2  # the worker and the OpenMP thread its k-means started
+    assert len(lowered) >= 2  # the worker and the OpenMP thread its training started
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == caller  # the caller is untouched
 
 
