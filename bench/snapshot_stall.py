@@ -19,7 +19,9 @@ during it (count, p50, p99, longest), beside the same jobs' latency with no snap
 
 `--rebuild`: the same jobs while the snapshot thread rebuilds the base from the database (N vectors in
 a SQLite file), swaps it in and writes it, with the rebuild at niceness 0 (as before 2026-11-27) and at
-the default `ATTRIB_INDEX_REBUILD_NICE` (indexing/low_priority.py), interleaved. Writes
+the default `ATTRIB_INDEX_REBUILD_NICE` (indexing/low_priority.py), interleaved. Every round wraps the
+same first store, whose delta keeps the registrations of all rounds before (a few thousand a round),
+so later rounds search a larger delta; the interleaving spreads that over both ways. Writes
 rebuild-stall.{json,md} instead (rebuild-stall-N.* at other sizes).
 
 The vectors are Gaussian clusters (not the real features bench/scale.py pads): the stall depends on
