@@ -54,6 +54,9 @@ class QueueCollector:
                                  labels=["worker", "index_type", "encoder_id"])
         age = GaugeMetricFamily("attrib_snapshot_age_seconds", "age of the index snapshot a worker loaded or wrote",
                                 labels=["worker"])
+        pending = GaugeMetricFamily("attrib_index_pending_changes", "changes held beside a worker's index base "
+                                    "(exact delta + masked ids; every query scans the delta) until the next rebuild",
+                                    labels=["worker"])
         latency = HistogramMetricFamily("attrib_job_seconds", "job latency seen by workers (attribute: submit to "
                                         "result; embed: job run time)", labels=["worker", "kind"])
         embedded = GaugeMetricFamily("attrib_worker_embedded_images", "images this worker embedded since start",
@@ -64,13 +67,16 @@ class QueueCollector:
             if holds_index(beat):
                 size.add_metric([name], beat.get("index_size") or 0)
                 kind.add_metric([name, str(beat.get("index_type", "IDMap2,Flat")), str(beat.get("encoder_id"))], 1)
+                index = beat.get("index") or {}
+                if "delta_count" in index:  # FAISS stores; a Milvus collection indexes its own changes
+                    pending.add_metric([name], index["delta_count"] + index.get("masked_count", 0))
             if beat.get("snapshot_saved_at"):
                 age.add_metric([name], max(0.0, now - float(beat["snapshot_saved_at"])))
             stats = beat.get("stats") or {}
             for job_kind, series in stats.items():
                 latency.add_metric([name, job_kind], _cumulative(series["buckets"]), series["sum"])
             embedded.add_metric([name], (stats.get("embed") or {}).get("items", 0))
-        return size, kind, age, latency, embedded
+        return size, kind, age, pending, latency, embedded
 
 
 def _cumulative(counts: list[int]) -> list[tuple[str, float]]:

@@ -31,6 +31,7 @@ def test_queue_depth_backlog_and_worker_numbers(client):
     settings = get_settings()
     beat = Heartbeat(Redis.from_url(settings.redis_url), settings.queue_name, "w1",
                      lambda: {"index_size": 1234, "index_type": "IVF1024,PQ64", "encoder_id": "enc",
+                              "index": {"delta_count": 300, "masked_count": 12},
                               "snapshot_saved_at": time.time() - 60, "stats": stats.snapshot()}, ttl_s=30)
     embed_only = Heartbeat(Redis.from_url(settings.redis_url), settings.queue_name, "w2",  # holds no index
                            lambda: {"index_size": None, "index_type": None, "encoder_id": "enc",
@@ -49,5 +50,6 @@ def test_queue_depth_backlog_and_worker_numbers(client):
     assert found[("attrib_index_vectors", (("worker", "w1"),))] == 1234
     assert found[("attrib_index_info", (("encoder_id", "enc"), ("index_type", "IVF1024,PQ64"), ("worker", "w1")))] == 1
     assert 59 <= found[("attrib_snapshot_age_seconds", (("worker", "w1"),))] < 120
+    assert found[("attrib_index_pending_changes", (("worker", "w1"),))] == 312
     assert found[("attrib_job_seconds_bucket", (("kind", "attribute"), ("le", "0.25"), ("worker", "w1")))] == 1
     assert found[("attrib_job_seconds_count", (("kind", "attribute"), ("worker", "w1")))] == 2
