@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from common.low_priority import lower_this_thread
 from core.backbones import Preprocess
 from core.preprocess import TensorDecoder, pil_tensor, plain_jpeg
 from core.transforms import eval_transform
@@ -55,7 +56,7 @@ class Feeder:
         self.decoder = TensorDecoder(preprocess, device, batched_resize) if tensor_decode else None
         self.side_streams = side_streams
         self.readers = ThreadPoolExecutor(self.workers, thread_name_prefix="decode",
-                                          initializer=_lower_thread_priority, initargs=(decode_nice,))
+                                          initializer=lower_this_thread, initargs=(decode_nice,))
         self.assembler = ThreadPoolExecutor(self.assemblers, thread_name_prefix="assemble")
         self._carried: dict[int, Future] = {}  # item id -> read started by a call that closed early
         self._streams = threading.local()  # each assembler thread's CUDA stream
@@ -183,11 +184,3 @@ def make_feeder(preprocess: Preprocess, device: str, decode_workers: int = 0, gp
 # storage wait on the network instead: raise ATTRIB_DECODE_WORKERS there.
 GPU_READERS = 2
 GPU_ASSEMBLERS = 2
-
-
-def _lower_thread_priority(by: int) -> None:
-    """Lower the calling thread's CPU priority by `by` (nice). Only on Linux, where nice is per thread:
-    elsewhere it would lower the whole process."""
-    if by and os.path.isdir("/proc/self/task"):
-        tid = threading.get_native_id()
-        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + by))

@@ -14,12 +14,12 @@ from pathlib import Path
 from sqlalchemy.orm import Session
 
 from common.db.session import new_session
+from common.low_priority import run_niced
 from common.settings import Settings
 from common.storage import get_storage
 from indexing.apply_lock import ApplyLock
 from indexing.backends.faiss import FaissStore, IndexParams, load_store
 from indexing.follower import SyncResult, sync_shared, sync_store
-from indexing.low_priority import run_niced
 from indexing.snapshots import WriterLock, load_snapshot, write_snapshot
 from indexing.store import build_from_database, index_params
 from indexing.vectorstore import IndexCorrupt, IndexEncoderMismatch
@@ -126,7 +126,7 @@ class LiveStore:
             self.snapshot_seq, self.snapshot_at = saved_seq, time.time()
 
     def _rebuilt(self) -> FaissStore:
-        """A new base from the database, built at a lower CPU priority than the jobs (indexing/low_priority.py)."""
+        """A new base from the database, built at a lower CPU priority than the jobs (common/low_priority.py)."""
         log.info("rebuilding the index base (%s, %d vectors)", self.store.factory, self.store.count())
 
         def build() -> FaissStore:

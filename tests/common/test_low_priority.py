@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from common.low_priority import run_niced
 from indexing.backends.faiss import IndexParams, build_store, omp_threads
-from indexing.low_priority import run_niced
 
 
 def thread_nices() -> dict[int, int]:
