@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.attribution import machine
+from bench.scale_measure import percentiles
 from bench.snapshot_stall import clustered
 from common.settings import Settings
 from indexing.backends import faiss as backend
@@ -57,8 +58,7 @@ def main(argv=None) -> int:
                     store.search(query[None], 40)
                     samples[size, way].append((time.perf_counter() - started) * 1000)
     backend.DELTA_SCAN_THREADS = WAYS["one thread"]
-    rows = [{"delta": d, "way": w, "delta_mb": round(d * args.dim * 4 / 1e6, 1),
-             "p50_ms": round(float(np.percentile(s, 50)), 2), "p99_ms": round(float(np.percentile(s, 99)), 2)}
+    rows = [{"delta": d, "way": w, "delta_mb": round(d * args.dim * 4 / 1e6, 1), **percentiles(s)}
             for (d, w), s in samples.items()]
     result = {"machine": machine(), "base": args.base, "dim": args.dim, "index_type": store.factory,
               "queries": args.queries, "rounds": args.rounds, "rows": rows,

@@ -19,7 +19,7 @@ during it (count, p50, p99, longest), beside the same jobs' latency with no snap
 
 `--rebuild`: the same jobs while the snapshot thread rebuilds the base from the database (N vectors in
 a SQLite file), swaps it in and writes it, with the rebuild at niceness 0 (as before 2026-11-27) and at
-the default `ATTRIB_INDEX_REBUILD_NICE` (indexing/low_priority.py), interleaved. Every round wraps the
+the default `ATTRIB_INDEX_REBUILD_NICE` (common/low_priority.py), interleaved. Every round wraps the
 same first store, whose delta keeps the registrations of all rounds before (a few thousand a round),
 so later rounds search a larger delta; the interleaving spreads that over both ways. Writes
 rebuild-stall.{json,md} instead (rebuild-stall-N.* at other sizes).
@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.attribution import machine
-from bench.scale_measure import _commit_one_registration, fill_database
+from bench.scale_measure import _commit_one_registration, fill_database, percentiles
 from common.settings import Settings, get_settings
 from indexing.backends.faiss import build_store
 from indexing.snapshots import write_snapshot
@@ -114,8 +114,7 @@ def snapshot(mode: str, live, settings: Settings) -> None:
 def stats(samples: list[float]) -> dict:
     if not samples:
         return {"jobs": 0}
-    return {"jobs": len(samples), "p50_ms": round(float(np.percentile(samples, 50)), 2),
-            "p99_ms": round(float(np.percentile(samples, 99)), 2), "max_ms": round(max(samples), 2)}
+    return {"jobs": len(samples), **percentiles(samples), "max_ms": round(max(samples), 2)}
 
 
 def main(argv=None) -> int:

@@ -40,9 +40,10 @@ BASE_FILES = (BASE_FILE, VECTORS_FILE, IDS_FILE)  # a base's files, the id list 
 EXACT_FACTORY = "IDMap2,Flat"
 PQ_MIN_VECTORS = 2_000  # below this an `auto` approximate base uses SQ8 (see codes_for)
 FLAT_LISTS_MAX = 4096  # more lists than this: an HNSW coarse quantiser, trained in two levels
-# A few queries scan the exact delta on one core. Right after the base's search (OpenMP, and numpy's
-# re-rank on its own BLAS threads) a two-thread scan of 20,000 x 1280 waited on threads still spinning
-# from those: 40 ms p50 instead of 16 on 2 cores (bench/results/scale/delta-cost.md). 0: FAISS's default.
+# A few queries scan the exact delta on one core: with FAISS's two OpenMP threads, right after the
+# base's search, one query over a 20,000 x 1280 delta took 39 ms p50 instead of 16 on 2 cores
+# (bench/results/scale/delta-cost.md; likely threads still spinning from the base's search and numpy's
+# re-rank, not measured apart). 0: FAISS's default.
 DELTA_SCAN_THREADS = 1
 BLAS_FROM_QUERIES = 20  # faiss's distance_compute_blas_threshold: from here on a batch, parallel as FAISS likes
 TRAIN_PER_LIST, TRAIN_MAX = 64, 4096 * 64  # training vectors: 64 a list, at most 262,144 (1.3 GB at 1280 d)
@@ -347,7 +348,7 @@ def omp_threads(n: int):
     if n <= 0:
         yield
         return
-    before = faiss.omp_get_max_threads()
+    before = openmp_threads()
     faiss.omp_set_num_threads(n)
     try:
         yield

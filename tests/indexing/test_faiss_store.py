@@ -56,9 +56,9 @@ def test_search_trims_k_and_handles_an_empty_store():
 
 
 def test_one_query_scans_the_delta_on_one_thread_and_leaves_the_setting_as_it_was(monkeypatch):
-    """Two OpenMP threads on the delta waited for threads still spinning from the base's search (40 ms
-    instead of 16 at 20,000 x 1280 on 2 cores): one query's delta scan runs on one thread, a batch on
-    FAISS's default, and the caller's own setting comes back either way."""
+    """With two OpenMP threads on the delta one query took 39 ms instead of 16 (20,000 x 1280, 2 cores,
+    bench.delta_cost): one query's delta scan runs on one thread, a batch on FAISS's default, and the
+    caller's own setting comes back either way."""
     base, delta = unit_rows(200, 16), unit_rows(100, 16, seed=1)
     store = build_store("enc", 16, np.arange(200), base, EXACT)
     store.upsert(np.arange(1000, 1100), delta)
