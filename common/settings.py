@@ -128,8 +128,12 @@ class Settings(BaseSettings):
     ann_retry_rerank: int = Field(default=3000, ge=0)  # re-rank depth of that second search
     # IVF lists: 0 = about sqrt(N), at most 4,096; more than 4,096: an HNSW coarse quantiser (docs/scaling.md)
     ann_lists: int = Field(default=0, ge=0)
-    # Changes held beside the base index before the snapshot writer rebuilds the base from the database.
+    # Changes held beside the base index before the snapshot writer folds them into a new base (or rebuilds it).
     index_compact_after: int = Field(default=20_000, ge=1)
+    # Changes are folded into a copy of the base (its quantiser kept) while the count stays within this
+    # factor of the count the quantiser was trained on; beyond it, or when the index type changes, the
+    # base is rebuilt from the database and trained again. Below 1 (0): always rebuild (docs/scaling.md).
+    index_retrain_growth: float = Field(default=2.0, ge=0)
     # CPU niceness added to a worker's background rebuild (0 = none): the job thread keeps its core while
     # the base trains (minutes at 1M); the rebuild takes what the jobs leave.
     index_rebuild_nice: int = Field(default=10, ge=0, le=19)

@@ -1,6 +1,7 @@
 """A worker's vector store over its lifetime: opened from the newest snapshot (else the published
 pair's index, else the database), kept current by the change log, snapshotted by one writer, and
-swapped for a rebuilt base when it outgrows its own (exact -> approximate, or too many changes).
+swapped for a new base when it outgrows its own (exact -> approximate, or too many changes): its
+changes folded into a copy of the base, or a base rebuilt from the database.
 
 The job thread syncs and searches; a background thread snapshots and rebuilds. A lock keeps them
 from changing the store at the same time, held only for milliseconds: a snapshot copies the changes
@@ -19,6 +20,7 @@ from common.settings import Settings
 from common.storage import get_storage
 from indexing.apply_lock import ApplyLock
 from indexing.backends.faiss import FaissStore, IndexParams, load_store
+from indexing.backends.faiss_fold import can_fold, fold
 from indexing.follower import SyncResult, sync_shared, sync_store
 from indexing.snapshots import WriterLock, load_snapshot, write_snapshot
 from indexing.store import build_from_database, index_params
@@ -126,13 +128,25 @@ class LiveStore:
             self.snapshot_seq, self.snapshot_at = saved_seq, time.time()
 
     def _rebuilt(self) -> FaissStore:
-        """A new base from the database, built at a lower CPU priority than the jobs (common/low_priority.py)."""
-        log.info("rebuilding the index base (%s, %d vectors)", self.store.factory, self.store.count())
+        """A new base, built at a lower CPU priority than the jobs (common/low_priority.py): the store's
+        changes folded into a copy of its base when that keeps the base a rebuild would make
+        (backends/faiss_fold.py: seconds where a rebuild takes minutes), else a rebuild from the database."""
+        store = self.store
+        if can_fold(store, self.params):
+            with self._lock:  # the changes as of one log position; the swap replays what follows
+                state = store.state()
+            log.info("folding %d changes into the index base (%s, %d vectors)",
+                     len(state.delta_ids) + len(state.masked), store.factory, store.count())
 
-        def build() -> FaissStore:
-            with new_session() as session:
-                return build_from_database(session, self.store.encoder_id, self.store.dim, self.params,
-                                           scratch=self.settings.cache_dir)
+            def build() -> FaissStore:
+                return fold(store, state, self.params, scratch=self.settings.cache_dir)
+        else:
+            log.info("rebuilding the index base (%s, %d vectors)", store.factory, store.count())
+
+            def build() -> FaissStore:
+                with new_session() as session:
+                    return build_from_database(session, store.encoder_id, store.dim, self.params,
+                                               scratch=self.settings.cache_dir)
         return run_niced(build, self.settings.index_rebuild_nice, name="rebuild")
 
     def _swap(self, fresh: FaissStore) -> None:

@@ -15,6 +15,7 @@ from indexing.backends.faiss import FaissStore, IndexParams, build_from_chunks
 def index_params(settings: Settings) -> IndexParams:
     return IndexParams(ann_threshold=settings.ann_threshold, ann_codes=settings.ann_codes,
                        nprobe=settings.ann_nprobe, compact_after=settings.index_compact_after,
+                       retrain_growth=settings.index_retrain_growth,
                        retry_below=settings.ann_retry_below, retry_nprobe=settings.ann_retry_nprobe,
                        rerank=settings.ann_rerank, retry_rerank=settings.ann_retry_rerank,
                        lists=settings.ann_lists)

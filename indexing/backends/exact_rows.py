@@ -54,6 +54,14 @@ class FileRows:
             out[i] = np.frombuffer(data, DTYPE)
         return out.astype(np.float32)
 
+    def span(self, start: int, stop: int) -> np.ndarray:
+        """float16 rows [start, stop), one read (a fold copies the rows in order, a chunk at a time)."""
+        size = (stop - start) * self.row_bytes
+        data = os.pread(self.fd, size, self.offset + start * self.row_bytes)
+        if len(data) != size:
+            raise OSError(f"re-rank rows {start}-{stop} end early ({len(data)} of {size} bytes)")
+        return np.frombuffer(data, DTYPE).reshape(stop - start, self.shape[1])
+
     def write_to(self, f) -> None:
         """A complete `.npy` file of these rows (a fresh header: a built file may hold fewer rows than it
         was opened for), copied 16 MB at a time."""

@@ -57,7 +57,11 @@ class IndexParams:
     nprobe: int = 128  # 4-bit codes scan fast: 1/8 of the lists at 1M costs ~3 ms; raised for more lists (probes)
     # Candidates of an approximate base scored again exactly (float16 vectors on disk); 0 = off.
     rerank: int = 1000
-    compact_after: int = 20_000  # delta vectors before the snapshot writer rebuilds the base
+    compact_after: int = 20_000  # changes beside the base before the snapshot writer folds them in or rebuilds
+    # A base is folded (its changes merged into a copy, its quantiser kept: backends/faiss_fold.py) while
+    # the count stays within this factor of the count its quantiser was trained on, and rebuilt from the
+    # database, trained again, beyond it (or when the index type changes). Below 1 (0): always rebuild.
+    retrain_growth: float = 2.0
     # A query whose best approximate score is below `retry_below` is searched again visiting
     # `retry_nprobe` lists: queries far from everything (sketches, paintings of a work) have their
     # answer in lists the first pass did not visit, and their neighbours sit close together, so the
@@ -148,6 +152,7 @@ class FaissStore:
     rerank: int = 0  # IndexParams.rerank: candidates scored again exactly from `rows` (0: off)
     retry_rerank: int = 0
     rows: FileRows | None = None  # float16 copies of the base vectors, base_ids order
+    trained_count: int = 0  # vectors when the quantiser was trained (0: the base's own count)
     delta: faiss.Index = field(init=False, repr=False)
     masked: set[int] = field(default_factory=set)
     _params: object = field(default=None, init=False, repr=False)
@@ -201,6 +206,7 @@ class FaissStore:
                 "count": self.count(), "dim": self.dim, "encoder_id": self.encoder_id,
                 "applied_seq": self.applied_seq, "index_id": self.index_id, "base_count": len(self.base_ids),
                 "delta_count": int(self.delta.ntotal), "masked_count": len(self.masked),
+                "trained_count": self.trained_on(),
                 "memory_mapped": self.base_path is not None and not _fast_scan(self.factory)}
 
     # -- beyond the protocol: used by snapshots, rebuilds and the consistency check ---------------
@@ -210,6 +216,17 @@ class FaissStore:
     def ids(self) -> np.ndarray:
         live = self.base_ids[~np.isin(self.base_ids, np.fromiter(self.masked, np.int64))]
         return np.concatenate([live, faiss.vector_to_array(self.delta.id_map).astype(np.int64)])
+
+    def trained_on(self) -> int:
+        """How many vectors the base's quantiser was trained on a sample of (folds keep it)."""
+        return self.trained_count or len(self.base_ids)
+
+    def list_imbalance(self) -> float:
+        """How unevenly an IVF base's lists are filled (FAISS's imbalance factor, 1.0 = even; a query
+        scans more codes the higher it is): a fold keeps the lists its quantiser made. 1.0 when exact."""
+        if self.factory == EXACT_FACTORY:
+            return 1.0
+        return float(faiss.extract_index_ivf(self.base).invlists.imbalance_factor())
 
     def needs_rebuild(self, params: IndexParams) -> bool:
         """True when the base no longer fits the store: too many changes on top of it, or the count
@@ -228,7 +245,7 @@ class FaissStore:
                 "retry_below": self.retry_below, "retry_nprobe": self.retry_nprobe, "rerank": self._rerank_depth(),
                 "retry_rerank": self._rerank_depth(retry=True), "metric": "inner_product",
                 "applied_seq": self.applied_seq, "base_count": len(self.base_ids),
-                "saved_at": datetime.now(timezone.utc).isoformat()}
+                "trained_count": self.trained_on(), "saved_at": datetime.now(timezone.utc).isoformat()}
 
     def state(self) -> "StoreState":
         """A copy of what changes after the base was built (delta, mask, log position), taken in
@@ -423,7 +440,8 @@ def build_from_chunks(encoder_id: str, dim: int, total: int, chunks: Iterable[tu
     return FaissStore(encoder_id, dim, index, base_ids[:n].copy() if n < total else base_ids, factory,
                       nprobe, applied_seq, retry_below=params.retry_below,
                       retry_nprobe=retry_nprobe, rerank=0 if exact else params.rerank,
-                      retry_rerank=params.retry_rerank, rows=writer.finish() if writer is not None else None)
+                      retry_rerank=params.retry_rerank, rows=writer.finish() if writer is not None else None,
+                      trained_count=n)
 
 
 def empty_store(encoder_id: str, dim: int) -> FaissStore:
@@ -468,7 +486,8 @@ def _read_files(directory: Path, base_dir: Path, manifest: dict, mmap: bool) -> 
     store = FaissStore(manifest["encoder_id"], manifest["dim"], base, base_ids, factory,
                        manifest.get("nprobe", 1), manifest.get("applied_seq", 0), manifest["index_id"],
                        base_dir / BASE_FILE if mmap else None, manifest.get("retry_below", 0.0),
-                       manifest.get("retry_nprobe", 0), manifest.get("rerank", 0), manifest.get("retry_rerank", 0))
+                       manifest.get("retry_nprobe", 0), manifest.get("rerank", 0), manifest.get("retry_rerank", 0),
+                       trained_count=manifest.get("trained_count", 0))
     if store.rerank:
         store.rows = FileRows.open(base_dir / VECTORS_FILE)
         if len(store.rows) != len(base_ids):

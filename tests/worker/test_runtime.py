@@ -156,6 +156,51 @@ def test_crossing_the_threshold_swaps_in_a_trained_index(client, monkeypatch):
     assert sorted(hits[hits >= 0].tolist()) == sorted(writer.store.ids().tolist())
 
 
+def test_the_writer_folds_changes_into_its_trained_base(client, monkeypatch):
+    """Past `compact_after` changes the base is renewed; while the registry stays within
+    `retrain_growth` of what its quantiser was trained on, the changes are folded into a copy of the
+    base (niced, no database read, no training) instead of a rebuild from the database."""
+    for name, value in (("ANN_THRESHOLD", "6"), ("ANN_LISTS", "1"), ("INDEX_COMPACT_AFTER", "3")):
+        monkeypatch.setenv(f"ATTRIB_{name}", value)
+    get_settings.cache_clear()
+    writer = load_runtime()
+    for subject in ("dog", "cat", "teapot"):
+        register(client, subject)
+    embed_pending(writer)
+    import indexing.live
+    calls, build, fold = [], indexing.live.build_from_database, indexing.live.fold
+
+    def recorded(what, function):
+        def call(*args, **kwargs):
+            calls.append((what, os.getpriority(os.PRIO_PROCESS, threading.get_native_id())))
+            return function(*args, **kwargs)
+        return call
+    monkeypatch.setattr(indexing.live, "build_from_database", recorded("database", build))
+    monkeypatch.setattr(indexing.live, "fold", recorded("fold", fold))
+    writer.snapshot(None)  # exact -> approximate: trained on the database's 6 vectors
+    trained = writer.store
+    assert [what for what, _ in calls] == ["database"] and trained.trained_on() == 6
+    for subject in ("clock", "candle"):
+        register(client, subject)
+    embed_pending(writer)
+    writer.snapshot(None)  # 4 changes, 10 vectors: within twice the 6 it was trained on
+    caller = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    assert calls[1:] == [("fold", min(19, caller + get_settings().index_rebuild_nice))]
+    folded = writer.store.describe()
+    assert folded["index_id"] != trained.index_id and folded["index_type"] == trained.factory
+    assert folded["trained_count"] == 6 and folded["base_count"] == 10 and folded["delta_count"] == 0
+    assert folded["memory_mapped"]  # served from the snapshot it wrote
+    restarted = load_runtime()
+    assert restarted.store.index_id == folded["index_id"] and restarted.store.count() == 10
+    hits = writer.store.search(np.eye(1, writer.encoder.dim, dtype=np.float32), 10)[0][0]
+    assert sorted(hits[hits >= 0].tolist()) == sorted(writer.store.ids().tolist())
+    for subject in ("can", "vase", "dog2"):  # 16 vectors: past twice 6, trained again from the database
+        register(client, subject)
+    embed_pending(writer)
+    writer.snapshot(None)
+    assert calls[-1][0] == "database" and writer.store.trained_on() == 16
+
+
 def test_a_loaded_runtime_uses_the_configured_memory_layout(client, monkeypatch):
     """channels_last (1.28x on this CPU) is part of loading a runtime, so the runtime a worker reloads when
     a new pair is published keeps it; it used to be set once at worker start and lost on the first switch."""
