@@ -1,6 +1,7 @@
 """One command for the scale benchmarks (issue 8): index scale (10k-1M, and 10M on its own), a worker's
 cold start from the database, re-rank reads with a cold page cache, jobs while a snapshot or a rebuild
-runs beside them, the cost of the exact delta,
+runs beside them, the cost of the exact delta, folding the delta into the trained base (its cost and
+search quality beside a rebuild),
 ingest/enqueue (an embedding worker beside a dedicated attribution worker, the default launch; and one
 worker serving both queues), FAISS beside Milvus, and the embedding path on a GPU where one is present.
 
@@ -30,6 +31,8 @@ REDUCED = {
     "snapshot-stall": ["--n", "300000", "--rounds", "2"],
     "rebuild-stall": ["--rebuild", "--n", "100000", "--rounds", "1"],
     "delta-cost": [],
+    "fold": ["--n", "300000"],
+    "fold-stall": ["--fold", "--n", "100000", "--rounds", "1"],
 }
 FULL = {
     "scale": ["--full"],
@@ -43,12 +46,14 @@ FULL = {
     "snapshot-stall": ["--n", "1000000", "--rounds", "3"],
     "rebuild-stall": ["--rebuild", "--n", "1000000", "--rounds", "2"],  # ~35 minutes on 2 cores
     "delta-cost": [],
+    "fold": ["--n", "1000000"],  # three 1M bases: ~20 minutes on 2 cores
+    "fold-stall": ["--fold", "--n", "1000000", "--rounds", "1"],  # a niced rebuild from the database, then a fold
 }
 MODULES = {"scale": "bench.scale", "cold-reads": "bench.scale_cold_reads", "ingest": "bench.ingest",
            "ingest-one-worker": "bench.ingest", "vectors": "bench.vector_backends", "gpu-embed": "bench.gpu_embed",
            "scale-10m": "bench.scale_10m", "cold-start": "bench.scale_cold_start",
            "snapshot-stall": "bench.snapshot_stall", "rebuild-stall": "bench.snapshot_stall",
-           "delta-cost": "bench.delta_cost"}
+           "delta-cost": "bench.delta_cost", "fold": "bench.fold", "fold-stall": "bench.snapshot_stall"}
 NEEDS_CUDA = {"gpu-embed"}
 
 

@@ -24,6 +24,14 @@ same first store, whose delta keeps the registrations of all rounds before (a fe
 so later rounds search a larger delta; the interleaving spreads that over both ways. Writes
 rebuild-stall.{json,md} instead (rebuild-stall-N.* at other sizes).
 
+    PYTHONPATH=. .venv/bin/python -m bench.snapshot_stall --fold --n 1000000 --rounds 1
+
+`--fold`: the base starts with `--delta` changes beside it (20,000, `ATTRIB_INDEX_COMPACT_AFTER`: the
+base built over the other vectors, the rest replayed from the change log), and the snapshot thread
+renews it two ways, interleaved, both at the default niceness: `rebuild` from the database
+(`ATTRIB_INDEX_RETRAIN_GROWTH=0`, the code before the fold) and `fold` (the changes folded into a copy
+of the base, indexing/backends/faiss_fold.py). Writes fold-stall.{json,md} (fold-stall-N.*).
+
 The vectors are Gaussian clusters (not the real features bench/scale.py pads): the stall depends on
 the bytes written and the lock, not on the neighbours found. The database is a SQLite file. Writes
 bench/results/scale/snapshot-stall.{json,md} (at 1M; snapshot-stall-N.* at other sizes)."""
@@ -37,6 +45,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from sqlalchemy.orm import Session
 
 from bench.attribution import machine
 from bench.scale_measure import _commit_one_registration, fill_database, percentiles
@@ -47,6 +56,7 @@ from indexing.store import index_params
 
 MODES = ("held", "copied")
 REBUILD_MODES = {"nice 0": 0, f"nice {Settings().index_rebuild_nice}": Settings().index_rebuild_nice}
+FOLD_MODES = {"rebuild": 0.0, "fold": Settings().index_retrain_growth}  # ATTRIB_INDEX_RETRAIN_GROWTH (0: rebuild)
 
 
 def parse_args(argv=None):
@@ -57,6 +67,9 @@ def parse_args(argv=None):
     parser.add_argument("--work", type=Path, default=Path("bench/out/snapshot-stall"))
     parser.add_argument("--out", type=Path, default=Path("bench/results/scale"))
     parser.add_argument("--rebuild", action="store_true", help="measure a rebuild from the database instead")
+    parser.add_argument("--fold", action="store_true", help="a rebuild from the database beside a fold")
+    parser.add_argument("--delta", type=int, default=Settings().index_compact_after,
+                        help="with --fold: changes beside the base when the rounds start")
     return parser.parse_args(argv)
 
 
@@ -82,7 +95,6 @@ class Jobs(threading.Thread):
         self.stop = threading.Event()
 
     def run(self) -> None:
-        from sqlalchemy.orm import Session
         i = 0
         while not self.stop.is_set():
             live = self.live
@@ -131,12 +143,15 @@ def main(argv=None) -> int:
     print(f"{args.n:,} x {args.dim} vectors ...", flush=True)
     vectors = clustered(args.n, args.dim, rng)
     queries = vectors[rng.choice(args.n, 64, replace=False)] + 0.05 * rng.standard_normal((64, args.dim)).astype(np.float32)
-    fill_database(url, vectors if args.rebuild else np.zeros((0, args.dim), np.float32), 0)
+    renew = args.rebuild or args.fold
+    fill_database(url, vectors if renew else np.zeros((0, args.dim), np.float32), args.delta if args.fold else 0)
     engine = make_engine(url)
     started = time.perf_counter()
     settings = Settings(database_url=url, data_dir=args.work / "data")
-    if args.rebuild:
-        from sqlalchemy.orm import Session
+    if args.fold:  # ids 1..delta come from the change log (fill_database's rows), the rest from the base
+        store = build_store("bench", args.dim, np.arange(args.delta + 1, args.n + 1), vectors[args.delta:],
+                            index_params(settings), scratch=settings.cache_dir)
+    elif args.rebuild:
         with Session(engine) as session:
             store = build_from_database(session, "bench", args.dim, index_params(settings), scratch=settings.cache_dir)
     else:
@@ -146,41 +161,50 @@ def main(argv=None) -> int:
     built_s = time.perf_counter() - started
     print(f"built {store.factory} in {built_s:.0f} s", flush=True)
 
-    modes = list(REBUILD_MODES) if args.rebuild else list(MODES)
+    modes = list(FOLD_MODES) if args.fold else list(REBUILD_MODES) if args.rebuild else list(MODES)
     jobs = Jobs(engine, queries, rng)
     jobs.live = LiveStore(store, "database", settings)
+    with Session(engine) as session:  # --fold: the delta, before any job is timed
+        jobs.live.sync(session)
     jobs.start()
     rounds = []
     for r in range(args.rounds):
         for mode in (modes if r % 2 == 0 else modes[::-1]):
             shutil.rmtree(settings.data_dir, ignore_errors=True)
-            mode_settings = settings.model_copy(update={"index_rebuild_nice": REBUILD_MODES[mode]}) if args.rebuild else settings
+            mode_settings = (settings.model_copy(update={"index_retrain_growth": FOLD_MODES[mode]}) if args.fold else
+                             settings.model_copy(update={"index_rebuild_nice": REBUILD_MODES[mode]}) if args.rebuild
+                             else settings)
             live = LiveStore(store, "database", mode_settings)
-            if args.rebuild:  # the registrations the jobs commit are enough to ask for a rebuild
+            if renew:  # the registrations the jobs commit are enough to ask for a rebuild
                 live.params = dataclasses.replace(live.params, compact_after=1)
             jobs.live = live
             time.sleep(2.0)
             idle_from = time.perf_counter()
             time.sleep(3.0)
             began = time.perf_counter()
-            if args.rebuild:
+            if renew:
                 live.snapshot(None, rebuild=True)
             else:
                 snapshot(mode, live, settings)
             ended = time.perf_counter()
             time.sleep(0.5)
-            row = {"mode": mode, "round": r, "write_s": round(ended - began, 2),
+            row = {"mode": mode, "round": r, "write_s": round(ended - began, 2), "index_id": live.store.index_id,
+                   "trained_count": live.store.trained_on(),
                    "idle": stats(jobs.between(idle_from, began)), "during": stats(jobs.between(began, ended))}
             rounds.append(row)
             print(json.dumps(row), flush=True)
     jobs.stop.set()
     jobs.join()
     engine.dispose()
-    name = ("rebuild-stall" if args.rebuild else "snapshot-stall") + ("" if args.n == 1_000_000 else f"-{args.n}")
+    name = (("fold-stall" if args.fold else "rebuild-stall" if args.rebuild else "snapshot-stall")
+            + ("" if args.n == 1_000_000 else f"-{args.n}"))
     result = {"machine": machine(), "n": args.n, "dim": args.dim, "index_type": store.factory, "rebuild": args.rebuild,
+              "fold": args.fold, "delta": args.delta if args.fold else 0,
               "base_bytes": store.base_bytes_size(), "build_s": round(built_s, 1), "rounds": rounds,
               "summary": summary(rounds, modes),
-              "command": f"python -m bench.snapshot_stall{' --rebuild' if args.rebuild else ''} --n {args.n} --rounds {args.rounds}"}
+              "command": (f"python -m bench.snapshot_stall{' --rebuild' if args.rebuild else ''}"
+                          f"{' --fold' if args.fold else ''} --n {args.n} --rounds {args.rounds}"
+                          f"{f' --delta {args.delta}' if args.fold and args.delta != Settings().index_compact_after else ''}")}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{name}.json").write_text(json.dumps(result, indent=2))
     (args.out / f"{name}.md").write_text(markdown(result))
@@ -208,7 +232,8 @@ def _median(rows: list[dict], figure) -> float:
 
 def markdown(result: dict) -> str:
     m = result["machine"]
-    what = "rebuilds its base from the database" if result.get("rebuild") else "writes a new base"
+    what = ("renews its base: a fold beside a rebuild" if result.get("fold") else
+            "rebuilds its base from the database" if result.get("rebuild") else "writes a new base")
     lines = [(f"# A job's wait while the snapshot thread {what} ({result['n']:,} x {result['dim']}, "
               f"`{result['index_type']}`)"), "",
              (f"`{result['command']}`. Machine: {m['cpu']}, {m['cores']} cores; {m['date'][:16]} UTC. "
@@ -225,7 +250,12 @@ def markdown(result: dict) -> str:
               "|---|---|---|---|---|"]
     for mode, s in result["summary"].items():
         lines.append(f"| {mode} | {s['write_s']} | {s['jobs_during']} | {s['p99_ms']} / {s['max_ms']} | {s['idle_p99_ms']} |")
-    if result.get("rebuild"):
+    if result.get("fold"):
+        lines += ["", (f"The call: `LiveStore.snapshot` with {result['delta']:,} changes (and the jobs' registrations) "
+                       "beside the base: `rebuild` from the database (`ATTRIB_INDEX_RETRAIN_GROWTH=0`, the code "
+                       "before the fold), `fold` into a copy of the base; then the swap and the new base's snapshot. "
+                       "Both at the default rebuild niceness.")]
+    elif result.get("rebuild"):
         lines += ["", ("The call: `LiveStore.snapshot` with a rebuild due (build from the database, swap, base "
                        "written). `nice N`: `ATTRIB_INDEX_REBUILD_NICE=N` (0: the code before the change).")]
     else:
