@@ -130,24 +130,29 @@ class LiveStore:
     def _rebuilt(self) -> FaissStore:
         """A new base, built at a lower CPU priority than the jobs (common/low_priority.py): the store's
         changes folded into a copy of its base when that keeps the base a rebuild would make
-        (backends/faiss_fold.py: seconds where a rebuild takes minutes), else a rebuild from the database."""
+        (backends/faiss_fold.py: seconds where a rebuild takes minutes), else, or when the fold fails
+        (its base file gone, a store at odds with itself), a rebuild from the database."""
         store = self.store
-        if can_fold(store, self.params):
-            with self._lock:  # the changes as of one log position; the swap replays what follows
-                state = store.state()
+
+        def from_database() -> FaissStore:
+            log.info("rebuilding the index base (%s, %d vectors)", store.factory, store.count())
+            with new_session() as session:
+                return build_from_database(session, store.encoder_id, store.dim, self.params,
+                                           scratch=self.settings.cache_dir)
+        if not can_fold(store, self.params):
+            return run_niced(from_database, self.settings.index_rebuild_nice, name="rebuild")
+        with self._lock:  # the changes as of one log position; the swap replays what follows
+            state = store.state()
+
+        def folded() -> FaissStore:
             log.info("folding %d changes into the index base (%s, %d vectors)",
                      len(state.delta_ids) + len(state.masked), store.factory, store.count())
-
-            def build() -> FaissStore:
+            try:
                 return fold(store, state, self.params, scratch=self.settings.cache_dir)
-        else:
-            log.info("rebuilding the index base (%s, %d vectors)", store.factory, store.count())
-
-            def build() -> FaissStore:
-                with new_session() as session:
-                    return build_from_database(session, store.encoder_id, store.dim, self.params,
-                                               scratch=self.settings.cache_dir)
-        return run_niced(build, self.settings.index_rebuild_nice, name="rebuild")
+            except (OSError, RuntimeError, ValueError) as exc:  # FAISS reports a missing file as RuntimeError
+                log.warning("could not fold the changes into the index base (%s); rebuilding it", exc)
+                return from_database()
+        return run_niced(folded, self.settings.index_rebuild_nice, name="rebuild")
 
     def _swap(self, fresh: FaissStore) -> None:
         """Catch the new store up, then serve it. Most of the tail (all an import added during a rebuild)

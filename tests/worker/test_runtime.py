@@ -201,6 +201,28 @@ def test_the_writer_folds_changes_into_its_trained_base(client, monkeypatch):
     assert calls[-1][0] == "database" and writer.store.trained_on() == 16
 
 
+def test_a_fold_that_cannot_read_its_base_rebuilds_from_the_database(client, monkeypatch):
+    """The writer folds into a copy of the base read again from its file; when that file is gone (an
+    operator cleaned the storage folder), the base is rebuilt from the database instead of the
+    snapshot thread failing on every tick."""
+    for name, value in (("ANN_THRESHOLD", "6"), ("ANN_LISTS", "1"), ("INDEX_COMPACT_AFTER", "3")):
+        monkeypatch.setenv(f"ATTRIB_{name}", value)
+    get_settings.cache_clear()
+    writer = load_runtime()
+    for subject in ("dog", "cat", "teapot"):
+        register(client, subject)
+    embed_pending(writer)
+    writer.snapshot(None)
+    assert writer.store.base_path is not None  # serving the stored base, mapped
+    os.remove(writer.store.base_path)
+    for subject in ("clock", "candle"):
+        register(client, subject)
+    embed_pending(writer)
+    writer.snapshot(None)
+    described = writer.store.describe()
+    assert described["trained_count"] == 10 and described["base_count"] == 10 and described["delta_count"] == 0
+
+
 def test_a_loaded_runtime_uses_the_configured_memory_layout(client, monkeypatch):
     """channels_last (1.28x on this CPU) is part of loading a runtime, so the runtime a worker reloads when
     a new pair is published keeps it; it used to be set once at worker start and lost on the first switch."""
