@@ -114,17 +114,22 @@ def padded_base(real: np.ndarray, n: int, path: Path, fit_on: np.ndarray | None 
                 seed: int = 0) -> np.ndarray:
     """The real vectors followed by samples of a mixture fitted to `fit_on` (default: them) up to n rows,
     as a float32 memmap written in chunks (1M x 1280 is 5 GB: it never has to be in memory at once).
-    Reused when already written."""
+    Reused when already written: the file is written under another name and renamed when complete, so
+    a run killed while writing it leaves no file of the right size with zero rows in it (the memmap is
+    sized up front, so the size alone said nothing; a bench run on such a file measured zero vectors)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists() and path.stat().st_size == n * real.shape[1] * 4:
         return np.memmap(path, np.float32, "r", shape=(n, real.shape[1]))
-    out = np.memmap(path, np.float32, "w+", shape=(n, real.shape[1]))
+    partial = path.with_name(path.name + ".partial")
+    out = np.memmap(partial, np.float32, "w+", shape=(n, real.shape[1]))
     out[:min(n, len(real))] = real[:n]
     mixture, rng = Mixture.fit(real if fit_on is None else fit_on), np.random.default_rng(seed)
     for start in range(len(real), n, chunk):
         stop = min(n, start + chunk)
         out[start:stop] = mixture.sample(stop - start, rng)
     out.flush()
+    del out
+    partial.replace(path)
     return np.memmap(path, np.float32, "r", shape=(n, real.shape[1]))
 
 
