@@ -14,8 +14,11 @@ queries (the ground truth); the index is built by the runtime's own memory-bound
 (the page cache as the build left it, then again), cross-context top-1 / AP@100 exact vs approximate,
 one registration's store work, index memory and the process's peak memory. With `--share`, also a
 snapshot written the runtime's way and two workers started from it at once, with the encoder loaded
-(warm start, PSS); it needs as much disk again as the re-rank rows. Not measured here: a cold start from
-a database (the 1M figure is in bench/results/scale).
+(warm start, PSS); it needs as much disk again as the re-rank rows. With `--fold`, also the snapshot
+writer's renewal of that base: `ATTRIB_INDEX_COMPACT_AFTER` (20,000) registered vectors replaced (by
+themselves, so the ground truth holds) and folded into a copy of the base (indexing/backends/faiss_fold.py),
+timed, with the process's peak memory, then searched again; it also needs the re-rank rows' disk again.
+Not measured here: a cold start from a database (the 1M figure is in bench/results/scale).
 
 Writes bench/results/scale/scale-10m.{json,md}, the machine named."""
 import argparse
@@ -38,6 +41,7 @@ from bench.scale_measure import (
 )
 from common.settings import Settings
 from indexing.backends.faiss import build_from_chunks
+from indexing.backends.faiss_fold import can_fold, fold
 from indexing.store import index_params
 
 CHUNK = 100_000
@@ -128,7 +132,7 @@ def command(args) -> str:
     env = " ".join(f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith("ATTRIB_ANN_"))
     options = (f" --n {args.n}" if args.n != 10_000_000 else "") + (
         " --sweep " + ",".join(":".join(map(str, s)) for s in args.sweep) if args.sweep != SWEEP else "") + (
-        " --share" if args.share else "")
+        " --share" if args.share else "") + (" --fold" if args.fold else "")
     return (env + " " if env else "") + "python -m bench.scale_10m" + options
 
 
@@ -164,6 +168,8 @@ def main(argv=None) -> None:
                         help="search settings tried on the built index, nprobe:rerank:retry_nprobe:retry_rerank,...")
     parser.add_argument("--share", action="store_true",
                         help="write a snapshot and start two workers from it (24 GiB more disk at 10M; removed after)")
+    parser.add_argument("--fold", action="store_true",
+                        help="fold 20,000 changes into a copy of the base (24 GiB more disk at 10M while it runs)")
     args = parser.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -231,6 +237,10 @@ def main(argv=None) -> None:
     save()
     result["memory_after_queries"] = meminfo()
     result["peak_rss_gib"] = peak_rss()
+    if args.fold:
+        started = time.perf_counter()
+        result["fold"] = fold_step(store, padded, params, real, truth, args.work)
+        step("fold: changes upserted, copied, folded, searched", started)
     if args.share:
         started, rss_before = time.perf_counter(), reset_peak_rss()
         try:
@@ -243,6 +253,43 @@ def main(argv=None) -> None:
     save()
     (args.out / f"{name}.md").write_text(report(result))
     print(report(result))
+
+
+def fold_step(store, padded: Padded, params, real, truth: np.ndarray, scratch: Path) -> dict:
+    """The snapshot writer's renewal of a base with `compact_after` changes beside it: the vectors of
+    that many random ids registered again (each a replacement: masked in the base, added to the delta),
+    the changes copied, folded into a copy of the base, and the folded store searched."""
+    positions = np.sort(np.random.default_rng(1).choice(padded.n, params.compact_after, replace=False))
+    store.upsert(positions, padded.rows(positions))
+    if not can_fold(store, params):
+        raise SystemExit(f"the runtime would rebuild {store.factory} here, not fold")
+    rss_before = reset_peak_rss()
+    started = time.perf_counter()
+    state = store.state()
+    copied_s = time.perf_counter() - started
+    folded = fold(store, state, params, scratch=scratch)
+    out = {"changes": int(params.compact_after), "state_copy_s": round(copied_s, 2),
+           "fold_s": round(time.perf_counter() - started - copied_s, 1),
+           "rss_gib": {"before": rss_before, "peak_while_folding": peak_rss()},
+           "list_imbalance": round(folded.list_imbalance(), 3)}
+    print(json.dumps(out), flush=True)
+    out["search"] = search_quality(folded, real.queries, truth[:, :10])
+    out["quality"] = _attribution_metrics(folded.search(real.queries, 100)[0], real.query_subject, real.exemplar_rows)
+    return out
+
+
+def fold_rows(r: dict) -> list[str]:
+    """`--fold`: the renewal of the base by a fold, and the folded base's search."""
+    if "fold" not in r:
+        return []
+    f = r["fold"]
+    return [(f"| fold of {f['changes']:,} replaced vectors into a copy of the base: changes copied / folded (s) | "
+             f"{f['state_copy_s']} / {f['fold_s']} | a build: {r['build']['total_s']} s |"),
+            (f"| the process's RSS before / at its peak while folding (GiB) | {f['rss_gib']['before']} / "
+             f"{f['rss_gib']['peak_while_folding']} | |"),
+            (f"| the folded base: p50 / p99 ms, recall@10, top-1 / AP@100 % | {f['search']['p50_ms']:.1f} / "
+             f"{f['search']['p99_ms']:.1f}, {f['search']['recall_at_10']:.3f}, {f['quality']['top1_pct']} / "
+             f"{f['quality']['ap_at_100_pct']} | |")]
 
 
 def share_rows(r: dict) -> list[str]:
@@ -281,7 +328,7 @@ def report(r: dict) -> str:
               f"{r['memory_before_queries']['MemAvailable']} | |",
               f"| build: training sample drawn / quantisers trained / all (s) | {r['build']['sample_s']} / {r['build']['train_s']} / "
               f"{r['build']['total_s']} | |",
-              f"| peak memory of the process (RSS, GiB) | {r['peak_rss_gib']} | |", *share_rows(r), "",
+              f"| peak memory of the process (RSS, GiB) | {r['peak_rss_gib']} | |", *fold_rows(r), *share_rows(r), "",
               "Steps (s): " + "; ".join(f"{k}: {v}" for k, v in r["steps"].items())]
     if r.get("sweep"):
         lines += ["", "Search settings on the same index, the runtime's first (the rows of each query's first 1,000 "

@@ -1,5 +1,5 @@
 """bench.scale_10m's own parts that a 25-minute run depends on: the sweep option, the command it records,
-and the split of a query's time (on a small store, not 10M)."""
+the split of a query's time and the fold at its end (on a small store, not 10M)."""
 import argparse
 
 import numpy as np
@@ -7,7 +7,10 @@ import pytest
 
 from bench.scale_10m import (
     SWEEP,
+    Padded,
     command,
+    fold_rows,
+    fold_step,
     parse_sweep,
     peak_rss,
     reset_peak_rss,
@@ -27,10 +30,11 @@ def test_sweep_option_reads_settings_and_refuses_malformed_ones():
 def test_command_records_the_index_settings_it_ran_under(monkeypatch):
     monkeypatch.setenv("ATTRIB_ANN_CODES", "PQ640x4fs")
     monkeypatch.setenv("ATTRIB_OTHER", "not an index setting")
-    assert command(argparse.Namespace(n=10_000_000, sweep=SWEEP, share=False)) == "ATTRIB_ANN_CODES=PQ640x4fs python -m bench.scale_10m"
-    assert command(argparse.Namespace(n=300_000, sweep=[(8, 50, 0, 0)], share=False)).endswith(
+    assert command(argparse.Namespace(n=10_000_000, sweep=SWEEP, share=False, fold=False)) == "ATTRIB_ANN_CODES=PQ640x4fs python -m bench.scale_10m"
+    assert command(argparse.Namespace(n=300_000, sweep=[(8, 50, 0, 0)], share=False, fold=False)).endswith(
         "python -m bench.scale_10m --n 300000 --sweep 8:50:0:0")
-    assert command(argparse.Namespace(n=10_000_000, sweep=SWEEP, share=True)).endswith("scale_10m --share")
+    assert command(argparse.Namespace(n=10_000_000, sweep=SWEEP, share=True, fold=True)).endswith(
+        "scale_10m --share --fold")
 
 
 def test_peak_memory_counts_from_the_reset():
@@ -72,3 +76,24 @@ def test_split_time_counts_the_queries_a_retry_would_search_again():
     assert 0 < split["codes_p50_ms"] and 0 < split["first_pass_p50_ms"]
     store.retry_below = 0.0
     assert split_time(store, near)["retried_pct"] == 0.0
+
+
+def test_the_fold_step_replaces_vectors_by_themselves_and_keeps_the_answers(tmp_path):
+    """`--fold` runs after a 20-minute build: here on 3,000 vectors, so the step and its rows run."""
+    from bench.scale_data import RealFeatures, top_k_of_chunks
+    rng = np.random.default_rng(0)
+    real_rows = rng.standard_normal((100, 16)).astype(np.float32)
+    real_rows /= np.linalg.norm(real_rows, axis=1, keepdims=True)
+    padded = Padded(real_rows, real_rows, 3000)
+    queries = real_rows[:20] + 0.05 * rng.standard_normal((20, 16)).astype(np.float32)
+    real = RealFeatures(real_rows, real_rows[:0], queries, np.arange(20) % 5, np.arange(5), [str(i) for i in range(5)])
+    truth = top_k_of_chunks(((c * 100_000, chunk) for c, chunk in padded.chunks()), queries, 100)
+    params = IndexParams(ann_threshold=100, ann_codes="Flat", nprobe=64, compact_after=500)
+    base = np.concatenate([chunk for _, chunk in padded.chunks()])
+    store = build_store("enc", 16, np.arange(3000), base, params, scratch=tmp_path)
+    out = fold_step(store, padded, params, real, truth, tmp_path)
+    assert out["changes"] == 500 and store.delta.ntotal == 500  # the old store got the replacements
+    assert out["search"]["recall_at_10"] > 0.99  # every list visited: the folded base answers as exact search
+    rows = fold_rows({"fold": out, "build": {"total_s": 1113.7}})
+    assert "fold of 500 replaced vectors" in rows[0] and rows[0].endswith("| a build: 1113.7 s |")
+    assert fold_rows({}) == []
