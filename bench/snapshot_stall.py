@@ -126,7 +126,9 @@ def snapshot(mode: str, live, settings: Settings) -> None:
 def stats(samples: list[float]) -> dict:
     if not samples:
         return {"jobs": 0}
-    return {"jobs": len(samples), **percentiles(samples), "max_ms": round(max(samples), 2)}
+    return {"jobs": len(samples), **percentiles(samples), "max_ms": round(max(samples), 2),
+            # how many jobs a short call slowed, beside a long one (a p99 over 900 jobs is 9 of them)
+            "over_50_ms": sum(ms > 50 for ms in samples), "over_100_ms": sum(ms > 100 for ms in samples)}
 
 
 def main(argv=None) -> int:
@@ -239,12 +241,13 @@ def markdown(result: dict) -> str:
              (f"`{result['command']}`. Machine: {m['cpu']}, {m['cores']} cores; {m['date'][:16]} UTC. "
               f"Base: {result['base_bytes'] / 1e6:,.0f} MB of codes and ids, plus the float16 re-rank rows. "
               "Modes interleaved, a fresh storage folder per round."), "",
-             "| mode | round | call s | jobs during | p50 / p99 / longest ms during | idle p50 / p99 ms |",
-             "|---|---|---|---|---|---|"]
+             "| mode | round | call s | jobs during | p50 / p99 / longest ms during | jobs over 50 / 100 ms | idle p50 / p99 ms |",
+             "|---|---|---|---|---|---|---|"]
     for r in result["rounds"]:
         d, i = r["during"], r["idle"]
         lines.append(f"| {r['mode']} | {r['round']} | {r['write_s']} | {d['jobs']} | "
                      f"{d.get('p50_ms', '-')} / {d.get('p99_ms', '-')} / {d.get('max_ms', '-')} | "
+                     f"{d.get('over_50_ms', '-')} / {d.get('over_100_ms', '-')} | "
                      f"{i.get('p50_ms', '-')} / {i.get('p99_ms', '-')} |")
     lines += ["", "Medians over rounds:", "", "| mode | call s | jobs during | p99 / longest ms during | idle p99 ms |",
               "|---|---|---|---|---|"]

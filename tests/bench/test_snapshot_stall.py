@@ -4,7 +4,7 @@ delta bench runs end to end at a toy size."""
 import json
 
 from bench import delta_cost
-from bench.snapshot_stall import MODES, Jobs, markdown, summary
+from bench.snapshot_stall import MODES, Jobs, markdown, stats, summary
 
 
 def test_a_job_that_overlaps_the_call_counts_as_during():
@@ -12,6 +12,11 @@ def test_a_job_that_overlaps_the_call_counts_as_during():
     jobs.samples = [(0.0, 100.0), (0.95, 6000.0), (7.5, 10.0), (9.0, 5.0)]  # (start s, ms)
     assert jobs.between(1.0, 8.0) == [6000.0, 10.0]  # began before the call and was still waiting
     assert jobs.between(0.0, 0.05) == [100.0]
+
+
+def test_slow_jobs_are_counted():
+    assert stats([10.0, 60.0, 120.0, 40.0]) == {"jobs": 4, "p50_ms": 50.0, "p99_ms": 118.2, "max_ms": 120.0,
+                                                 "over_50_ms": 2, "over_100_ms": 1}
 
 
 def test_summary_and_table_per_mode():
@@ -27,7 +32,7 @@ def test_summary_and_table_per_mode():
     text = markdown({"machine": {"cpu": "Test CPU", "cores": 2, "date": "2026-11-27T15:00"}, "n": 1000, "dim": 8,
                      "index_type": "IDMap2,Flat", "rebuild": False, "base_bytes": 10**6, "rounds": rounds,
                      "summary": result, "command": "python -m bench.snapshot_stall --n 1000"})
-    assert "| held | 1 | 2.0 | 3 | 20.0 / 2700.0 / 2700.0 | 7.0 / 12.0 |" in text
+    assert "| held | 1 | 2.0 | 3 | 20.0 / 2700.0 / 2700.0 | - / - | 7.0 / 12.0 |" in text
     assert "| copied | 7.5 | 3.0 | 33.0 / 33.0 | 12.0 |" in text
 
 
