@@ -156,10 +156,9 @@ def test_crossing_the_threshold_swaps_in_a_trained_index(client, monkeypatch):
     assert sorted(hits[hits >= 0].tolist()) == sorted(writer.store.ids().tolist())
 
 
-def test_the_writer_folds_changes_into_its_trained_base(client, monkeypatch):
-    """Past `compact_after` changes the base is renewed; while the registry stays within
-    `retrain_growth` of what its quantiser was trained on, the changes are folded into a copy of the
-    base (niced, no database read, no training) instead of a rebuild from the database."""
+def small_approximate_registry(client, monkeypatch) -> Runtime:
+    """A writer with 6 vectors embedded, beside an exact base: approximate from 6 vectors (one IVF list
+    at any size, so the index type holds as it grows) and renewed after 3 changes."""
     for name, value in (("ANN_THRESHOLD", "6"), ("ANN_LISTS", "1"), ("INDEX_COMPACT_AFTER", "3")):
         monkeypatch.setenv(f"ATTRIB_{name}", value)
     get_settings.cache_clear()
@@ -167,6 +166,14 @@ def test_the_writer_folds_changes_into_its_trained_base(client, monkeypatch):
     for subject in ("dog", "cat", "teapot"):
         register(client, subject)
     embed_pending(writer)
+    return writer
+
+
+def test_the_writer_folds_changes_into_its_trained_base(client, monkeypatch):
+    """Past `compact_after` changes the base is renewed; while the registry stays within
+    `retrain_growth` of what its quantiser was trained on, the changes are folded into a copy of the
+    base (niced, no database read, no training) instead of a rebuild from the database."""
+    writer = small_approximate_registry(client, monkeypatch)
     import indexing.live
     calls, build, fold = [], indexing.live.build_from_database, indexing.live.fold
 
@@ -205,13 +212,7 @@ def test_a_fold_that_cannot_read_its_base_rebuilds_from_the_database(client, mon
     """The writer folds into a copy of the base read again from its file; when that file is gone (an
     operator cleaned the storage folder), the base is rebuilt from the database instead of the
     snapshot thread failing on every tick."""
-    for name, value in (("ANN_THRESHOLD", "6"), ("ANN_LISTS", "1"), ("INDEX_COMPACT_AFTER", "3")):
-        monkeypatch.setenv(f"ATTRIB_{name}", value)
-    get_settings.cache_clear()
-    writer = load_runtime()
-    for subject in ("dog", "cat", "teapot"):
-        register(client, subject)
-    embed_pending(writer)
+    writer = small_approximate_registry(client, monkeypatch)
     writer.snapshot(None)
     assert writer.store.base_path is not None  # serving the stored base, mapped
     os.remove(writer.store.base_path)
