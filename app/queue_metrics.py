@@ -55,7 +55,7 @@ class QueueCollector:
         age = GaugeMetricFamily("attrib_snapshot_age_seconds", "age of the index snapshot a worker loaded or wrote",
                                 labels=["worker"])
         pending = GaugeMetricFamily("attrib_index_pending_changes", "changes held beside a worker's index base "
-                                    "(exact delta + masked ids; every query scans the delta) until the next rebuild",
+                                    "(exact delta + masked ids; every query scans the delta) until the base is next folded or rebuilt",
                                     labels=["worker"])
         latency = HistogramMetricFamily("attrib_job_seconds", "job latency seen by workers (attribute: submit to "
                                         "result; embed: job run time)", labels=["worker", "kind"])

@@ -119,7 +119,7 @@ def main(argv=None) -> int:
         row.update(_attribution_metrics(store.search(queries, 100)[0], real.query_subject, real.exemplar_rows))
     result = {"machine": machine(), "n": args.n, "dim": int(base.shape[1]), "queries": len(queries),
               "params": params.__dict__, "exact": metrics["exact"], "bases": rows,
-              "command": f"python -m bench.fold --n {args.n}" + (f" --delta {args.delta}" if args.delta != 20_000 else "")}
+              "command": f"python -m bench.fold --n {args.n}" + (f" --delta {args.delta}" if args.delta != Settings().index_compact_after else "")}
     name = "fold" if args.n == 1_000_000 else f"fold-{args.n}"
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{name}.json").write_text(json.dumps(result, indent=2))

@@ -436,12 +436,21 @@ def build_from_chunks(encoder_id: str, dim: int, total: int, chunks: Iterable[tu
             if writer is not None:
                 writer.append(chunk)
             base_ids[n:n + len(chunk_ids)], n = chunk_ids, n + len(chunk_ids)
-    nprobe, retry_nprobe = (1, params.retry_nprobe) if exact else params.probes(total)
-    return FaissStore(encoder_id, dim, index, base_ids[:n].copy() if n < total else base_ids, factory,
-                      nprobe, applied_seq, retry_below=params.retry_below,
+    return base_store(encoder_id, dim, index, base_ids[:n].copy() if n < total else base_ids, factory, params,
+                      applied_seq, rows=writer.finish() if writer is not None else None, trained_count=n,
+                      sized_for=total)
+
+
+def base_store(encoder_id: str, dim: int, index: faiss.Index, base_ids: np.ndarray, factory: str, params: IndexParams,
+               applied_seq: int, rows: FileRows | None, trained_count: int, sized_for: int) -> FaissStore:
+    """A store serving a base just made (built, or folded: backends/faiss_fold.py), with an empty delta and
+    the search settings `params` give a base sized for `sized_for` vectors (the count its lists were
+    chosen for)."""
+    exact = factory == EXACT_FACTORY
+    nprobe, retry_nprobe = (1, params.retry_nprobe) if exact else params.probes(sized_for)
+    return FaissStore(encoder_id, dim, index, base_ids, factory, nprobe, applied_seq, retry_below=params.retry_below,
                       retry_nprobe=retry_nprobe, rerank=0 if exact else params.rerank,
-                      retry_rerank=params.retry_rerank, rows=writer.finish() if writer is not None else None,
-                      trained_count=n)
+                      retry_rerank=params.retry_rerank, rows=rows, trained_count=trained_count)
 
 
 def empty_store(encoder_id: str, dim: int) -> FaissStore:

@@ -2,7 +2,7 @@
 
 A base is rebuilt when the changes beside it (the exact delta, scanned whole by every query, and the
 mask of replaced or deleted base vectors) pass `compact_after`. A rebuild from the database reads every
-vector again and trains the quantiser again: 207 s at 1M on this project's 2-core VM (twice that niced
+vector again and trains the quantiser again: 207 s at 1M on the 2-core Intel VM (twice that niced
 beside the jobs) and 19-77 minutes at 10M, during which a steady import keeps growing the delta. The
 changes alone are what is new, and the quantiser trained on a sample of the base still describes a
 registry of about the same size. So a fold:
@@ -27,6 +27,7 @@ from indexing.backends.faiss import (
     FaissStore,
     IndexParams,
     StoreState,
+    base_store,
 )
 
 
@@ -69,12 +70,8 @@ def fold(store: FaissStore, state: StoreState, params: IndexParams, scratch=None
     rows = None
     if store.rows is not None and store.factory != EXACT_FACTORY:
         rows = _merged_rows(store, np.flatnonzero(keep), placed, delta_vectors, scratch)
-    exact = store.factory == EXACT_FACTORY
-    nprobe, retry_nprobe = (1, params.retry_nprobe) if exact else params.probes(len(ids))
-    return FaissStore(store.encoder_id, store.dim, index, ids, store.factory, nprobe, state.applied_seq,
-                      retry_below=params.retry_below, retry_nprobe=retry_nprobe,
-                      rerank=0 if exact else params.rerank, retry_rerank=params.retry_rerank, rows=rows,
-                      trained_count=store.trained_on())
+    return base_store(store.encoder_id, store.dim, index, ids, store.factory, params, state.applied_seq, rows,
+                      trained_count=store.trained_on(), sized_for=len(ids))
 
 
 def _writable_copy(store: FaissStore) -> faiss.Index:
