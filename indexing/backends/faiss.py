@@ -262,7 +262,7 @@ class FaissStore:
         state = state or self.state()
         if write_base:
             self._write_base(directory / BASE_FILE)
-            if self._rerank_depth():
+            if self._rerank_depth() and not self.rows.link_to(directory / VECTORS_FILE):
                 with _atomic_file(directory / VECTORS_FILE) as f:
                     self.rows.write_to(f)
             with _atomic_file(directory / IDS_FILE) as f:

@@ -17,15 +17,16 @@ from indexing.snapshots import (
 )
 
 
-def _store():
+def _store(scratch=None):
     rows = np.random.default_rng(0).normal(size=(500, 32)).astype(np.float32)
     rows /= np.linalg.norm(rows, axis=1, keepdims=True)
-    return build_store("enc", 32, np.arange(500), rows, IndexParams(ann_threshold=100, rerank=50)), rows
+    return build_store("enc", 32, np.arange(500), rows, IndexParams(ann_threshold=100, rerank=50),
+                       scratch=scratch), rows
 
 
 def test_a_snapshot_moves_its_base_into_storage_and_loads_back(tmp_path, monkeypatch):
-    store, rows = _store()
     storage, scratch = LocalStorage(tmp_path / "storage"), tmp_path / "cache"
+    store, rows = _store(scratch)  # the writer builds in the same scratch folder (DATA_DIR/cache)
 
     def no_copy(*_, **__):
         raise AssertionError("a base file was copied, not moved")
@@ -37,6 +38,8 @@ def test_a_snapshot_moves_its_base_into_storage_and_loads_back(tmp_path, monkeyp
     assert list(scratch.iterdir()) == []
     base = storage.path(f"{encoder_prefix('enc')}/bases/{store.index_id}")
     assert sorted(p.name for p in base.iterdir()) == ["ids.npy", "index.faiss", "vectors.npy"]
+    # the re-rank rows were not even written twice: the stored file is the one the build wrote
+    assert os.stat(base / "vectors.npy").st_ino == os.fstat(store.rows.fd).st_ino
     loaded, loaded_key = load_snapshot(storage, "enc", tmp_path / "reader-cache")
     assert loaded_key == key and loaded.describe()["rerank"] == 50
     assert loaded.search(rows[:5], 5)[0].tolist() == store.search(rows[:5], 5)[0].tolist()
