@@ -82,11 +82,17 @@ SWEEP = [(128, 1000, 512, 3000), (128, 1000, 0, 0), (128, 3000, 512, 3000), (256
          (512, 1000, 1024, 3000), (512, 2000, 2048, 4000), (1024, 2000, 2048, 4000)]
 
 
-def parse_sweep(text: str) -> list[tuple[int, int, int, int]]:
-    """`512:500:1024:1500,256:500:1024:1500` -> [(nprobe, re-rank, retry nprobe, retry re-rank), ...]."""
-    settings = [tuple(int(x) for x in item.split(":")) for item in text.split(",") if item.strip()]
-    if not settings or any(len(s) != 4 or min(s) < 0 or s[0] < 1 for s in settings):
-        raise argparse.ArgumentTypeError("expected nprobe:rerank:retry_nprobe:retry_rerank[,...] (retry 0:0 = off)")
+def parse_sweep(text: str) -> list[tuple]:
+    """`512:500:1024:1500,256:500:1024:1500:0.6` -> [(nprobe, re-rank, retry nprobe, retry re-rank[,
+    retry below]), ...]; without the fifth field a retry uses the runtime's `retry_below`."""
+    try:
+        settings = [tuple(int(x) for x in item.split(":")[:4]) + tuple(float(x) for x in item.split(":")[4:])
+                    for item in text.split(",") if item.strip()]
+    except ValueError:
+        settings = []
+    if not settings or any(len(s) not in (4, 5) or min(s) < 0 or s[0] < 1 for s in settings):
+        raise argparse.ArgumentTypeError(
+            "expected nprobe:rerank:retry_nprobe:retry_rerank[:retry_below][,...] (retry 0:0 = off)")
     return settings
 
 
@@ -112,11 +118,12 @@ def split_time(store, queries: np.ndarray, k: int = 40) -> dict:
 def sweep(store, real, truth: np.ndarray, params, settings=SWEEP) -> list[dict]:
     """Search settings beside the runtime's, on the same built index (rows cached by the passes before)."""
     rows, built = [], (store.nprobe, store.rerank, store.retry_nprobe, store.retry_rerank, store.retry_below)
-    for nprobe, depth, retry_nprobe, retry_depth in settings:
+    for nprobe, depth, retry_nprobe, retry_depth, *below in settings:
         store.nprobe, store.rerank, store._params = nprobe, depth, None
         store.retry_nprobe, store.retry_rerank = retry_nprobe, retry_depth
-        store.retry_below = params.retry_below if retry_nprobe else 0.0
+        store.retry_below = (below[0] if below else params.retry_below) if retry_nprobe else 0.0
         row = {"nprobe": nprobe, "rerank": depth, "retry_nprobe": retry_nprobe, "retry_rerank": retry_depth,
+               "retry_below": store.retry_below,
                **search_quality(store, real.queries, truth[:, :10]), **split_time(store, real.queries)}
         found = store.search(real.queries, 100)[0]
         row["quality"] = _attribution_metrics(found, real.query_subject, real.exemplar_rows)
@@ -334,9 +341,10 @@ def report(r: dict) -> str:
         lines += ["", "Search settings on the same index, the runtime's first (the rows of each query's first 1,000 "
                   "candidates cached by the passes before; deeper re-ranks and wider retries read more of the "
                   "24 GiB file, not all of which the page cache holds):", "",
-                  "| nprobe | re-rank | retry nprobe / re-rank | p50 / p99 ms | recall@10 | top-1 / AP@100 % "
+                  "| nprobe | re-rank | retry nprobe / re-rank / below | p50 / p99 ms | recall@10 | top-1 / AP@100 % "
                   "| retried % | p50 ms: codes alone / first pass |", "|---|---|---|---|---|---|---|---|"]
-        lines += [f"| {w['nprobe']} | {w['rerank']} | {w['retry_nprobe']} / {w['retry_rerank']} | {w['p50_ms']:.1f} / "
+        lines += [f"| {w['nprobe']} | {w['rerank']} | {w['retry_nprobe']} / {w['retry_rerank']} / "
+                  f"{w.get('retry_below', '')} | {w['p50_ms']:.1f} / "
                   f"{w['p99_ms']:.1f} | {w['recall_at_10']:.3f} | {w['quality']['top1_pct']} / {w['quality']['ap_at_100_pct']} "
                   f"| {w.get('retried_pct', '')} | {w.get('codes_p50_ms', '')} / {w.get('first_pass_p50_ms', '')} |"
                   for w in r["sweep"]]

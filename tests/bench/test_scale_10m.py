@@ -22,7 +22,8 @@ from indexing.backends.faiss import IndexParams, build_store
 
 def test_sweep_option_reads_settings_and_refuses_malformed_ones():
     assert parse_sweep("512:500:1024:1500, 256:300:0:0") == [(512, 500, 1024, 1500), (256, 300, 0, 0)]
-    for bad in ("", "512:500:1024", "0:500:1024:1500", "512:-1:0:0", "a:b:c:d"):
+    assert parse_sweep("128:1000:512:3000:0.6") == [(128, 1000, 512, 3000, 0.6)]  # a retry threshold of its own
+    for bad in ("", "512:500:1024", "0:500:1024:1500", "512:-1:0:0", "a:b:c:d", "1:2:3:4:5:6", "1:2:3:4:x"):
         with pytest.raises((argparse.ArgumentTypeError, ValueError)):
             parse_sweep(bad)
 
