@@ -32,10 +32,17 @@ renews it two ways, interleaved, both at the default niceness: `rebuild` from th
 (`ATTRIB_INDEX_RETRAIN_GROWTH=0`, the code before the fold) and `fold` (the changes folded into a copy
 of the base, indexing/backends/faiss_fold.py). Writes fold-stall.{json,md} (fold-stall-N.*).
 
+    PYTHONPATH=. .venv/bin/python -m bench.snapshot_stall --fold --rows --n 1000000 --rounds 2
+
+`--fold --rows`: both ways fold; `rows copied` has the snapshot copy the new base's re-rank rows (the
+code before 2026-11-27's `FileRows.link_to`), `rows linked` gives the file the fold wrote a name in the
+snapshot. Writes fold-rows-stall.{json,md}.
+
 The vectors are Gaussian clusters (not the real features bench/scale.py pads): the stall depends on
 the bytes written and the lock, not on the neighbours found. The database is a SQLite file. Writes
 bench/results/scale/snapshot-stall.{json,md} (at 1M; snapshot-stall-N.* at other sizes)."""
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -50,6 +57,7 @@ from sqlalchemy.orm import Session
 from bench.attribution import machine
 from bench.scale_measure import _commit_one_registration, fill_database, percentiles
 from common.settings import Settings, get_settings
+from indexing.backends.exact_rows import FileRows
 from indexing.backends.faiss import build_store
 from indexing.snapshots import write_snapshot
 from indexing.store import index_params
@@ -57,6 +65,7 @@ from indexing.store import index_params
 MODES = ("held", "copied")
 REBUILD_MODES = {"nice 0": 0, f"nice {Settings().index_rebuild_nice}": Settings().index_rebuild_nice}
 FOLD_MODES = {"rebuild": 0.0, "fold": Settings().index_retrain_growth}  # ATTRIB_INDEX_RETRAIN_GROWTH (0: rebuild)
+ROWS_MODES = {"rows copied": False, "rows linked": True}  # --fold --rows: may the snapshot link the rows?
 
 
 def parse_args(argv=None):
@@ -68,6 +77,7 @@ def parse_args(argv=None):
     parser.add_argument("--out", type=Path, default=Path("bench/results/scale"))
     parser.add_argument("--rebuild", action="store_true", help="measure a rebuild from the database instead")
     parser.add_argument("--fold", action="store_true", help="a rebuild from the database beside a fold")
+    parser.add_argument("--rows", action="store_true", help="with --fold: folds whose snapshot copies or links the rows")
     parser.add_argument("--delta", type=int, default=Settings().index_compact_after,
                         help="with --fold: changes beside the base when the rounds start")
     return parser.parse_args(argv)
@@ -123,6 +133,18 @@ def snapshot(mode: str, live, settings: Settings) -> None:
         live.snapshot(None, rebuild=False)
 
 
+@contextlib.contextmanager
+def rows_linked(allowed: bool):
+    """Saves within may link re-rank rows (the runtime), or must copy them (the code before)."""
+    link_to = FileRows.link_to
+    if not allowed:
+        FileRows.link_to = lambda self, path: False
+    try:
+        yield
+    finally:
+        FileRows.link_to = link_to
+
+
 def stats(samples: list[float]) -> dict:
     if not samples:
         return {"jobs": 0}
@@ -163,7 +185,10 @@ def main(argv=None) -> int:
     built_s = time.perf_counter() - started
     print(f"built {store.factory} in {built_s:.0f} s", flush=True)
 
-    modes = list(FOLD_MODES) if args.fold else list(REBUILD_MODES) if args.rebuild else list(MODES)
+    if args.rows and not args.fold:
+        raise SystemExit("--rows compares two folds: add --fold")
+    modes = (list(ROWS_MODES) if args.rows else list(FOLD_MODES) if args.fold else list(REBUILD_MODES) if args.rebuild
+             else list(MODES))
     jobs = Jobs(engine, queries, rng)
     jobs.live = LiveStore(store, "database", settings)
     with Session(engine) as session:  # --fold: the delta, before any job is timed
@@ -173,7 +198,8 @@ def main(argv=None) -> int:
     for r in range(args.rounds):
         for mode in (modes if r % 2 == 0 else modes[::-1]):
             shutil.rmtree(settings.data_dir, ignore_errors=True)
-            mode_settings = (settings.model_copy(update={"index_retrain_growth": FOLD_MODES[mode]}) if args.fold else
+            mode_settings = (settings if args.rows else
+                             settings.model_copy(update={"index_retrain_growth": FOLD_MODES[mode]}) if args.fold else
                              settings.model_copy(update={"index_rebuild_nice": REBUILD_MODES[mode]}) if args.rebuild
                              else settings)
             live = LiveStore(store, "database", mode_settings)
@@ -185,7 +211,8 @@ def main(argv=None) -> int:
             time.sleep(3.0)
             began = time.perf_counter()
             if renew:
-                live.snapshot(None, rebuild=True)
+                with rows_linked(ROWS_MODES.get(mode, True)):
+                    live.snapshot(None, rebuild=True)
             else:
                 snapshot(mode, live, settings)
             ended = time.perf_counter()
@@ -198,14 +225,14 @@ def main(argv=None) -> int:
     jobs.stop.set()
     jobs.join()
     engine.dispose()
-    name = (("fold-stall" if args.fold else "rebuild-stall" if args.rebuild else "snapshot-stall")
+    name = (("fold-rows-stall" if args.rows else "fold-stall" if args.fold else "rebuild-stall" if args.rebuild else "snapshot-stall")
             + ("" if args.n == 1_000_000 else f"-{args.n}"))
     result = {"machine": machine(), "n": args.n, "dim": args.dim, "index_type": store.factory, "rebuild": args.rebuild,
-              "fold": args.fold, "delta": args.delta if args.fold else 0,
+              "fold": args.fold, "rows": args.rows, "delta": args.delta if args.fold else 0,
               "base_bytes": store.base_bytes_size(), "build_s": round(built_s, 1), "rounds": rounds,
               "summary": summary(rounds, modes),
               "command": (f"python -m bench.snapshot_stall{' --rebuild' if args.rebuild else ''}"
-                          f"{' --fold' if args.fold else ''} --n {args.n} --rounds {args.rounds}"
+                          f"{' --fold' if args.fold else ''}{' --rows' if args.rows else ''} --n {args.n} --rounds {args.rounds}"
                           f"{f' --delta {args.delta}' if args.fold and args.delta != Settings().index_compact_after else ''}")}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{name}.json").write_text(json.dumps(result, indent=2))
@@ -234,7 +261,8 @@ def _median(rows: list[dict], figure) -> float:
 
 def markdown(result: dict) -> str:
     m = result["machine"]
-    what = ("renews its base: a fold beside a rebuild" if result.get("fold") else
+    what = ("folds its base, the snapshot copying or linking the rows" if result.get("rows") else
+            "renews its base: a fold beside a rebuild" if result.get("fold") else
             "rebuilds its base from the database" if result.get("rebuild") else "writes a new base")
     lines = [(f"# A job's wait while the snapshot thread {what} ({result['n']:,} x {result['dim']}, "
               f"`{result['index_type']}`)"), "",
@@ -253,7 +281,12 @@ def markdown(result: dict) -> str:
               "|---|---|---|---|---|"]
     for mode, s in result["summary"].items():
         lines.append(f"| {mode} | {s['write_s']} | {s['jobs_during']} | {s['p99_ms']} / {s['max_ms']} | {s['idle_p99_ms']} |")
-    if result.get("fold"):
+    if result.get("rows"):
+        lines += ["", (f"The call: `LiveStore.snapshot` with {result['delta']:,} changes (and the jobs' registrations) "
+                       "beside the base, folded both ways; then the swap and the new base's snapshot. `rows copied`: "
+                       "the snapshot writes the re-rank rows the fold wrote a second time (the code before "
+                       "`FileRows.link_to`); `rows linked`: it names the fold's file.")]
+    elif result.get("fold"):
         lines += ["", (f"The call: `LiveStore.snapshot` with {result['delta']:,} changes (and the jobs' registrations) "
                        "beside the base: `rebuild` from the database (`ATTRIB_INDEX_RETRAIN_GROWTH=0`, the code "
                        "before the fold), `fold` into a copy of the base; then the swap and the new base's snapshot. "

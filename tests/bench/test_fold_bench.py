@@ -24,3 +24,27 @@ def test_the_fold_stall_bench_renews_the_base_both_ways(tmp_path):
     assert rounds["fold"]["trained_count"] == 350  # the base it started from: folded, not trained again
     assert rounds["rebuild"]["trained_count"] >= 400  # everything in the database, the jobs' registrations too
     assert "a fold beside a rebuild" in (tmp_path / "fold-stall-400.md").read_text()
+
+
+def test_the_rows_bench_folds_both_ways_and_only_one_copies_the_rows(tmp_path, monkeypatch):
+    import os
+
+    import numpy as np
+
+    from indexing.backends.faiss import build_store
+    store = build_store("enc", 16, np.arange(300), np.random.default_rng(0).normal(size=(300, 16)).astype(np.float32),
+                        IndexParams(ann_threshold=100, rerank=50), scratch=tmp_path / "scratch")
+    with snapshot_stall.rows_linked(False):
+        store.save(tmp_path / "copied")
+    store.save(tmp_path / "linked")  # the runtime's way again once the block ends
+    inode = os.fstat(store.rows.fd).st_ino
+    assert os.stat(tmp_path / "copied" / "vectors.npy").st_ino != inode
+    assert os.stat(tmp_path / "linked" / "vectors.npy").st_ino == inode
+
+    monkeypatch.setenv("ATTRIB_ANN_THRESHOLD", "100")  # an approximate base, so that there are rows
+    assert snapshot_stall.main(["--fold", "--rows", "--n", "400", "--dim", "16", "--delta", "50", "--rounds", "1",
+                                "--work", str(tmp_path / "work"), "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "fold-rows-stall-400.json").read_text())
+    assert "IVF" in result["index_type"] and "--fold --rows --n 400 --rounds 1" in result["command"]
+    assert {r["mode"]: r["trained_count"] for r in result["rounds"]} == {"rows copied": 350, "rows linked": 350}
+    assert "copying or linking the rows" in (tmp_path / "fold-rows-stall-400.md").read_text()
