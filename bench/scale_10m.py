@@ -340,7 +340,7 @@ def report(r: dict) -> str:
     if r.get("sweep"):
         lines += ["", "Search settings on the same index, the runtime's first (the rows of each query's first 1,000 "
                   "candidates cached by the passes before; deeper re-ranks and wider retries read more of the "
-                  "24 GiB file, not all of which the page cache holds):", "",
+                  f"{r['rerank_rows_gib']} GiB file, which the page cache may not hold):", "",
                   "| nprobe | re-rank | retry nprobe / re-rank / below | p50 / p99 ms | recall@10 | top-1 / AP@100 % "
                   "| retried % | p50 ms: codes alone / first pass |", "|---|---|---|---|---|---|---|---|"]
         lines += [f"| {w['nprobe']} | {w['rerank']} | {w['retry_nprobe']} / {w['retry_rerank']} / "

@@ -118,6 +118,8 @@ class Settings(BaseSettings):
     # Codes of the approximate index: auto (4-bit PQ, one code per 4 dims, SIMD scan), SQ8 (1 byte/dim),
     # Flat, PQ<m>, PQ<m>x4fs
     ann_codes: str = "auto"
+    # PQ codes taken of randomly rotated vectors (spreads a feature's variance over every sub-quantiser)
+    ann_rotate: bool = True
     # Candidates of the approximate index scored again exactly (float16 vectors read from disk); 0 = off
     ann_rerank: int = Field(default=1000, ge=0)
     ann_nprobe: int = Field(default=128, ge=1)  # IVF lists visited per query (recall vs latency)

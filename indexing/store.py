@@ -13,7 +13,7 @@ from indexing.backends.faiss import FaissStore, IndexParams, build_from_chunks
 
 
 def index_params(settings: Settings) -> IndexParams:
-    return IndexParams(ann_threshold=settings.ann_threshold, ann_codes=settings.ann_codes,
+    return IndexParams(ann_threshold=settings.ann_threshold, ann_codes=settings.ann_codes, rotate=settings.ann_rotate,
                        nprobe=settings.ann_nprobe, compact_after=settings.index_compact_after,
                        retrain_growth=settings.index_retrain_growth,
                        retry_below=settings.ann_retry_below, retry_nprobe=settings.ann_retry_nprobe,

@@ -54,6 +54,11 @@ class IndexParams:
     """How a base index is chosen (settings ATTRIB_ANN_*)."""
     ann_threshold: int = 50_000
     ann_codes: str = "auto"  # codes of the approximate index: auto (PQ<dim/4>x4fs), SQ8, Flat, PQ<m>[x4fs]
+    # PQ codes of a randomly rotated vector (`RR<dim>,` before the IVF): a feature's variance sits in a
+    # few of its dimensions, and PQ spends the same 4 bits on every 4 dimensions. At 1M on the real
+    # cross-context features the rotation raised recall@10 from 0.948 to 0.982 and brought top-1 and
+    # AP@100 within 0.5 points of exact search (bench/results/scale/rotation.md).
+    rotate: bool = True
     nprobe: int = 128  # 4-bit codes scan fast: 1/8 of the lists at 1M costs ~3 ms; raised for more lists (probes)
     # Candidates of an approximate base scored again exactly (float16 vectors on disk); 0 = off.
     rerank: int = 1000
@@ -80,7 +85,9 @@ class IndexParams:
             return EXACT_FACTORY
         nlist = nlist_for(n, self.lists)
         quantiser = "_HNSW32" if nlist > FLAT_LISTS_MAX else ""
-        return f"IVF{nlist}{quantiser},{codes_for(self.ann_codes, dim, n)}"
+        codes = codes_for(self.ann_codes, dim, n)
+        rotation = f"RR{dim}," if self.rotate and codes.startswith("PQ") else ""
+        return f"{rotation}IVF{nlist}{quantiser},{codes}"
 
     def probes(self, n: int) -> tuple[int, int]:
         """(nprobe, retry_nprobe) of an approximate base of n vectors: the settings, raised to 1/8 and 1/4
@@ -116,8 +123,14 @@ def train(index: faiss.Index, sample: np.ndarray) -> None:
     ivf = faiss.extract_index_ivf(index)
     if ivf.nlist > FLAT_LISTS_MAX:
         from faiss.contrib.clustering import two_level_clustering
+        inside = sample  # the centroids live where the lists do: after the rotation (`RR<dim>,`), if any
+        for i in range(index.chain.size() if isinstance(index, faiss.IndexPreTransform) else 0):
+            transform = index.chain.at(i)
+            if not transform.is_trained:
+                transform.train(inside)
+            inside = transform.apply(inside)
         first = 2 ** round(math.log2(math.sqrt(ivf.nlist)))
-        centroids, _ = two_level_clustering(sample, first, ivf.nlist, clustering_niter=10, spherical=True,
+        centroids, _ = two_level_clustering(inside, first, ivf.nlist, clustering_niter=10, spherical=True,
                                              min_points_per_centroid=8)
         ivf.quantizer.add(np.ascontiguousarray(centroids, np.float32))
     index.train(sample)

@@ -97,16 +97,16 @@ def test_the_lists_a_query_visits_grow_with_the_base():
     assert IndexParams(retry_nprobe=0).probes(10_000_000) == (512, 0)  # a retry switched off stays off
     store = build_store("enc", 16, np.arange(3000), unit_rows(3000, 16), IndexParams(ann_threshold=100, nprobe=2,
                                                                                       retry_nprobe=3))
-    assert store.factory.startswith("IVF64,") and (store.nprobe, store.retry_nprobe) == (8, 16)
+    assert store.factory.startswith("RR16,IVF64,") and (store.nprobe, store.retry_nprobe) == (8, 16)
 
 
 def test_a_set_list_count_is_kept_within_one_list_per_64_vectors():
-    assert IndexParams().factory(10_000_000, 1280) == "IVF4096,PQ320x4fs"  # auto: about sqrt(N), at most 4,096
-    assert IndexParams(lists=16384).factory(10_000_000, 1280) == "IVF16384_HNSW32,PQ320x4fs"
+    assert IndexParams().factory(10_000_000, 1280) == "RR1280,IVF4096,PQ320x4fs"  # auto: about sqrt(N), at most 4,096
+    assert IndexParams(lists=16384).factory(10_000_000, 1280) == "RR1280,IVF16384_HNSW32,PQ320x4fs"
     assert IndexParams(lists=16384).probes(10_000_000) == (2048, 4096)
-    assert IndexParams(lists=2048).factory(1_000_000, 1280) == "IVF2048,PQ320x4fs"
-    assert IndexParams(lists=16384).factory(60_000, 1280) == "IVF937,PQ320x4fs"  # 60,000 / 64: every list trainable
-    assert IndexParams(lists=10**6).factory(10**8, 1280).startswith("IVF32768_HNSW32,")  # 8 of 262,144 samples a list
+    assert IndexParams(lists=2048).factory(1_000_000, 1280) == "RR1280,IVF2048,PQ320x4fs"
+    assert IndexParams(lists=16384).factory(60_000, 1280) == "RR1280,IVF937,PQ320x4fs"  # 60,000 / 64: every list trainable
+    assert IndexParams(lists=10**6).factory(10**8, 1280).startswith("RR1280,IVF32768_HNSW32,")  # 8 of 262,144 samples a list
 
 
 def test_more_lists_than_a_flat_quantiser_takes_get_a_graph_trained_in_two_levels(monkeypatch, tmp_path):
@@ -120,7 +120,7 @@ def test_more_lists_than_a_flat_quantiser_takes_get_a_graph_trained_in_two_level
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     params = IndexParams(ann_threshold=100, ann_codes="PQ16x4fs", lists=64, nprobe=4, rerank=200, retry_below=0.0)
     store = build_store("enc", 32, np.arange(1, 8001), vectors, params)
-    assert store.factory == "IVF64_HNSW32,PQ16x4fs" and store.nprobe == 8
+    assert store.factory == "RR32,IVF64_HNSW32,PQ16x4fs" and store.nprobe == 8
     queries = vectors[:50] + 0.05 * unit_rows(50, 32, seed=4)
     truth = np.argsort(-(queries @ vectors.T), axis=1)[:, :10] + 1
     found = store.search(queries, 10)[0]

@@ -84,6 +84,10 @@ def test_fold_only_where_it_gives_the_base_a_rebuild_would():
     assert not can_fold(store, dataclasses.replace(params, ann_threshold=4000))  # back to exact search
     assert not can_fold(store, dataclasses.replace(params, lists=128))  # another number of lists
     assert not can_fold(store, dataclasses.replace(params, rerank=0))  # its re-rank rows no longer wanted
+    pq = dataclasses.replace(params, ann_codes="PQ4x4fs", rotate=False)  # a base from before the rotation:
+    unrotated = build_store("enc", 16, np.arange(3000), unit_rows(3000, 16), pq)
+    unrotated.upsert(np.arange(10_000, 10_020), unit_rows(20, 16, seed=1))
+    assert can_fold(unrotated, pq) and not can_fold(unrotated, dataclasses.replace(pq, rotate=True))  # rebuilt
 
     grown = build_store("enc", 16, np.arange(3000), unit_rows(3000, 16), params)
     grown.upsert(np.arange(10_000, 13_001), unit_rows(3001, 16, seed=2))  # 6,001 vectors: past twice 3,000

@@ -186,9 +186,11 @@ def test_compressed_codes_shortlist_and_the_exact_rerank_restores_the_ranking(tm
     expected = np.argsort(-(queries @ stored.T), axis=1, kind="stable")[:, :10]
     codes_only = build_store("enc", 32, np.arange(3000), vectors,
                              IndexParams(ann_threshold=100, nprobe=4096, rerank=0, retry_below=0.0))
-    assert codes_only.factory == "IVF64,PQ8x4fs" and codes_only.describe()["rerank"] == 0
+    assert codes_only.factory == "RR32,IVF64,PQ8x4fs" and codes_only.describe()["rerank"] == 0
     assert codes_only.search(queries, 10)[0].tolist() != expected.tolist()  # the codes alone misrank
-    params = IndexParams(ann_threshold=100, nprobe=4096, rerank=1000, retry_below=0.0)
+    # half the base re-ranked: these isotropic vectors are PQ's worst case (one of 200 true top-10
+    # rows fell past the codes' best 1,000 once the default rotation changed the codes)
+    params = IndexParams(ann_threshold=100, nprobe=4096, rerank=1500, retry_below=0.0)
     store = build_store("enc", 32, np.arange(3000), vectors, params)
     found, scores = store.search(queries, 10)
     assert found.tolist() == expected.tolist()
@@ -196,7 +198,7 @@ def test_compressed_codes_shortlist_and_the_exact_rerank_restores_the_ranking(tm
     store.save(tmp_path)
     assert (tmp_path / "vectors.npy").stat().st_size > 3000 * 32 * 2
     loaded = load_store(tmp_path, "enc", mmap=True)
-    assert type(loaded.rows).__name__ == "FileRows" and loaded.describe()["rerank"] == 1000
+    assert type(loaded.rows).__name__ == "FileRows" and loaded.describe()["rerank"] == 1500
     assert loaded.search(queries, 10)[0].tolist() == expected.tolist()
     assert loaded.base_bytes_size() < (tmp_path / "vectors.npy").stat().st_size
     loaded.delete(expected[:, 0])
@@ -210,3 +212,28 @@ def test_a_truncated_rerank_file_is_refused(tmp_path):
     (tmp_path / "vectors.npy").write_bytes(data[:len(data) // 2])
     with pytest.raises(IndexCorrupt):
         load_store(tmp_path, "enc")
+
+
+def test_a_random_rotation_spreads_a_skewed_variance_over_the_pq_codes(tmp_path):
+    """Real features keep most of their variance in a few dimensions; PQ gives every 4 dimensions the
+    same 4 bits, so without a rotation most sub-quantisers code near-constants and the few that matter
+    are coded coarsely. The codes alone (no re-rank) of the same vectors, with and without `RR<dim>,`."""
+    rng = np.random.default_rng(5)
+    scale = np.r_[np.full(8, 6.0), np.full(56, 0.2)].astype(np.float32)  # 8 of 64 dimensions carry it
+    vectors = rng.normal(size=(6000, 64)).astype(np.float32) * scale
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    queries = vectors[:100] + 0.1 * unit_rows(100, 64, seed=6) * scale / 6
+    truth = np.argsort(-(queries @ vectors.T), axis=1)[:, :10]
+
+    def codes_recall(rotate: bool) -> float:
+        params = IndexParams(ann_threshold=100, nprobe=4096, rerank=0, retry_below=0.0, rotate=rotate)
+        store = build_store("enc", 64, np.arange(6000), vectors, params)
+        assert store.factory == ("RR64," if rotate else "") + "IVF64,PQ16x4fs"
+        found = store.search(queries, 10)[0]
+        return float(np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth)]))
+    plain, rotated = codes_recall(False), codes_recall(True)
+    assert rotated > plain + 0.1, (plain, rotated)
+    store = build_store("enc", 64, np.arange(6000), vectors, IndexParams(ann_threshold=100, rerank=500))
+    store.save(tmp_path)  # the rotation is part of the saved base: a loaded store searches the same
+    loaded = load_store(tmp_path, "enc", mmap=True)
+    assert loaded.factory.startswith("RR64,") and loaded.search(queries, 10)[0].tolist() == store.search(queries, 10)[0].tolist()
