@@ -33,6 +33,7 @@ REDUCED = {
     "delta-cost": [],
     "fold": ["--n", "300000"],
     "fold-stall": ["--fold", "--n", "100000", "--rounds", "1"],
+    "rotation": ["--n", "300000"],
 }
 FULL = {
     "scale": ["--full"],
@@ -48,12 +49,14 @@ FULL = {
     "delta-cost": [],
     "fold": ["--n", "1000000"],  # three 1M bases: ~20 minutes on 2 cores
     "fold-stall": ["--fold", "--n", "1000000", "--rounds", "1"],  # a niced rebuild from the database, then a fold
+    "rotation": ["--n", "1000000"],  # two 1M bases: ~10 minutes on 2 cores
 }
 MODULES = {"scale": "bench.scale", "cold-reads": "bench.scale_cold_reads", "ingest": "bench.ingest",
            "ingest-one-worker": "bench.ingest", "vectors": "bench.vector_backends", "gpu-embed": "bench.gpu_embed",
            "scale-10m": "bench.scale_10m", "cold-start": "bench.scale_cold_start",
            "snapshot-stall": "bench.snapshot_stall", "rebuild-stall": "bench.snapshot_stall",
-           "delta-cost": "bench.delta_cost", "fold": "bench.fold", "fold-stall": "bench.snapshot_stall"}
+           "delta-cost": "bench.delta_cost", "fold": "bench.fold", "fold-stall": "bench.snapshot_stall",
+           "rotation": "bench.rotation"}
 NEEDS_CUDA = {"gpu-embed"}
 
 
