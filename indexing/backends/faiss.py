@@ -45,6 +45,10 @@ FLAT_LISTS_MAX = 4096  # more lists than this: an HNSW coarse quantiser, trained
 # (bench/results/scale/delta-cost.md; likely threads still spinning from the base's search and numpy's
 # re-rank, not measured apart). 0: FAISS's default.
 DELTA_SCAN_THREADS = 1
+# One query's base search on one thread too: FAISS's OpenMP team, woken for a single query's lists and
+# for the rotation (`RR<dim>,`, a BLAS product on OpenMP threads too), then spinning, cost a rotated
+# 300k base 12 ms of its 25 ms p50 on 2 cores; on one thread 12.6 ms, and the unrotated one 11.2 against 12.7.
+BASE_SCAN_THREADS = 1
 BLAS_FROM_QUERIES = 20  # faiss's distance_compute_blas_threshold: from here on a batch, parallel as FAISS likes
 TRAIN_PER_LIST, TRAIN_MAX = 64, 4096 * 64  # training vectors: 64 a list, at most 262,144 (1.3 GB at 1280 d)
 
@@ -327,7 +331,8 @@ class FaissStore:
         return ids, scores
 
     def _search_lists(self, queries: np.ndarray, k: int, nprobe: int, depth: int) -> tuple[np.ndarray, np.ndarray]:
-        scores, ids = self.base.search(queries, self._fetch_size(k, depth), params=self._search_params(nprobe))
+        with omp_threads(BASE_SCAN_THREADS if len(queries) < BLAS_FROM_QUERIES else 0):
+            scores, ids = self.base.search(queries, self._fetch_size(k, depth), params=self._search_params(nprobe))
         return self._rerank(queries, ids, k) if depth else (ids, scores)
 
     def _fetch_size(self, k: int, depth: int) -> int:

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from indexing.backends.faiss import (
+    BASE_SCAN_THREADS,
     DELTA_SCAN_THREADS,
     IndexParams,
     build_store,
@@ -76,6 +77,25 @@ def test_one_query_scans_the_delta_on_one_thread_and_leaves_the_setting_as_it_wa
         assert openmp_threads() == 2
     ids, query = np.concatenate([np.arange(200), np.arange(1000, 1100)]), unit_rows(1, 16, seed=2)
     assert one[0].tolist() == [ids[np.argsort(-(np.vstack([base, delta]) @ query[0]))[:5]].tolist()]
+
+
+def test_one_query_searches_the_base_on_one_thread_too(monkeypatch):
+    """A rotated base's single query took twice as long on FAISS's two OpenMP threads as on one (2 cores:
+    the team woken for the rotation and the lists, then spinning); a batch keeps FAISS's default."""
+    store = build_store("enc", 32, np.arange(3000), unit_rows(3000, 32),
+                        IndexParams(ann_threshold=100, rerank=100, retry_below=0.0))
+    assert store.factory.startswith("RR32,")
+    seen, search = [], store.base.search
+
+    def recorded(*args, **kwargs):
+        seen.append(openmp_threads())
+        return search(*args, **kwargs)
+    monkeypatch.setattr(store, "base", type("Recorded", (), {"search": staticmethod(recorded)})())
+    with omp_threads(2):
+        store.search(unit_rows(1, 32, seed=2), 5)
+        store.search(unit_rows(40, 32, seed=3), 5)
+        assert seen == [BASE_SCAN_THREADS, 2] == [1, 2]
+        assert openmp_threads() == 2
 
 
 def test_wrong_shape_is_refused():
