@@ -18,8 +18,17 @@ def test_codes_alone_is_measured_without_the_rerank_and_restores_it():
 
 def test_the_table_shows_each_base_against_exact_search():
     row = {"index_type": "RR1280,IVF1024,PQ320x4fs", "build_s": 80.0, "p50_ms": 9.0, "p99_ms": 40.0,
+           "openmp_p50_ms": 20.0, "openmp_p99_ms": 70.0,
            "recall_at_10": 0.98, "codes_alone_recall_at_10": 0.5, "top1_pct": 53.44, "ap_at_100_pct": 57.69}
     text = markdown({"machine": {"cpu": "Test CPU", "cores": 2, "date": "2026-11-27T23:00"}, "n": 1000, "dim": 8,
                      "queries": 378, "exact": {"top1_pct": 53.7, "ap_at_100_pct": 58.11},
                      "bases": {"rotated": row}, "command": "python -m bench.rotation --n 1000"})
-    assert "| rotated | `RR1280,IVF1024,PQ320x4fs` | 80.0 | 9.0 / 40.0 | 0.98 | 0.5 | 53.44 (-0.26) | 57.69 (-0.42) |" in text
+    assert "| rotated | `RR1280,IVF1024,PQ320x4fs` | 80.0 | 9.0 / 40.0 | 20.0 / 70.0 | 0.98 | 0.5 | 53.44 (-0.26) | 57.69 (-0.42) |" in text
+
+
+def test_the_thread_setting_comes_back():
+    from bench.rotation import base_scan_threads
+    from indexing.backends import faiss as backend
+    with base_scan_threads(0):
+        assert backend.BASE_SCAN_THREADS == 0
+    assert backend.BASE_SCAN_THREADS == 1
