@@ -81,7 +81,7 @@ def main(argv=None) -> int:
         stores[name] = build_store("bench", base.shape[1], np.arange(args.n), base,
                                    dataclasses.replace(runtime, rotate=rotate), scratch=args.work / "rotation-scratch")
         rows[name] = {"index_type": stores[name].factory, "build_s": round(time.perf_counter() - started, 1),
-                      "rounds": []}
+                      "rounds": [], "rounds_openmp": []}
         print(name, rows[name], flush=True)
     ways = [(name, threads) for name in stores for threads in (backend.BASE_SCAN_THREADS, 0)]
     for r in range(args.rounds):
