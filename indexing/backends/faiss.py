@@ -46,8 +46,9 @@ FLAT_LISTS_MAX = 4096  # more lists than this: an HNSW coarse quantiser, trained
 # re-rank, not measured apart). 0: FAISS's default.
 DELTA_SCAN_THREADS = 1
 # One query's base search on one thread too: FAISS's OpenMP team, woken for a single query's lists and
-# for the rotation (`RR<dim>,`, a BLAS product on OpenMP threads too), then spinning, cost a rotated
-# 300k base 12 ms of its 25 ms p50 on 2 cores; on one thread 12.6 ms, and the unrotated one 11.2 against 12.7.
+# for the rotation (`RR<dim>,`, a BLAS product on OpenMP threads too), then spinning, cost a rotated 1M
+# base 9 ms of p50 on 2 cores: 23.9 ms against 14.6 on one thread, as fast as the unrotated base
+# (bench/results/scale/rotation.md, both ways interleaved).
 BASE_SCAN_THREADS = 1
 BLAS_FROM_QUERIES = 20  # faiss's distance_compute_blas_threshold: from here on a batch, parallel as FAISS likes
 TRAIN_PER_LIST, TRAIN_MAX = 64, 4096 * 64  # training vectors: 64 a list, at most 262,144 (1.3 GB at 1280 d)
@@ -60,8 +61,8 @@ class IndexParams:
     ann_codes: str = "auto"  # codes of the approximate index: auto (PQ<dim/4>x4fs), SQ8, Flat, PQ<m>[x4fs]
     # PQ codes of a randomly rotated vector (`RR<dim>,` before the IVF): a feature's variance sits in a
     # few of its dimensions, and PQ spends the same 4 bits on every 4 dimensions. At 1M on the real
-    # cross-context features the rotation raised recall@10 from 0.948 to 0.982 and brought top-1 and
-    # AP@100 within 0.5 points of exact search (bench/results/scale/rotation.md).
+    # cross-context features the rotation raised recall@10 from 0.952 to 0.983 and brought top-1 and
+    # AP@100 from 0.79 / 1.52 to 0.26 / 0.45 points under exact search (bench/results/scale/rotation.md).
     rotate: bool = True
     nprobe: int = 128  # 4-bit codes scan fast: 1/8 of the lists at 1M costs ~3 ms; raised for more lists (probes)
     # Candidates of an approximate base scored again exactly (float16 vectors on disk); 0 = off.
