@@ -41,10 +41,11 @@ def test_the_rows_bench_folds_both_ways_and_only_one_copies_the_rows(tmp_path, m
     assert os.stat(tmp_path / "copied" / "vectors.npy").st_ino != inode
     assert os.stat(tmp_path / "linked" / "vectors.npy").st_ino == inode
 
-    monkeypatch.setenv("ATTRIB_ANN_THRESHOLD", "100")  # an approximate base, so that there are rows
-    assert snapshot_stall.main(["--fold", "--rows", "--n", "400", "--dim", "16", "--delta", "50", "--rounds", "1",
+    monkeypatch.setenv("ATTRIB_ANN_THRESHOLD", "100")  # an approximate base, so that there are rows,
+    monkeypatch.setenv("ATTRIB_ANN_LISTS", "16")  # whose type (lists, PQ from 2,000) the jobs' registrations keep
+    assert snapshot_stall.main(["--fold", "--rows", "--n", "3000", "--dim", "16", "--delta", "50", "--rounds", "1",
                                 "--work", str(tmp_path / "work"), "--out", str(tmp_path)]) == 0
-    result = json.loads((tmp_path / "fold-rows-stall-400.json").read_text())
-    assert "IVF" in result["index_type"] and "--fold --rows --n 400 --rounds 1" in result["command"]
-    assert {r["mode"]: r["trained_count"] for r in result["rounds"]} == {"rows copied": 350, "rows linked": 350}
-    assert "copying or linking the rows" in (tmp_path / "fold-rows-stall-400.md").read_text()
+    result = json.loads((tmp_path / "fold-rows-stall-3000.json").read_text())
+    assert "IVF16," in result["index_type"] and "--fold --rows --n 3000 --rounds 1" in result["command"]
+    assert {r["mode"]: r["trained_count"] for r in result["rounds"]} == {"rows copied": 2950, "rows linked": 2950}
+    assert "copying or linking the rows" in (tmp_path / "fold-rows-stall-3000.md").read_text()
