@@ -21,7 +21,6 @@ The padding comes from one mixture, so the half trained on looks like the half f
 whose new works differ from its old ones would drift further (not measured here).
 Writes bench/results/scale/fold.{json,md} (fold-N.* at other sizes)."""
 import argparse
-import json
 import math
 import time
 from pathlib import Path
@@ -31,7 +30,7 @@ import numpy as np
 from bench.attribution import machine
 from bench.scale import ensure_crossdomain
 from bench.scale_data import exact_top_k, padded_base, real_features
-from bench.scale_measure import _attribution_metrics, search_quality
+from bench.scale_measure import _attribution_metrics, padded_intro, round_medians, search_quality, write_result
 from common.settings import Settings
 from indexing.backends.faiss import build_store
 from indexing.backends.faiss_fold import can_fold, fold
@@ -114,27 +113,19 @@ def main(argv=None) -> int:
     metrics = {"exact": _attribution_metrics(exact, real.query_subject, real.exemplar_rows)}
     for name, store in stores.items():
         row = rows[name]
-        for key in ("p50_ms", "p99_ms", "recall_at_10"):
-            row[key] = round(float(np.median([r[key] for r in row["rounds"]])), 3)
+        row.update(round_medians(row["rounds"]))
         row.update(_attribution_metrics(store.search(queries, 100)[0], real.query_subject, real.exemplar_rows))
     result = {"machine": machine(), "n": args.n, "dim": int(base.shape[1]), "queries": len(queries),
               "params": params.__dict__, "exact": metrics["exact"], "bases": rows,
               "command": f"python -m bench.fold --n {args.n}" + (f" --delta {args.delta}" if args.delta != Settings().index_compact_after else "")}
     name = "fold" if args.n == 1_000_000 else f"fold-{args.n}"
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{name}.json").write_text(json.dumps(result, indent=2))
-    (args.out / f"{name}.md").write_text(markdown(result))
-    print(markdown(result))
+    write_result(args.out, name, result, markdown)
     return 0
 
 
 def markdown(result: dict) -> str:
-    m, exact = result["machine"], result["exact"]
     lines = [f"# Folding changes into a trained base, beside a rebuild ({result['n']:,} x {result['dim']})", "",
-             (f"`{result['command']}`. Machine: {m['cpu']}, {m['cores']} cores; {m['date'][:16]} UTC. "
-              f"Real Lite0 features padded to N; {result['queries']} cross-context queries, one at a time, k=40; "
-              "latency: medians of the rounds' p50/p99, rounds interleaved over the bases. Exact search: "
-              f"top-1 {exact['top1_pct']} %, AP@100 {exact['ap_at_100_pct']} %."), "",
+             padded_intro(result), "",
              "| base | index | trained on | folded in | made in | p50 / p99 ms | recall@10 | top-1 % | AP@100 % | list imbalance |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for name, row in result["bases"].items():

@@ -18,7 +18,6 @@ Writes bench/results/scale/rotation.{json,md} (rotation-N.* at other sizes)."""
 import argparse
 import contextlib
 import dataclasses
-import json
 import time
 from pathlib import Path
 
@@ -27,7 +26,7 @@ import numpy as np
 from bench.attribution import machine
 from bench.scale import ensure_crossdomain
 from bench.scale_data import exact_top_k, padded_base, real_features
-from bench.scale_measure import _attribution_metrics, search_quality
+from bench.scale_measure import _attribution_metrics, padded_intro, round_medians, search_quality, write_result
 from common.settings import Settings
 from indexing.backends import faiss as backend
 from indexing.backends.faiss import build_store
@@ -91,30 +90,22 @@ def main(argv=None) -> int:
                     search_quality(stores[name], queries, exact[:, :10]))
     for name, store in stores.items():
         row = rows[name]
-        for key in ("p50_ms", "p99_ms", "recall_at_10"):
-            row[key] = round(float(np.median([r[key] for r in row["rounds"]])), 3)
-        for key in ("p50_ms", "p99_ms"):
-            row[f"openmp_{key}"] = round(float(np.median([r[key] for r in row["rounds_openmp"]])), 3)
+        row.update(round_medians(row["rounds"]))
+        row.update(round_medians(row["rounds_openmp"], ("p50_ms", "p99_ms"), prefix="openmp_"))
         row["codes_alone_recall_at_10"] = codes_alone(store, queries, exact)
         row.update(_attribution_metrics(store.search(queries, 100)[0], real.query_subject, real.exemplar_rows))
     result = {"machine": machine(), "n": args.n, "dim": int(base.shape[1]), "queries": len(queries),
               "params": runtime.__dict__, "exact": _attribution_metrics(exact, real.query_subject, real.exemplar_rows),
               "bases": rows, "command": f"python -m bench.rotation --n {args.n}"}
     name = "rotation" if args.n == 1_000_000 else f"rotation-{args.n}"
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{name}.json").write_text(json.dumps(result, indent=2))
-    (args.out / f"{name}.md").write_text(markdown(result))
-    print(markdown(result))
+    write_result(args.out, name, result, markdown)
     return 0
 
 
 def markdown(result: dict) -> str:
-    m, exact = result["machine"], result["exact"]
+    exact = result["exact"]
     lines = [f"# PQ codes with and without a random rotation ({result['n']:,} x {result['dim']})", "",
-             (f"`{result['command']}`. Machine: {m['cpu']}, {m['cores']} cores; {m['date'][:16]} UTC. "
-              f"Real Lite0 features padded to N; {result['queries']} cross-context queries, one at a time, k=40; "
-              "latency: medians of the rounds' p50/p99, rounds interleaved over the bases. Exact search: "
-              f"top-1 {exact['top1_pct']} %, AP@100 {exact['ap_at_100_pct']} %."), "",
+             padded_intro(result), "",
              "| base | index | built in s | p50 / p99 ms | the same on FAISS's threads | recall@10 | recall@10, codes alone "
              "| top-1 % (vs exact) | AP@100 % (vs exact) |", "|---|---|---|---|---|---|---|---|---|"]
     for name, row in result["bases"].items():

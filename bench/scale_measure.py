@@ -42,6 +42,28 @@ def search_quality(store: FaissStore, queries: np.ndarray, truth: np.ndarray, k:
     return {**percentiles(times), "recall_at_10": round(float(recall), 4)}
 
 
+def round_medians(rounds: list[dict], keys=("p50_ms", "p99_ms", "recall_at_10"), prefix: str = "") -> dict:
+    """The median over interleaved rounds of `search_quality`'s figures (bench.fold, bench.rotation)."""
+    return {f"{prefix}{key}": round(float(np.median([r[key] for r in rounds])), 3) for key in keys}
+
+
+def padded_intro(result: dict) -> str:
+    """The sentence a padded-features bench's table starts with: command, machine, queries, exact search."""
+    m, exact = result["machine"], result["exact"]
+    return (f"`{result['command']}`. Machine: {m['cpu']}, {m['cores']} cores; {m['date'][:16]} UTC. "
+            f"Real Lite0 features padded to N; {result['queries']} cross-context queries, one at a time, k=40; "
+            "latency: medians of the rounds' p50/p99, rounds interleaved over the bases. Exact search: "
+            f"top-1 {exact['top1_pct']} %, AP@100 {exact['ap_at_100_pct']} %.")
+
+
+def write_result(out: Path, name: str, result: dict, markdown) -> None:
+    """`name`.json and `name`.md (markdown(result)) under `out`, the table printed too."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(result, indent=2))
+    (out / f"{name}.md").write_text(markdown(result))
+    print(markdown(result))
+
+
 def upsert_cost(store: FaissStore, vectors: np.ndarray, first_id: int) -> dict:
     """The store's part of one registration: upsert one new vector (repeated, each a new id)."""
     times = []

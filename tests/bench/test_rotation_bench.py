@@ -32,3 +32,13 @@ def test_the_thread_setting_comes_back():
     with base_scan_threads(0):
         assert backend.BASE_SCAN_THREADS == 0
     assert backend.BASE_SCAN_THREADS == 1
+
+
+def test_round_medians_and_the_results_files(tmp_path):
+    from bench.scale_measure import round_medians, write_result
+    rounds = [{"p50_ms": 10.0, "p99_ms": 50.0, "recall_at_10": 0.9}, {"p50_ms": 30.0, "p99_ms": 70.0, "recall_at_10": 0.95},
+              {"p50_ms": 20.0, "p99_ms": 90.0, "recall_at_10": 0.97}]
+    assert round_medians(rounds) == {"p50_ms": 20.0, "p99_ms": 70.0, "recall_at_10": 0.95}
+    assert round_medians(rounds, ("p50_ms",), prefix="openmp_") == {"openmp_p50_ms": 20.0}
+    write_result(tmp_path / "out", "x", {"a": 1}, lambda r: f"a is {r['a']}\n")
+    assert (tmp_path / "out" / "x.json").read_text() == '{\n  "a": 1\n}' and (tmp_path / "out" / "x.md").read_text() == "a is 1\n"
