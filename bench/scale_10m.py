@@ -36,6 +36,7 @@ from bench.scale_data import Mixture, real_features, top_k_of_chunks
 from bench.scale_measure import (
     _attribution_metrics,
     search_quality,
+    probes_split_against_one_thread,
     upsert_cost,
     warm_start_and_sharing,
 )
@@ -105,7 +106,8 @@ def split_time(store, queries: np.ndarray, k: int = 40) -> dict:
     for query in queries:
         query = query[None]
         started = time.perf_counter()
-        store.base.search(query, fetch, params=store._search_params(store.nprobe))
+        with store.scan_threads(1, store.nprobe):
+            store.base.search(query, fetch, params=store._search_params(store.nprobe))
         codes.append((time.perf_counter() - started) * 1000)
         started = time.perf_counter()
         _, scores = store._search_lists(query, k, store.nprobe, store._rerank_depth())
@@ -234,6 +236,9 @@ def main(argv=None) -> None:
         started = time.perf_counter()
         result.setdefault("search", {})[attempt] = search_quality(store, real.queries, truth[:, :10])
         step(f"search, {attempt}", started)
+    started = time.perf_counter()
+    result["probes_split"] = probes_split_against_one_thread(store, real.queries, truth[:, :10])
+    step("search, probes split against one thread (interleaved)", started)
     approx = store.search(real.queries, 100)[0]
     target_rows = real.exemplar_rows
     result["quality"] = {"exact": _attribution_metrics(truth, real.query_subject, target_rows),
@@ -299,6 +304,19 @@ def fold_rows(r: dict) -> list[str]:
              f"{f['quality']['ap_at_100_pct']} | |")]
 
 
+def probes_split_rows(r: dict) -> list[str]:
+    """One query's probes split over the OpenMP team (the runtime past PARALLEL_SCAN_FROM codes) against
+    one thread, interleaved (runs before 2026-11-28 lack it)."""
+    if "probes_split" not in r:
+        return []
+    split = r["probes_split"]
+    now, before = split["runtime"], split["one_thread"]
+    how = "probes split over FAISS's threads" if split["codes_scanned"] >= split["split_from"] else "one thread"
+    return [(f"| search p50 / p99 ms, the runtime ({how}: ~{split['codes_scanned']:,} codes a query) against "
+             f"every base search on one thread, {split['rounds']} rounds interleaved | {now['p50_ms']:.1f} / "
+             f"{now['p99_ms']:.1f} against {before['p50_ms']:.1f} / {before['p99_ms']:.1f} | 20 / 100 |")]
+
+
 def share_rows(r: dict) -> list[str]:
     """`--share`: the snapshot, the writer's memory, and two workers started from it at once."""
     if "share" not in r:
@@ -324,6 +342,7 @@ def report(r: dict) -> str:
              f"| index the runtime picks | `{r['build']['index_type']}` | |"]
     for attempt, row in s.items():
         lines.append(f"| search p50 / p99 ms (one query, k=40), {attempt} | {row['p50_ms']:.1f} / {row['p99_ms']:.1f} | 20 / 100 |")
+    lines += probes_split_rows(r)
     lines += [f"| recall@10 vs exact | {list(s.values())[-1]['recall_at_10']:.3f} | 0.95 |",
               f"| cross-context top-1 / AP@100 %, exact vs this index | {q['exact']['top1_pct']} / {q['exact']['ap_at_100_pct']} vs "
               f"{q['approximate']['top1_pct']} / {q['approximate']['ap_at_100_pct']} | within 0.5 |",

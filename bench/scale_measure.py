@@ -16,6 +16,7 @@ from common.db.models import ChangelogHead, Embedding, ImageState, SourceImage, 
 from common.db.schema import reset_schema
 from common.db.session import make_engine
 from common.storage import storage_from
+from indexing.backends import faiss as backend
 from indexing.backends.faiss import FaissStore, IndexParams, build_store
 from indexing.follower import sync_store
 from indexing.snapshots import write_snapshot
@@ -45,6 +46,22 @@ def search_quality(store: FaissStore, queries: np.ndarray, truth: np.ndarray, k:
 def round_medians(rounds: list[dict], keys=("p50_ms", "p99_ms", "recall_at_10"), prefix: str = "") -> dict:
     """The median over interleaved rounds of `search_quality`'s figures (bench.fold, bench.rotation)."""
     return {f"{prefix}{key}": round(float(np.median([r[key] for r in rounds])), 3) for key in keys}
+
+
+def probes_split_against_one_thread(store: FaissStore, queries: np.ndarray, truth: np.ndarray, rounds: int = 2) -> dict:
+    """One query at a time with the runtime's threads (past `PARALLEL_SCAN_FROM` codes its probes split
+    over FAISS's team) against every base search on one thread (the code before), rounds interleaved."""
+    ways = {"runtime": backend.PARALLEL_SCAN_FROM, "one_thread": float("inf")}
+    kept, out = backend.PARALLEL_SCAN_FROM, {name: [] for name in ways}
+    try:
+        for r in range(rounds):
+            for name, threshold in (list(ways.items()) if r % 2 == 0 else list(ways.items())[::-1]):
+                backend.PARALLEL_SCAN_FROM = threshold
+                out[name].append(search_quality(store, queries, truth))
+    finally:
+        backend.PARALLEL_SCAN_FROM = kept
+    return {"codes_scanned": round(store._codes_scanned(store.nprobe)), "split_from": kept, "rounds": rounds,
+            **{name: round_medians(found) for name, found in out.items()}}
 
 
 def padded_intro(result: dict) -> str:

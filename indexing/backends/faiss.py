@@ -50,6 +50,14 @@ DELTA_SCAN_THREADS = 1
 # base 9 ms of p50 on 2 cores: 23.9 ms against 14.6 on one thread, as fast as the unrotated base
 # (bench/results/scale/rotation.md, both ways interleaved).
 BASE_SCAN_THREADS = 1
+# ... unless its lists hold this many codes (nprobe x the mean list): then the probes are split over
+# FAISS's OpenMP team (fast-scan `implem` 14, other IVF codes `parallel_mode` 1). FAISS's default scans
+# one query's lists on one thread whatever the team: at 10M (4,096 lists, 512 probed, ~1.25M 4-bit codes)
+# that scan alone took ~28 ms on 2 cores, 16 ms split in two (same results; ad hoc probe 2026-11-28,
+# bench.scale_10m's `parallel scan` rows for the real base). Below this the team's wake-up and spinning
+# cost more than the scan saves (the rotated 1M base above: 125,000 codes).
+PARALLEL_SCAN_FROM = 500_000
+FAST_SCAN_PROBES_IN_PARALLEL = 14  # IndexIVFFastScan.implem: "multithreaded internally across nprobes and queries"
 BLAS_FROM_QUERIES = 20  # faiss's distance_compute_blas_threshold: from here on a batch, parallel as FAISS likes
 TRAIN_PER_LIST, TRAIN_MAX = 64, 4096 * 64  # training vectors: 64 a list, at most 262,144 (1.3 GB at 1280 d)
 
@@ -174,6 +182,7 @@ class FaissStore:
     delta: faiss.Index = field(init=False, repr=False)
     masked: set[int] = field(default_factory=set)
     _params: object = field(default=None, init=False, repr=False)
+    _ivf: object = field(default=None, init=False, repr=False)  # the base's IVF, downcast (None: exact)
 
     def __post_init__(self) -> None:
         self.delta = faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim))
@@ -332,9 +341,25 @@ class FaissStore:
         return ids, scores
 
     def _search_lists(self, queries: np.ndarray, k: int, nprobe: int, depth: int) -> tuple[np.ndarray, np.ndarray]:
-        with omp_threads(BASE_SCAN_THREADS if len(queries) < BLAS_FROM_QUERIES else 0):
+        with self.scan_threads(len(queries), nprobe):
             scores, ids = self.base.search(queries, self._fetch_size(k, depth), params=self._search_params(nprobe))
         return self._rerank(queries, ids, k) if depth else (ids, scores)
+
+    @contextlib.contextmanager
+    def scan_threads(self, queries: int, nprobe: int):
+        """The threads a search of `queries` over `nprobe` lists of the base runs on: a batch as FAISS
+        likes; one query on one thread (BASE_SCAN_THREADS), or, past PARALLEL_SCAN_FROM codes, its probes
+        split over FAISS's team."""
+        few = queries < BLAS_FROM_QUERIES
+        split = few and self._codes_scanned(nprobe) >= PARALLEL_SCAN_FROM
+        with omp_threads(BASE_SCAN_THREADS if few and not split else 0), probes_in_parallel(self._ivf, split):
+            yield
+
+    def _codes_scanned(self, nprobe: int) -> float:
+        """Codes one query's `nprobe` lists hold on average (0 for an exact base)."""
+        if self._ivf is None and self.factory != EXACT_FACTORY:
+            self._ivf = faiss.downcast_index(faiss.extract_index_ivf(self.base))
+        return 0.0 if self._ivf is None else min(nprobe, self._ivf.nlist) * self._ivf.ntotal / self._ivf.nlist
 
     def _fetch_size(self, k: int, depth: int) -> int:
         """Candidates the codes' search returns: the re-rank's depth, at least k, at most the base."""
@@ -390,6 +415,25 @@ def omp_threads(n: int):
         yield
     finally:
         faiss.omp_set_num_threads(before)
+
+
+@contextlib.contextmanager
+def probes_in_parallel(ivf, on: bool):
+    """One query's probed lists split over the OpenMP team while inside (`on`), FAISS's own choice after.
+    The setting is the index's, not the thread's: a batch searched at the same moment from another thread
+    would run the same way, with the same results, only at another speed (implem 14 took a 64-query batch
+    1.7x longer)."""
+    if not on or ivf is None:
+        yield
+        return
+    field_name, value = (("implem", FAST_SCAN_PROBES_IN_PARALLEL) if isinstance(ivf, faiss.IndexIVFFastScan)
+                         else ("parallel_mode", 1))
+    before = getattr(ivf, field_name)
+    setattr(ivf, field_name, value)
+    try:
+        yield
+    finally:
+        setattr(ivf, field_name, before)
 
 
 def _merge_top_k(parts: list[tuple[np.ndarray, np.ndarray]], k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -15,8 +15,10 @@ from bench.scale_10m import (
     peak_rss,
     reset_peak_rss,
     share_rows,
+    probes_split_rows,
     split_time,
 )
+from bench.scale_measure import probes_split_against_one_thread
 from indexing.backends.faiss import IndexParams, build_store
 
 
@@ -98,3 +100,25 @@ def test_the_fold_step_replaces_vectors_by_themselves_and_keeps_the_answers(tmp_
     rows = fold_rows({"fold": out, "build": {"total_s": 1113.7}})
     assert "fold of 500 replaced vectors" in rows[0] and rows[0].endswith("| a build: 1113.7 s |")
     assert fold_rows({}) == []
+
+
+def test_probes_split_against_one_thread_measures_both_ways_and_restores_the_runtime(monkeypatch):
+    """The 10M table's row: the runtime's way (probes split past PARALLEL_SCAN_FROM codes) against one
+    thread, interleaved; same answers both ways, and the runtime's threshold is back after."""
+    from indexing.backends import faiss as backend
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((3000, 16)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    store = build_store("enc", 16, np.arange(3000), vectors,
+                        IndexParams(ann_threshold=100, ann_codes="Flat", lists=16, nprobe=16, retry_below=0.0))
+    queries = vectors[:12] + 0.05 * rng.standard_normal((12, 16)).astype(np.float32)
+    truth = np.argsort(-(queries @ vectors.T), axis=1)[:, :10]
+    monkeypatch.setattr(backend, "PARALLEL_SCAN_FROM", 1000)
+    out = probes_split_against_one_thread(store, queries, truth)
+    assert backend.PARALLEL_SCAN_FROM == 1000
+    assert out["codes_scanned"] == 3000 and out["split_from"] == 1000 and out["rounds"] == 2
+    assert out["runtime"]["recall_at_10"] == out["one_thread"]["recall_at_10"] == 1.0  # every list: exact
+    rows = probes_split_rows({"probes_split": out})
+    assert "probes split over FAISS's threads: ~3,000 codes a query" in rows[0] and rows[0].endswith("| 20 / 100 |")
+    assert "(one thread:" in probes_split_rows({"probes_split": {**out, "split_from": 500_000}})[0]
+    assert probes_split_rows({}) == []

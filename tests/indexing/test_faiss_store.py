@@ -3,9 +3,11 @@ beside the base (delta + mask) so their cost does not depend on its size; self-d
 load memory-mapped."""
 import json
 
+import faiss
 import numpy as np
 import pytest
 
+from indexing.backends import faiss as backend
 from indexing.backends.faiss import (
     BASE_SCAN_THREADS,
     DELTA_SCAN_THREADS,
@@ -85,6 +87,7 @@ def test_one_query_searches_the_base_on_one_thread_too(monkeypatch):
     store = build_store("enc", 32, np.arange(3000), unit_rows(3000, 32),
                         IndexParams(ann_threshold=100, rerank=100, retry_below=0.0))
     assert store.factory.startswith("RR32,")
+    store.search(unit_rows(1, 32, seed=9), 5)  # the store finds its IVF before the base is swapped below
     seen, search = [], store.base.search
 
     def recorded(*args, **kwargs):
@@ -257,3 +260,37 @@ def test_a_random_rotation_spreads_a_skewed_variance_over_the_pq_codes(tmp_path)
     store.save(tmp_path)  # the rotation is part of the saved base: a loaded store searches the same
     loaded = load_store(tmp_path, "enc", mmap=True)
     assert loaded.factory.startswith("RR64,") and loaded.search(queries, 10)[0].tolist() == store.search(queries, 10)[0].tolist()
+
+
+@pytest.mark.parametrize("codes", ["PQ8x4fs", "SQ8"])
+def test_one_query_over_many_codes_splits_its_probes_over_the_team(monkeypatch, codes):
+    """FAISS scans one query's lists on one thread whatever its team (10M: 512 lists, ~28 ms on 2 cores
+    against 16 split in two): past PARALLEL_SCAN_FROM codes the probes are split (fast-scan implem 14, IVF
+    parallel_mode 1) on FAISS's threads, with the same results, and the index's own setting comes back."""
+    vectors, queries = unit_rows(4000, 32), unit_rows(3, 32, seed=5)
+    store = build_store("enc", 32, np.arange(4000), vectors,
+                        IndexParams(ann_threshold=100, lists=16, nprobe=8, ann_codes=codes, rerank=0, retry_below=0.0))
+    field_name = "implem" if codes.endswith("fs") else "parallel_mode"
+    ivf = faiss.downcast_index(faiss.extract_index_ivf(store.base))
+    before = getattr(ivf, field_name)
+    alone = [store.search(q[None], 10) for q in queries]
+    seen, search = [], store.base.search
+
+    def recorded(*args, **kwargs):
+        seen.append((openmp_threads(), getattr(ivf, field_name)))
+        return search(*args, **kwargs)
+    monkeypatch.setattr(store, "base", type("Recorded", (), {"search": staticmethod(recorded)})())
+    monkeypatch.setattr(backend, "PARALLEL_SCAN_FROM", 8 * 4000 / 16)  # 8 of 16 lists: 2,000 codes
+    with omp_threads(2):
+        split = [store.search(q[None], 10) for q in queries]
+        assert openmp_threads() == 2
+    assert seen[0] == (2, 14 if codes.endswith("fs") else 1)
+    assert getattr(ivf, field_name) == before
+    for (ids, scores), (split_ids, split_scores) in zip(alone, split):
+        assert ids.tolist() == split_ids.tolist()
+        np.testing.assert_allclose(scores, split_scores, rtol=1e-5)
+    monkeypatch.setattr(backend, "PARALLEL_SCAN_FROM", 8 * 4000 / 16 + 1)  # one code short: one thread
+    seen.clear()
+    with omp_threads(2):
+        store.search(queries[:1], 10)
+    assert seen == [(BASE_SCAN_THREADS, before)]
