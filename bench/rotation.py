@@ -26,7 +26,14 @@ import numpy as np
 from bench.attribution import machine
 from bench.scale import ensure_crossdomain
 from bench.scale_data import exact_top_k, padded_base, real_features
-from bench.scale_measure import _attribution_metrics, padded_intro, round_medians, search_quality, write_result
+from bench.scale_measure import (
+    _attribution_metrics,
+    padded_intro,
+    probes_split_against_one_thread,
+    round_medians,
+    search_quality,
+    write_result,
+)
 from common.settings import Settings
 from indexing.backends import faiss as backend
 from indexing.backends.faiss import build_store
@@ -93,6 +100,9 @@ def main(argv=None) -> int:
         row.update(round_medians(row["rounds"]))
         row.update(round_medians(row["rounds_openmp"], ("p50_ms", "p99_ms"), prefix="openmp_"))
         row["codes_alone_recall_at_10"] = codes_alone(store, queries, exact)
+        # Below PARALLEL_SCAN_FROM the runtime keeps one query on one thread; would splitting its probes
+        # over the team pay here too? (every search split, against one thread, interleaved)
+        row["probes_split_everywhere"] = probes_split_against_one_thread(store, queries, exact[:, :10], split_from=0)
         row.update(_attribution_metrics(store.search(queries, 100)[0], real.query_subject, real.exemplar_rows))
     result = {"machine": machine(), "n": args.n, "dim": int(base.shape[1]), "queries": len(queries),
               "params": runtime.__dict__, "exact": _attribution_metrics(exact, real.query_subject, real.exemplar_rows),
@@ -118,6 +128,15 @@ def markdown(result: dict) -> str:
                    "`ATTRIB_ANN_ROTATE=false`, the index before 2026-11-27. p50 / p99: one query's base search "
                    "on one OpenMP thread (`BASE_SCAN_THREADS`, the runtime); *on FAISS's threads*: on as many "
                    "as FAISS likes (the code before), interleaved in the same rounds.")]
+    split = [(name, row["probes_split_everywhere"]) for name, row in result["bases"].items()
+             if "probes_split_everywhere" in row]
+    if split:  # runs before 2026-11-28 lack it
+        lines += ["", "Every query's probes split over FAISS's threads (fast-scan implem 14; the runtime does "
+                  "so only past `PARALLEL_SCAN_FROM` codes a query) against one thread, 2 rounds interleaved, "
+                  "p50 / p99 ms: " + "; ".join(
+                      f"{name} ~{s['codes_scanned']:,} codes a query: {s['runtime']['p50_ms']:.1f} / "
+                      f"{s['runtime']['p99_ms']:.1f} against {s['one_thread']['p50_ms']:.1f} / "
+                      f"{s['one_thread']['p99_ms']:.1f}" for name, s in split) + "."]
     return "\n".join(lines) + "\n"
 
 

@@ -48,11 +48,14 @@ def round_medians(rounds: list[dict], keys=("p50_ms", "p99_ms", "recall_at_10"),
     return {f"{prefix}{key}": round(float(np.median([r[key] for r in rounds])), 3) for key in keys}
 
 
-def probes_split_against_one_thread(store: FaissStore, queries: np.ndarray, truth: np.ndarray, rounds: int = 2) -> dict:
-    """One query at a time with the runtime's threads (past `PARALLEL_SCAN_FROM` codes its probes split
-    over FAISS's team) against every base search on one thread (the code before), rounds interleaved."""
-    ways = {"runtime": backend.PARALLEL_SCAN_FROM, "one_thread": float("inf")}
-    kept, out = backend.PARALLEL_SCAN_FROM, {name: [] for name in ways}
+def probes_split_against_one_thread(store: FaissStore, queries: np.ndarray, truth: np.ndarray, rounds: int = 2,
+                                    split_from: float | None = None) -> dict:
+    """One query at a time with the runtime's threads (past `PARALLEL_SCAN_FROM` codes, or `split_from`,
+    its probes split over FAISS's team) against every base search on one thread (the code before), rounds
+    interleaved."""
+    kept = backend.PARALLEL_SCAN_FROM
+    ways = {"runtime": kept if split_from is None else split_from, "one_thread": float("inf")}
+    out = {name: [] for name in ways}
     try:
         for r in range(rounds):
             for name, threshold in (list(ways.items()) if r % 2 == 0 else list(ways.items())[::-1]):
@@ -60,7 +63,7 @@ def probes_split_against_one_thread(store: FaissStore, queries: np.ndarray, trut
                 out[name].append(search_quality(store, queries, truth))
     finally:
         backend.PARALLEL_SCAN_FROM = kept
-    return {"codes_scanned": round(store._codes_scanned(store.nprobe)), "split_from": kept, "rounds": rounds,
+    return {"codes_scanned": round(store._codes_scanned(store.nprobe)), "split_from": ways["runtime"], "rounds": rounds,
             **{name: round_medians(found) for name, found in out.items()}}
 
 

@@ -42,3 +42,15 @@ def test_round_medians_and_the_results_files(tmp_path):
     assert round_medians(rounds, ("p50_ms",), prefix="openmp_") == {"openmp_p50_ms": 20.0}
     write_result(tmp_path / "out", "x", {"a": 1}, lambda r: f"a is {r['a']}\n")
     assert (tmp_path / "out" / "x.json").read_text() == '{\n  "a": 1\n}' and (tmp_path / "out" / "x.md").read_text() == "a is 1\n"
+
+
+def test_the_table_says_whether_splitting_every_query_would_pay():
+    split = {"codes_scanned": 125000, "split_from": 0, "rounds": 2, "runtime": {"p50_ms": 16.0, "p99_ms": 60.0},
+             "one_thread": {"p50_ms": 14.6, "p99_ms": 66.0}}
+    row = {"index_type": "RR1280,IVF1024,PQ320x4fs", "build_s": 80.0, "p50_ms": 9.0, "p99_ms": 40.0,
+           "recall_at_10": 0.98, "codes_alone_recall_at_10": 0.5, "top1_pct": 53.44, "ap_at_100_pct": 57.69}
+    result = {"machine": {"cpu": "Test CPU", "cores": 2, "date": "2026-11-28T02:00"}, "n": 1000, "dim": 8,
+              "queries": 378, "exact": {"top1_pct": 53.7, "ap_at_100_pct": 58.11}, "command": "python -m bench.rotation"}
+    assert "split" not in markdown({**result, "bases": {"rotated": row}})  # a run before the split: its table as it was
+    text = markdown({**result, "bases": {"rotated": {**row, "probes_split_everywhere": split}}})
+    assert "rotated ~125,000 codes a query: 16.0 / 60.0 against 14.6 / 66.0." in text
