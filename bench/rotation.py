@@ -25,7 +25,7 @@ import numpy as np
 
 from bench.attribution import machine
 from bench.scale import ensure_crossdomain
-from bench.scale_data import exact_top_k, padded_base, real_features
+from bench.scale_data import exact_top_k, held_out_queries, padded_base, real_features
 from bench.scale_measure import (
     _attribution_metrics,
     padded_intro,
@@ -81,6 +81,8 @@ def main(argv=None) -> int:
     queries = real.queries
     print(f"{args.n:,} vectors; exact top 100 of {len(queries)} queries ...", flush=True)
     exact = exact_top_k(base, queries, 100)
+    held_out, held_out_subject = held_out_queries(args.set, real)
+    held_out_exact = exact_top_k(base, held_out, 100)
     stores, rows = {}, {}
     for name, rotate in (("plain", False), ("rotated", True)):
         started = time.perf_counter()
@@ -104,9 +106,12 @@ def main(argv=None) -> int:
         # over the team pay here too? (every search split, against one thread, interleaved)
         row["probes_split_everywhere"] = probes_split_against_one_thread(store, queries, exact[:, :10], split_from=0)
         row.update(_attribution_metrics(store.search(queries, 100)[0], real.query_subject, real.exemplar_rows))
+        row["held_out"] = _attribution_metrics(store.search(held_out, 100)[0], held_out_subject, real.exemplar_rows)
     result = {"machine": machine(), "n": args.n, "dim": int(base.shape[1]), "queries": len(queries),
               "params": runtime.__dict__, "exact": _attribution_metrics(exact, real.query_subject, real.exemplar_rows),
-              "bases": rows, "command": f"python -m bench.rotation --n {args.n}"}
+              "bases": rows, "command": f"python -m bench.rotation --n {args.n}",
+              "held_out": {"queries": len(held_out),
+                           "exact": _attribution_metrics(held_out_exact, held_out_subject, real.exemplar_rows)}}
     name = "rotation" if args.n == 1_000_000 else f"rotation-{args.n}"
     write_result(args.out, name, result, markdown)
     return 0
@@ -128,6 +133,14 @@ def markdown(result: dict) -> str:
                    "`ATTRIB_ANN_ROTATE=false`, the index before 2026-11-27. p50 / p99: one query's base search "
                    "on one OpenMP thread (`BASE_SCAN_THREADS`, the runtime); *on FAISS's threads*: on as many "
                    "as FAISS likes (the code before), interleaved in the same rounds.")]
+    if "held_out" in result:  # runs before 2026-11-28 lack it
+        held = result["held_out"]
+        lines += ["", f"Held out: the {held['queries']} traffic queries of the cross-context set, on which no search "
+                  "setting was chosen (the re-rank depth, lists and retry were tuned on the evaluation queries "
+                  f"above). Exact search: top-1 / AP@100 {held['exact']['top1_pct']} / {held['exact']['ap_at_100_pct']} %; "
+                  + "; ".join(f"{name}: {row['held_out']['top1_pct']} ({row['held_out']['top1_pct'] - held['exact']['top1_pct']:+.2f}) / "
+                              f"{row['held_out']['ap_at_100_pct']} ({row['held_out']['ap_at_100_pct'] - held['exact']['ap_at_100_pct']:+.2f})"
+                              for name, row in result["bases"].items()) + "."]
     split = [(name, row["probes_split_everywhere"]) for name, row in result["bases"].items()
              if "probes_split_everywhere" in row]
     if split:  # runs before 2026-11-28 lack it

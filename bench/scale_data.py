@@ -7,6 +7,7 @@ k-means cluster with that cluster's empirical covariance (centre + a random comb
 members' residuals), then L2-normalised. Never isotropic noise: such vectors never enter a real
 query's top 10, so any index would look perfect."""
 import hashlib
+import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,19 @@ def collect_paths(crossdomain: Path, max_distractors: int = 0) -> tuple[list[Pat
     seen: set[str] = set()
     base = _unique(exemplars + list(eval_set.distractors), seen)
     return base, _unique(extra, seen), [p for p, _ in queries], [s for _, s in queries], subjects
+
+
+def held_out_queries(crossdomain: Path, real: RealFeatures) -> tuple[np.ndarray, np.ndarray]:
+    """(features [h, d], subject index [h]) of the cross-context set's traffic half: labelled queries that
+    no search setting was chosen on (those were tuned on the evaluation half, `real.queries`). Their
+    features are already in `real.extra`, first, in `collect_paths`'s order."""
+    extra = collect_paths(crossdomain)[1]
+    labels = json.loads((crossdomain / "traffic_labels.json").read_text())
+    rows = [(i, real.subjects.index(labels[p.name]["subject"])) for i, p in enumerate(extra)
+            if p.parent.name == "traffic" and labels.get(p.name, {}).get("subject") in real.subjects]
+    if len(extra) != len(real.extra) or not rows:
+        raise ValueError(f"{crossdomain} does not match the cached features (make them again)")
+    return real.extra[[i for i, _ in rows]], np.array([s for _, s in rows])
 
 
 def _unique(paths: list[Path], seen: set[str]) -> list[Path]:

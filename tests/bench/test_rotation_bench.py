@@ -54,3 +54,15 @@ def test_the_table_says_whether_splitting_every_query_would_pay():
     assert "split" not in markdown({**result, "bases": {"rotated": row}})  # a run before the split: its table as it was
     text = markdown({**result, "bases": {"rotated": {**row, "probes_split_everywhere": split}}})
     assert "rotated ~125,000 codes a query: 16.0 / 60.0 against 14.6 / 66.0." in text
+
+
+def test_the_table_shows_the_held_out_queries_against_exact_search():
+    row = {"index_type": "RR1280,IVF1024,PQ320x4fs", "build_s": 80.0, "p50_ms": 9.0, "p99_ms": 40.0,
+           "recall_at_10": 0.98, "codes_alone_recall_at_10": 0.5, "top1_pct": 53.44, "ap_at_100_pct": 57.69,
+           "held_out": {"top1_pct": 60.0, "ap_at_100_pct": 62.5}}
+    result = {"machine": {"cpu": "Test CPU", "cores": 2, "date": "2026-11-28T02:00"}, "n": 1000, "dim": 8,
+              "queries": 378, "exact": {"top1_pct": 53.7, "ap_at_100_pct": 58.11}, "command": "python -m bench.rotation",
+              "bases": {"rotated": row}, "held_out": {"queries": 390, "exact": {"top1_pct": 60.26, "ap_at_100_pct": 62.0}}}
+    text = markdown(result)
+    assert "Held out: the 390 traffic queries" in text
+    assert "Exact search: top-1 / AP@100 60.26 / 62.0 %; rotated: 60.0 (-0.26) / 62.5 (+0.50)." in text
