@@ -52,10 +52,11 @@ DELTA_SCAN_THREADS = 1
 BASE_SCAN_THREADS = 1
 # ... unless its lists hold this many codes (nprobe x the mean list): then the probes are split over
 # FAISS's OpenMP team (fast-scan `implem` 14, other IVF codes `parallel_mode` 1). FAISS's default scans
-# one query's lists on one thread whatever the team: at 10M (4,096 lists, 512 probed, ~1.25M 4-bit codes)
-# that scan alone took ~28 ms on 2 cores, 16 ms split in two (same results; ad hoc probe 2026-11-28,
-# bench.scale_10m's `parallel scan` rows for the real base). Below this the team's wake-up and spinning
-# cost more than the scan saves (the rotated 1M base above: 125,000 codes).
+# one query's lists on one thread whatever the team. A 10M base's first pass scans ~1.25M 4-bit codes
+# (512 of 4,096 lists): over as many random codes (ad hoc, 2-core Intel Xeon VM, 2026-11-28) the scan took
+# ~28 ms on one thread or FAISS's default, ~16 ms split, with the same results; 625,000 codes 14 -> 8 ms;
+# bench.scale_10m measures the real base both ways. Below this the 1M base stays on one thread (125,000
+# codes, where the team's wake-up and spinning cost the rotated base 9 ms, above).
 PARALLEL_SCAN_FROM = 500_000
 FAST_SCAN_PROBES_IN_PARALLEL = 14  # IndexIVFFastScan.implem: "multithreaded internally across nprobes and queries"
 BLAS_FROM_QUERIES = 20  # faiss's distance_compute_blas_threshold: from here on a batch, parallel as FAISS likes
