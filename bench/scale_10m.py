@@ -35,8 +35,8 @@ from bench.scale import ensure_crossdomain
 from bench.scale_data import Mixture, real_features, top_k_of_chunks
 from bench.scale_measure import (
     _attribution_metrics,
-    search_quality,
     probes_split_against_one_thread,
+    search_quality,
     upsert_cost,
     warm_start_and_sharing,
 )

@@ -22,6 +22,7 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -421,20 +422,25 @@ def omp_threads(n: int):
 @contextlib.contextmanager
 def probes_in_parallel(ivf, on: bool):
     """One query's probed lists split over the OpenMP team while inside (`on`), FAISS's own choice after.
-    The setting is the index's, not the thread's: a batch searched at the same moment from another thread
-    would run the same way, with the same results, only at another speed (implem 14 took a 64-query batch
+    The setting is the index's, not the thread's. Split searches take turns (each uses every core anyway),
+    so two threads never restore each other's setting; a batch searched from another thread meanwhile
+    runs the same way, with the same results, only at another speed (implem 14 took a 64-query batch
     1.7x longer)."""
     if not on or ivf is None:
         yield
         return
     field_name, value = (("implem", FAST_SCAN_PROBES_IN_PARALLEL) if isinstance(ivf, faiss.IndexIVFFastScan)
                          else ("parallel_mode", 1))
-    before = getattr(ivf, field_name)
-    setattr(ivf, field_name, value)
-    try:
-        yield
-    finally:
-        setattr(ivf, field_name, before)
+    with _SPLIT_SEARCHES:
+        before = getattr(ivf, field_name)
+        setattr(ivf, field_name, value)
+        try:
+            yield
+        finally:
+            setattr(ivf, field_name, before)
+
+
+_SPLIT_SEARCHES = threading.Lock()
 
 
 def _merge_top_k(parts: list[tuple[np.ndarray, np.ndarray]], k: int) -> tuple[np.ndarray, np.ndarray]:
