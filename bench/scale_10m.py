@@ -237,7 +237,7 @@ def main(argv=None) -> None:
         result.setdefault("search", {})[attempt] = search_quality(store, real.queries, truth[:, :10])
         step(f"search, {attempt}", started)
     started = time.perf_counter()
-    result["probes_split"] = probes_split_against_one_thread(store, real.queries, truth[:, :10])
+    result["probes_split"] = probes_split_against_one_thread(store, real.queries, truth[:, :10], split_from=0)
     step("search, probes split against one thread (interleaved)", started)
     approx = store.search(real.queries, 100)[0]
     target_rows = real.exemplar_rows

@@ -51,14 +51,14 @@ DELTA_SCAN_THREADS = 1
 # base 9 ms of p50 on 2 cores: 23.9 ms against 14.6 on one thread, as fast as the unrotated base
 # (bench/results/scale/rotation.md, both ways interleaved).
 BASE_SCAN_THREADS = 1
-# ... unless its lists hold this many codes (nprobe x the mean list): then the probes are split over
-# FAISS's OpenMP team (fast-scan `implem` 14, other IVF codes `parallel_mode` 1). FAISS's default scans
-# one query's lists on one thread whatever the team. A 10M base's first pass scans ~1.25M 4-bit codes
-# (512 of 4,096 lists): over as many random codes (ad hoc, 2-core Intel Xeon VM, 2026-11-28) the scan took
-# ~28 ms on one thread or FAISS's default, ~16 ms split, with the same results; 625,000 codes 14 -> 8 ms;
-# bench.scale_10m measures the real base both ways. Below this the 1M base stays on one thread (125,000
-# codes, where the team's wake-up and spinning cost the rotated base 9 ms, above).
-PARALLEL_SCAN_FROM = 500_000
+# Splitting one query's probes over FAISS's OpenMP team (fast-scan `implem` 14, other IVF codes
+# `parallel_mode` 1) from this many codes a query (nprobe x the mean list): OFF. FAISS scans one query's
+# lists on one thread whatever its team, and over 1.25M random codes alone (ad hoc, 2-core Intel Xeon VM)
+# a split scan took ~16 ms against ~28; but on the real 10M base with the runtime's re-rank and retry it
+# made a query slower, p50 / p99 58.6 / 189 ms against 35.4 / 141 on one thread, interleaved, same VM
+# (bench/results/scale/runs/scale-10m-split.md; likely the team spinning against the re-rank's reads,
+# not measured apart). Kept switchable for the benches (bench.scale_10m, bench.rotation).
+PARALLEL_SCAN_FROM = float("inf")
 FAST_SCAN_PROBES_IN_PARALLEL = 14  # IndexIVFFastScan.implem: "multithreaded internally across nprobes and queries"
 BLAS_FROM_QUERIES = 20  # faiss's distance_compute_blas_threshold: from here on a batch, parallel as FAISS likes
 TRAIN_PER_LIST, TRAIN_MAX = 64, 4096 * 64  # training vectors: 64 a list, at most 262,144 (1.3 GB at 1280 d)
