@@ -263,7 +263,7 @@ def test_a_random_rotation_spreads_a_skewed_variance_over_the_pq_codes(tmp_path)
 
 @pytest.mark.parametrize("codes", ["PQ8x4fs", "SQ8"])
 def test_one_query_over_many_codes_splits_its_probes_over_the_team(monkeypatch, codes):
-    """FAISS scans one query's lists on one thread whatever its team (10M: 512 lists, ~28 ms on 2 cores
+    """FAISS scans one query's lists on one thread whatever its team (1.25M random codes: ~28 ms on 2 cores
     against 16 split in two): past PARALLEL_SCAN_FROM codes the probes are split (fast-scan implem 14, IVF
     parallel_mode 1) on FAISS's threads, with the same results, and the index's own setting comes back."""
     vectors, queries = unit_rows(4000, 32), unit_rows(3, 32, seed=5)
