@@ -102,8 +102,8 @@ def main(argv=None) -> int:
         row.update(round_medians(row["rounds"]))
         row.update(round_medians(row["rounds_openmp"], ("p50_ms", "p99_ms"), prefix="openmp_"))
         row["codes_alone_recall_at_10"] = codes_alone(store, queries, exact)
-        # Below PARALLEL_SCAN_FROM the runtime keeps one query on one thread; would splitting its probes
-        # over the team pay here too? (every search split, against one thread, interleaved)
+        # The runtime keeps one query on one thread (PARALLEL_SCAN_FROM off: slower at 10M); would
+        # splitting its probes over the team pay at this size? (every search split, against one thread)
         row["probes_split_everywhere"] = probes_split_against_one_thread(store, queries, exact[:, :10], split_from=0)
         row.update(_attribution_metrics(store.search(queries, 100)[0], real.query_subject, real.exemplar_rows))
         row["held_out"] = _attribution_metrics(store.search(held_out, 100)[0], held_out_subject, real.exemplar_rows)
@@ -144,8 +144,8 @@ def markdown(result: dict) -> str:
     split = [(name, row["probes_split_everywhere"]) for name, row in result["bases"].items()
              if "probes_split_everywhere" in row]
     if split:  # runs before 2026-11-28 lack it
-        lines += ["", "Every query's probes split over FAISS's threads (fast-scan implem 14; the runtime does "
-                  "so only past `PARALLEL_SCAN_FROM` codes a query) against one thread, 2 rounds interleaved, "
+        lines += ["", "Every query's probes split over FAISS's threads (fast-scan implem 14; off in the runtime, "
+                  "`PARALLEL_SCAN_FROM`) against one thread, 2 rounds interleaved, "
                   "p50 / p99 ms: " + "; ".join(
                       f"{name} ~{s['codes_scanned']:,} codes a query: {s['runtime']['p50_ms']:.1f} / "
                       f"{s['runtime']['p99_ms']:.1f} against {s['one_thread']['p50_ms']:.1f} / "

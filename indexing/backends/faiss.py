@@ -351,9 +351,9 @@ class FaissStore:
     def scan_threads(self, queries: int, nprobe: int):
         """The threads a search of `queries` over `nprobe` lists of the base runs on: a batch as FAISS
         likes; one query on one thread (BASE_SCAN_THREADS), or, past PARALLEL_SCAN_FROM codes, its probes
-        split over FAISS's team."""
+        split over FAISS's team (off by default: no per-query work for it then)."""
         few = queries < BLAS_FROM_QUERIES
-        split = few and self._codes_scanned(nprobe) >= PARALLEL_SCAN_FROM
+        split = few and PARALLEL_SCAN_FROM != float("inf") and self._codes_scanned(nprobe) >= PARALLEL_SCAN_FROM
         with omp_threads(BASE_SCAN_THREADS if few and not split else 0), probes_in_parallel(self._ivf, split):
             yield
 
